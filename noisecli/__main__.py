@@ -1,0 +1,3 @@
+from noisecli.cli import main
+
+main()

@@ -1,0 +1,83 @@
+"""What can be named in a spec: datasets, models, noise kinds.
+
+Torch-free on purpose: `noisecli --help`, `validate` and `list` read this table without
+paying for `import torch`. The code behind each entry is imported only when it is built.
+
+`options` lists the section keys that only this entry uses; validation refuses such a key
+when the entry that uses it is not the one chosen (a `block_size` next to `digits` is a
+mistake worth one line, not a silently ignored setting).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    summary: str
+    target: str  # "module:function" that builds it, imported lazily
+    options: tuple[str, ...] = ()
+    # datasets: what they provide; models and noise: what they accept
+    modalities: frozenset[str] = field(default_factory=frozenset)
+    factor: str = ""  # noise only: what the factor means
+    formula: str = ""  # noise only
+
+
+VECTOR, IMAGE, TOKENS = "vector", "image", "tokens"
+
+DATASETS = {
+    e.name: e
+    for e in [
+        Entry("digits", "8x8 handwritten digits, 1,797 images, 10 classes (scikit-learn, bundled)",
+              "noisecli.data.tabular:load_sklearn", ("standardize",), frozenset({VECTOR, IMAGE})),
+        Entry("breast_cancer", "Wisconsin breast cancer, 569 x 30 features, 2 classes (scikit-learn, bundled)",
+              "noisecli.data.tabular:load_sklearn", ("standardize",), frozenset({VECTOR})),
+        Entry("wine", "wine recognition, 178 x 13 features, 3 classes (scikit-learn, bundled)",
+              "noisecli.data.tabular:load_sklearn", ("standardize",), frozenset({VECTOR})),
+        Entry("teacher", "synthetic regression or classification from a random teacher network",
+              "noisecli.data.synthetic:load_teacher",
+              ("n_samples", "n_features", "n_classes", "teacher_hidden", "label_noise", "standardize"),
+              frozenset({VECTOR})),
+        Entry("pydoc", "character-level text of CPython's bundled pydoc topics (about 465k chars)",
+              "noisecli.data.text:load_pydoc", ("block_size",), frozenset({TOKENS})),
+        Entry("markov", "synthetic character language with a known entropy rate (the best possible loss)",
+              "noisecli.data.synthetic:load_markov",
+              ("block_size", "vocab_size", "n_tokens", "concentration"), frozenset({TOKENS})),
+        Entry("text", "any UTF-8 text file, character-level (data.path, data.block_size)",
+              "noisecli.data.text:load_text", ("path", "block_size"), frozenset({TOKENS})),
+        Entry("npz", "arrays x, y (and optionally x_val, y_val) from a .npz file (data.path)",
+              "noisecli.data.tabular:load_npz", ("path", "standardize"), frozenset({VECTOR})),
+        Entry("csv", "a CSV table with a header; data.target names the label column (default: the last)",
+              "noisecli.data.tabular:load_csv", ("path", "target", "task", "standardize"), frozenset({VECTOR})),
+    ]
+}
+
+MODELS = {
+    e.name: e
+    for e in [
+        Entry("linear", "one linear layer on the flattened input", "noisecli.models.mlp:build_linear",
+              (), frozenset({VECTOR})),
+        Entry("mlp", "multi-layer perceptron (model.hidden, model.activation, model.dropout)",
+              "noisecli.models.mlp:build_mlp", ("hidden", "activation", "dropout"), frozenset({VECTOR})),
+        Entry("cnn", "small convolutional net for small images such as digits (model.channels)",
+              "noisecli.models.cnn:build_cnn", ("channels", "dropout"), frozenset({IMAGE})),
+        Entry("gpt", "small causal transformer (model.n_layer, n_head, n_embd, dropout; context = data.block_size)",
+              "noisecli.models.gpt:build_gpt", ("n_layer", "n_head", "n_embd", "dropout", "bias"),
+              frozenset({TOKENS})),
+    ]
+}
+
+NOISE = {
+    e.name: e
+    for e in [
+        Entry("none", "no noise: the baseline every other kind is compared with",
+              "noisecli.noise.base:NoNoise", factor="unused", formula="-"),
+        Entry("input", "Gaussian (or uniform) noise added to continuous inputs",
+              "noisecli.noise.input:InputNoise", ("distribution",), frozenset({VECTOR, IMAGE}),
+              factor="standard deviation", formula="x + factor * N(0, 1)"),
+    ]
+}
+
+SCHEDULES = ("constant", "linear", "cosine")

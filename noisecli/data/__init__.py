@@ -1,0 +1,81 @@
+"""Datasets: each loader returns a `Dataset` of tensors that is moved to the device whole.
+
+The datasets noisecli targets are small, so the hot path never touches a DataLoader:
+batches are index operations on tensors already on the device (see `batches.py`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from noisecli import catalog
+from noisecli.errors import SpecError
+from noisecli.spec import DataSpec
+
+
+@dataclass
+class Dataset:
+    name: str
+    task: str  # "classification" | "regression" | "lm"
+    x_train: torch.Tensor  # (N, D) features, or (T,) token ids for "lm"
+    y_train: torch.Tensor | None  # (N,) labels, (N, K) targets, or None for "lm"
+    x_val: torch.Tensor
+    y_val: torch.Tensor | None
+    n_outputs: int  # classes, regression targets, or vocabulary size
+    image_shape: tuple[int, ...] | None = None  # (C, H, W) when the rows are images
+    block_size: int | None = None  # "lm" only
+    info: dict[str, Any] = field(default_factory=dict)  # shown to the user, saved in the run
+
+    @property
+    def is_tokens(self) -> bool:
+        return self.task == "lm"
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x_train.shape[1]) if not self.is_tokens else 0
+
+    @property
+    def n_train(self) -> int:
+        """Examples in the training split; for text, the number of distinct windows."""
+        if self.is_tokens:
+            return int(self.x_train.numel()) - self.block_size
+        return int(self.x_train.shape[0])
+
+    def to(self, device: torch.device) -> "Dataset":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        self.x_train, self.y_train = move(self.x_train), move(self.y_train)
+        self.x_val, self.y_val = move(self.x_val), move(self.y_val)
+        return self
+
+
+def load_dataset(spec: DataSpec) -> Dataset:
+    """Build the dataset named by `spec.kind` on the CPU; DataError-like problems are SpecErrors."""
+    entry = catalog.DATASETS[spec.kind]
+    module, func = entry.target.split(":")
+    loader = getattr(importlib.import_module(module), func)
+    ds = loader(spec)
+    ds.info.setdefault("train_examples", ds.n_train)
+    return ds
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded shuffle split; at least one example on each side."""
+    if n < 2:
+        raise SpecError(f"data: only {n} example(s); need at least 2 to hold out a validation split")
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=g)
+    n_val = min(max(1, round(n * val_fraction)), n - 1)
+    return perm[n_val:], perm[:n_val]
+
+
+def subsample(n: int, size: int | None, seed: int, what: str = "data.train_size") -> torch.Tensor | None:
+    if size is None:
+        return None
+    if size > n:
+        raise SpecError(f"{what}: {size} is more than the {n} training examples available")
+    g = torch.Generator().manual_seed(seed + 1)
+    return torch.randperm(n, generator=g)[:size]

@@ -1,0 +1,150 @@
+"""Tables: scikit-learn's bundled datasets, npz arrays, CSV files."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from noisecli.data import Dataset, split_indices, subsample
+from noisecli.errors import SpecError
+from noisecli.spec import DataSpec
+
+
+def make_table_dataset(spec: DataSpec, x: np.ndarray, y: np.ndarray, task: str,
+                       x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+                       image_shape=None, info=None) -> Dataset:
+    """Split (unless a validation split is given), subsample, standardize, make tensors."""
+    x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    if x_val is None:
+        tr, va = split_indices(len(x), spec.val_fraction, spec.seed)
+        tr, va = tr.numpy(), va.numpy()
+        x, x_val, y, y_val = x[tr], x[va], y[tr], y[va]
+    else:
+        x_val = np.asarray(x_val, dtype=np.float32).reshape(len(x_val), -1)
+    keep = subsample(len(x), spec.train_size, spec.seed)
+    if keep is not None:
+        x, y = x[keep.numpy()], y[keep.numpy()]
+    if spec.standardize:
+        # train statistics only, so nothing about the validation split leaks into training
+        mean, std = x.mean(0), x.std(0)
+        std[std < 1e-8] = 1.0
+        x, x_val = (x - mean) / std, (x_val - mean) / std
+    if task == "classification":
+        y, y_val = torch.as_tensor(y, dtype=torch.long), torch.as_tensor(y_val, dtype=torch.long)
+        n_out = int(max(y.max(), y_val.max())) + 1
+    else:
+        y = torch.as_tensor(np.asarray(y, np.float32).reshape(len(y), -1))
+        y_val = torch.as_tensor(np.asarray(y_val, np.float32).reshape(len(y_val), -1))
+        n_out = int(y.shape[1])
+    return Dataset(spec.kind, task, torch.as_tensor(x), y, torch.as_tensor(x_val), y_val, n_out,
+                   image_shape=image_shape, info=dict(info or {}))
+
+
+def load_sklearn(spec: DataSpec) -> Dataset:
+    from sklearn import datasets as skd  # bundled files, no download
+
+    loader = {"digits": skd.load_digits, "breast_cancer": skd.load_breast_cancer, "wine": skd.load_wine}
+    bunch = loader[spec.kind]()
+    shape = (1, 8, 8) if spec.kind == "digits" else None
+    return make_table_dataset(spec, bunch.data, bunch.target, "classification", image_shape=shape)
+
+
+def _labels(y: np.ndarray, what: str) -> tuple[np.ndarray, str]:
+    """Integer labels mean classification, floats regression (the contract's rule)."""
+    if np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_):
+        if y.ndim != 1:
+            raise SpecError(f"{what}: integer labels must be one-dimensional, got shape {y.shape}")
+        if y.min() < 0:
+            raise SpecError(f"{what}: class labels must be >= 0, found {int(y.min())}")
+        return y.astype(np.int64), "classification"
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.isfinite(y).all():
+            raise SpecError(f"{what}: contains NaN or infinite targets")
+        return y.astype(np.float32), "regression"
+    raise SpecError(f"{what}: labels must be integers or floats, got dtype {y.dtype}")
+
+
+def load_npz(spec: DataSpec) -> Dataset:
+    path = Path(spec.path)
+    try:
+        arrays = np.load(path, allow_pickle=False)  # never unpickle objects from a file
+        names = set(arrays.files)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input to fix
+        raise SpecError(f"data.path: cannot read {path} as .npz: {e}") from None
+    missing = {"x", "y"} - names
+    if missing:
+        raise SpecError(f"data.path: {path} lacks array(s) {', '.join(sorted(missing))} "
+                        f"(found: {', '.join(sorted(names)) or 'none'})")
+    if ("x_val" in names) != ("y_val" in names):
+        raise SpecError(f"data.path: {path} has only one of x_val, y_val; give both or neither")
+    x, (y, task) = arrays["x"], _labels(arrays["y"], f"data.path: {path.name}: y")
+    if len(x) != len(y):
+        raise SpecError(f"data.path: {path.name}: x has {len(x)} rows but y has {len(y)}")
+    x_val = y_val = None
+    if "x_val" in names:
+        x_val, (y_val, task_val) = arrays["x_val"], _labels(arrays["y_val"], f"data.path: {path.name}: y_val")
+        if task_val != task or len(x_val) != len(y_val) or x_val.shape[1:] != x.shape[1:]:
+            raise SpecError(f"data.path: {path.name}: x_val/y_val do not match x/y in shape or label type")
+    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
+        raise SpecError(f"data.path: {path.name}: x must be finite numbers")
+    return make_table_dataset(spec, x, y, task, x_val, y_val)
+
+
+def load_csv(spec: DataSpec) -> Dataset:
+    path = Path(spec.path)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f) if r]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise SpecError(f"data.path: cannot read {path} as CSV: {e}") from None
+    if len(rows) < 3:
+        raise SpecError(f"data.path: {path} needs a header row and at least 2 data rows")
+    header, body = rows[0], rows[1:]
+    if spec.target is None:
+        col = len(header) - 1
+    elif spec.target in header:
+        col = header.index(spec.target)
+    else:
+        from noisecli.spec import suggest
+
+        raise SpecError(f"data.target: no column {spec.target!r} in {path.name}{suggest(spec.target, header)}")
+    bad = [i + 2 for i, r in enumerate(body) if len(r) != len(header)]
+    if bad:
+        raise SpecError(f"data.path: {path.name} line {bad[0]}: expected {len(header)} fields")
+    features = [i for i in range(len(header)) if i != col]
+    try:
+        x = np.array([[float(r[i]) for i in features] for r in body], dtype=np.float32)
+    except ValueError as e:
+        raise SpecError(f"data.path: {path.name}: feature columns must be numbers ({e})") from None
+    raw_y = [r[col].strip() for r in body]
+    task = spec.task
+    if task == "auto":
+        task = "classification" if all(_is_int(v) for v in raw_y) or not all(_is_float(v) for v in raw_y) \
+            else "regression"
+    if task == "regression":
+        if not all(_is_float(v) for v in raw_y):
+            raise SpecError(f"data.task: regression needs numeric values in column {header[col]!r}")
+        y = np.array([float(v) for v in raw_y], dtype=np.float32)
+    else:
+        classes = sorted(set(raw_y), key=lambda v: (not _is_int(v), int(v) if _is_int(v) else 0, v))
+        y = np.array([classes.index(v) for v in raw_y], dtype=np.int64)
+    return make_table_dataset(spec, x, y, task, info={"target": header[col]})
+
+
+def _is_int(v: str) -> bool:
+    try:
+        int(v)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_float(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,85 @@
+"""The interface every noise kind implements, and the factor schedule.
+
+A kind touches the training step only through these hooks, called by the trainer in
+this order within one step (each a no-op unless a kind overrides it):
+
+    x = transform_input(x, f)     # input, token: a noised copy of the batch
+    before_forward(f)             # weight: perturb the parameters in place
+    loss = model(x) ... backward  # forward hooks (embedding, activation) act here
+    after_backward(f)             # weight: restore the clean parameters
+    clip grad norm
+    on_gradients(f)               # gradient: add noise to .grad
+    optimizer.step()
+    after_step(f)                 # anticorrelated: move the perturbation
+
+`attach(model)` / `detach()` bracket training (forward hooks); hooks act only while the
+model is in training mode, so evaluation is always clean. Every draw comes from
+`self.generator`, seeded from the run's seed and saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from noisecli.data import Dataset
+from noisecli.spec import NoiseSpec
+
+
+@dataclass
+class NoiseContext:
+    model: nn.Module
+    dataset: Dataset
+    total_steps: int
+    device: torch.device
+    seed: int
+
+
+def schedule_factor(spec: NoiseSpec, step: int, total_steps: int) -> float:
+    """The factor at optimizer step `step` (0-based): warmup ramp, then the decay schedule."""
+    f = spec.factor
+    if spec.warmup_steps and step < spec.warmup_steps:
+        f *= (step + 1) / (spec.warmup_steps + 1)
+    progress = min(1.0, step / max(1, total_steps))
+    if spec.schedule == "linear":
+        f *= 1.0 - progress
+    elif spec.schedule == "cosine":
+        f *= 0.5 * (1.0 + math.cos(math.pi * progress))
+    return f
+
+
+class Noise:
+    """The no-op kind (`none`) and the base of every other kind."""
+
+    def __init__(self, spec: NoiseSpec, ctx: NoiseContext, index: int = 0):
+        self.spec = spec
+        self.ctx = ctx
+        self.generator = torch.Generator(device=ctx.device)
+        # distinct, reproducible streams per entry, independent of the data order's stream
+        self.generator.manual_seed(ctx.seed * 1_000_003 + 7919 * (index + 1))
+
+    def factor(self, step: int) -> float:
+        return schedule_factor(self.spec, step, self.ctx.total_steps)
+
+    # ---- hooks (no-ops here)
+    def attach(self, model: nn.Module) -> None: ...
+    def detach(self) -> None: ...
+    def transform_input(self, x: torch.Tensor, factor: float) -> torch.Tensor:
+        return x
+    def before_forward(self, factor: float) -> None: ...
+    def after_backward(self, factor: float) -> None: ...
+    def on_gradients(self, factor: float) -> None: ...
+    def after_step(self, factor: float) -> None: ...
+
+    # ---- checkpointing: the generator and any state a kind carries between steps
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+NoNoise = Noise

@@ -1,0 +1,211 @@
+"""The run folder: atomic writes, status, metrics, checkpoints, and the lock.
+
+Every file is written to a temporary file in the same folder, flushed and fsynced, then
+renamed over the old one, so a reader (or a rerun after a crash) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from noisecli.errors import SpecError
+
+STATES = ("running", "completed", "failed", "diverged", "interrupted")
+METRIC_COLUMNS = ["epoch", "step", "train_loss", "clean_train_loss", "val_loss", "val_acc", "lr",
+                  "noise_factor", "grad_norm", "samples_per_s", "seconds"]
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write `data` to `path` so that `path` holds either the old or the whole new content."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunFolder:
+    """runs/<name>/: spec.yaml, metrics.csv, metrics.jsonl, status.json, checkpoints/."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.ckpt_dir = self.path / "checkpoints"
+        self.lock_path = self.path / ".lock"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def exists(self) -> bool:
+        return (self.path / "status.json").exists()
+
+    # ---------------------------------------------------------------- status
+
+    def read_status(self) -> dict[str, Any]:
+        p = self.path / "status.json"
+        try:
+            status = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            raise SpecError(f"{p}: unreadable status file ({e}); delete it to let the run resume "
+                            "from its checkpoint") from None
+        if not isinstance(status, dict) or status.get("state") not in STATES:
+            raise SpecError(f"{p}: not a noisecli status file; delete it to let the run resume "
+                            "from its checkpoint")
+        return status
+
+    def write_status(self, **fields: Any) -> dict[str, Any]:
+        status = {**self.read_status_quiet(), **fields, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        atomic_write(self.path / "status.json", json.dumps(status, indent=2) + "\n")
+        return status
+
+    def read_status_quiet(self) -> dict[str, Any]:
+        try:
+            return self.read_status()
+        except SpecError:
+            return {}
+
+    # ---------------------------------------------------------------- files
+
+    def write_text(self, name: str, text: str) -> None:
+        atomic_write(self.path / name, text)
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Rewrite both metrics files from all rows (they are small; a rewrite stays atomic)."""
+        columns = [c for c in METRIC_COLUMNS if any(c in r for r in rows)] or METRIC_COLUMNS
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(self.path / "metrics.csv", buf.getvalue())
+        atomic_write(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        p = self.path / "metrics.jsonl"
+        if not p.exists():
+            return []
+        rows = []
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    raise SpecError(f"{p}:{i}: corrupt line; rerun `noisecli train` on this run "
+                                    "to rewrite it from the checkpoint") from None
+        return rows
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def save_checkpoint(self, state: dict, name: str = "last.pt") -> None:
+        import torch
+
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write(self.ckpt_dir / name, buf.getvalue())
+
+    def load_checkpoint(self, name: str = "last.pt") -> dict | None:
+        """The checkpoint, or None when there is none. weights_only: a file is never code."""
+        import torch
+
+        p = self.ckpt_dir / name
+        if not p.exists():
+            return None
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - truncated, corrupt or foreign file
+            raise SpecError(f"{p}: cannot load checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                            "move it away to start the run over, or use --restart") from None
+        if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
+            raise SpecError(f"{p}: not a noisecli checkpoint; move it away or use --restart")
+        return state
+
+    # ---------------------------------------------------------------- lock
+
+    def acquire_lock(self) -> None:
+        """One trainer per run folder; a lock left by a dead process on this host is taken over."""
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        for _ in range(3):
+            try:
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    holder = json.loads(self.lock_path.read_text())
+                except (OSError, ValueError):
+                    holder = {}
+                if holder and holder.get("host") == me["host"] and not pid_alive(int(holder.get("pid", 0))):
+                    self.lock_path.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                if not holder:  # being written right now, or garbage: give it a moment
+                    time.sleep(0.2)
+                    if not self.lock_path.exists():
+                        continue
+                    try:
+                        holder = json.loads(self.lock_path.read_text())
+                    except (OSError, ValueError):
+                        self.lock_path.unlink(missing_ok=True)
+                        continue
+                raise SpecError(f"run {self.name!r} is in use by pid {holder.get('pid')} on "
+                                f"{holder.get('host')}; wait for it, or stop it (its state is saved "
+                                f"on Ctrl-C). If that process is gone, delete {self.lock_path}")
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            return
+        raise SpecError(f"could not take the lock {self.lock_path}")
+
+    def release_lock(self) -> None:
+        self.lock_path.unlink(missing_ok=True)
+
+    def archive(self) -> Path:
+        """Move this run aside (for --restart): nothing trained is deleted."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        # a dot-folder, so reports over the runs folder do not count old runs twice
+        archive = self.path.parent / ".archive"
+        archive.mkdir(exist_ok=True)
+        dest = archive / f"{self.name}-{stamp}"
+        n = 1
+        while dest.exists():
+            dest = archive / f"{self.name}-{stamp}-{n}"
+            n += 1
+        shutil.move(str(self.path), str(dest))
+        return dest

@@ -1,0 +1,501 @@
+"""The experiment spec: typed dataclasses, YAML loading, KEY=VALUE overrides, validation.
+
+Validation collects every problem, each on one line that starts with the key's dotted
+path, and raises once (`SpecError`). Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import re
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from noisecli import catalog
+from noisecli.errors import SpecError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+# YAML 1.1 reads `1e-4` (no dot) as a string; the contract says it is a number.
+FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def opt(default: Any, help: str, *, choices=None, ge=None, gt=None, le=None, lt=None):
+    """A spec field: its default, its one-line reference text, and its allowed values."""
+    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataSpec:
+    kind: str = opt("digits", "dataset name (noisecli list datasets)")
+    val_fraction: float = opt(0.2, "share of the data held out for validation", gt=0, lt=1)
+    train_size: Optional[int] = opt(None, "subsample the training split to this many examples "
+                                          "(or token windows' worth of text)", ge=1)
+    seed: int = opt(0, "seed of the split and of synthetic data; kept apart from the run's seed "
+                       "so every seed of a sweep sees the same data")
+    standardize: bool = opt(True, "scale each input feature to zero mean, unit variance (train statistics)")
+    path: Optional[str] = opt(None, "file for text, npz and csv (relative to the spec file)")
+    block_size: int = opt(64, "context length in characters for text datasets", ge=2)
+    target: Optional[str] = opt(None, "csv: the label column (default: the last column)")
+    task: str = opt("auto", "csv: auto | classification | regression",
+                    choices=("auto", "classification", "regression"))
+    n_samples: int = opt(1000, "teacher: number of examples", ge=4)
+    n_features: int = opt(20, "teacher: input dimension", ge=1)
+    n_classes: int = opt(0, "teacher: 0 for regression, else the number of classes", ge=0)
+    teacher_hidden: int = opt(32, "teacher: hidden width of the random teacher network", ge=1)
+    label_noise: float = opt(0.5, "teacher: std of the noise on regression targets, or the "
+                                  "temperature of sampled class labels", ge=0)
+    vocab_size: int = opt(16, "markov: number of symbols", ge=2, le=256)
+    n_tokens: int = opt(200_000, "markov: length of the generated text", ge=100)
+    concentration: float = opt(0.3, "markov: Dirichlet concentration of each transition row "
+                                    "(smaller = more predictable)", gt=0)
+
+
+@dataclass
+class ModelSpec:
+    kind: str = opt("mlp", "model name (noisecli list models)")
+    hidden: list[int] = opt([256, 256], "mlp: hidden layer widths")
+    activation: str = opt("relu", "mlp: relu | gelu | tanh", choices=("relu", "gelu", "tanh"))
+    dropout: float = opt(0.0, "dropout probability (mlp, cnn, gpt)", ge=0, lt=1)
+    channels: list[int] = opt([16, 32], "cnn: channels of each 3x3 conv block")
+    n_layer: int = opt(4, "gpt: transformer blocks", ge=1)
+    n_head: int = opt(4, "gpt: attention heads", ge=1)
+    n_embd: int = opt(128, "gpt: embedding width (a multiple of n_head)", ge=1)
+    bias: bool = opt(False, "gpt: bias in linear and layer-norm layers")
+
+
+@dataclass
+class NoiseSpec:
+    kind: str = opt("none", "noise kind (noisecli list noise)")
+    factor: float = opt(0.01, "strength; its meaning depends on the kind (noisecli list noise)", ge=0)
+    schedule: str = opt("constant", "how the factor changes over training: constant | linear | cosine "
+                                    "(decay to 0 at the last step)", choices=catalog.SCHEDULES)
+    warmup_steps: int = opt(0, "steps over which the factor ramps up from 0", ge=0)
+    distribution: str = opt("gaussian", "input, embedding: gaussian | uniform",
+                            choices=("gaussian", "uniform"))
+
+
+@dataclass
+class TrainSpec:
+    epochs: int = opt(3, "passes over the training split", ge=1)
+    max_steps: Optional[int] = opt(None, "stop after this many optimizer steps (at most epochs' worth)", ge=1)
+    batch_size: int = opt(32, "examples (or token windows) per step", ge=1)
+    lr: float = opt(5e-5, "peak learning rate of AdamW", gt=0)
+    weight_decay: float = opt(0.01, "AdamW decoupled weight decay", ge=0)
+    betas: list[float] = opt([0.9, 0.999], "AdamW betas [beta1, beta2]")
+    grad_clip: float = opt(1.0, "clip the global gradient norm to this (0 turns clipping off)", ge=0)
+    lr_schedule: str = opt("constant", "constant | cosine | linear (decay to min_lr at the last step)",
+                           choices=("constant", "cosine", "linear"))
+    warmup_steps: int = opt(0, "linear learning-rate warmup steps", ge=0)
+    min_lr: float = opt(0.0, "learning rate at the last step for cosine and linear", ge=0)
+    eval_every: Optional[int] = opt(None, "steps between evaluations (default: once per epoch)", ge=1)
+    eval_batches: int = opt(20, "text datasets: batches of fixed windows per evaluation split", ge=1)
+    precision: str = opt("auto", "auto (bf16 on CUDA, else fp32) | fp32 | bf16 | fp16",
+                         choices=("auto", "fp32", "bf16", "fp16"))
+    compile: bool = opt(False, "torch.compile the model")
+
+
+@dataclass
+class OutputSpec:
+    checkpoint: str = opt("last", "last | best | every (one per evaluation) | none (deleted when done)",
+                          choices=("last", "best", "every", "none"))
+
+
+@dataclass
+class Spec:
+    name: Optional[str] = opt(None, "run name, the folder under runs/ (default: the spec file's stem)")
+    seed: int = opt(0, "seed of initialization, data order and noise draws")
+    device: str = opt("auto", "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    noise: list[NoiseSpec] = field(default_factory=lambda: [NoiseSpec()])
+    train: TrainSpec = field(default_factory=TrainSpec)
+    output: OutputSpec = field(default_factory=OutputSpec)
+
+    @property
+    def noise_label(self) -> str:
+        """The noise kinds joined by '+', as the report names them."""
+        return "+".join(n.kind for n in self.noise)
+
+
+SECTIONS = {"data": DataSpec, "model": ModelSpec, "train": TrainSpec, "output": OutputSpec}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def read_yaml(path: Path) -> dict:
+    """Read a YAML mapping; every way it can be wrong is one SpecError line naming the file."""
+    if not path.exists():
+        raise SpecError(f"{path}: file not found")
+    if path.is_dir():
+        raise SpecError(f"{path}: is a folder, expected a YAML file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"{path}: cannot read: {e}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"{path}{where}: bad YAML: {what}") from None
+    if raw is None:
+        raise SpecError(f"{path}: the file is empty; a spec needs at least `data:` or `model:`")
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a mapping of keys (name, data, model, noise, train, ...), "
+                        f"got a {type(raw).__name__}")
+    return raw
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'noise.factor=0.05' -> (['noise', 'factor'], 0.05); the value is read as a YAML scalar."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise SpecError(f"override {text!r}: must be in the form key=value, e.g. noise.factor=0.05")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        raise SpecError(f"override {text!r}: cannot read the value {value!r}") from None
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str], cwd: Path | None = None) -> dict:
+    """Set each dotted key in a copy of `raw`. Paths given here are relative to the cwd."""
+    raw = copy.deepcopy(raw)
+    problems = []
+    for text in overrides:
+        try:
+            keys, value = parse_override(text)
+        except SpecError as e:
+            problems += e.problems
+            continue
+        if keys[-1] == "path" and isinstance(value, str):
+            value = str((cwd or Path.cwd()) / Path(value).expanduser())
+        node: Any = raw
+        for i, key in enumerate(keys[:-1]):
+            where = ".".join(keys[: i + 1])
+            if isinstance(node, list):
+                if not key.isdigit() and len(node) == 1:
+                    node = node[0]  # `noise.factor=` on a one-entry noise list
+                elif key.isdigit() and int(key) < len(node):
+                    node = node[int(key)]
+                    continue
+                else:
+                    problems.append(f"override {text!r}: {'.'.join(keys[:i])} is a list of {len(node)}; "
+                                    f"name an entry by its index, e.g. {'.'.join(keys[:i])}.0.{key}")
+                    node = None
+                    break
+            if not isinstance(node, dict):
+                problems.append(f"override {text!r}: {where} is not a section")
+                node = None
+                break
+            if node.get(key) is None:
+                node[key] = {}
+            node = node[key]
+        if node is None:
+            continue
+        last = keys[-1]
+        if isinstance(node, list):
+            if len(node) == 1 and not last.isdigit():
+                node = node[0]
+            elif last.isdigit() and int(last) < len(node):
+                node[int(last)] = value
+                continue
+            else:
+                problems.append(f"override {text!r}: {'.'.join(keys[:-1])} is a list of {len(node)}; "
+                                f"name an entry by its index")
+                continue
+        if not isinstance(node, dict):
+            problems.append(f"override {text!r}: {'.'.join(keys[:-1])} is not a section")
+            continue
+        node[last] = value
+    if problems:
+        raise SpecError(problems)
+    return raw
+
+
+def load_spec(path: Path | str, overrides: list[str] | None = None) -> Spec:
+    """Read, override and validate a spec file; raises SpecError listing every problem."""
+    path = Path(path)
+    raw = read_yaml(path)
+    raw = apply_overrides(raw, overrides or [])
+    raw.setdefault("name", path.stem)
+    return spec_from_dict(raw, base_dir=path.parent)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
+    """Check `value` against the annotation `tp`; returns the converted value or MISSING."""
+    origin = get_origin(tp)
+    if origin is Union:  # Optional[X]
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where, problems)
+    if origin is list:
+        (item_tp,) = get_args(tp)
+        if not isinstance(value, list):
+            if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+                value = [value]  # `hidden: 64` means one layer of 64
+            else:
+                problems.append(f"{where}: must be a list, got {_describe(value)}")
+                return MISSING
+        out = [_coerce(v, item_tp, f"{where}.{i}", problems) for i, v in enumerate(value)]
+        return MISSING if any(v is MISSING for v in out) else out
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        problems.append(f"{where}: must be true or false, got {_describe(value)}")
+        return MISSING
+    if tp is int:
+        if isinstance(value, str) and FLOAT_RE.match(value.strip()):
+            value = float(value)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        problems.append(f"{where}: must be an integer, got {_describe(value)}")
+        return MISSING
+    if tp is float:
+        if isinstance(value, str) and FLOAT_RE.match(value.strip()):
+            value = float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                problems.append(f"{where}: must be a finite number, got {value!r}")
+                return MISSING
+            return float(value)
+        problems.append(f"{where}: must be a number, got {_describe(value)}")
+        return MISSING
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        problems.append(f"{where}: must be a string, got {_describe(value)}")
+        return MISSING
+    raise TypeError(f"unsupported spec type {tp!r}")  # a bug in this file, not a user error
+
+
+def _check_range(value: Any, meta: dict, where: str, problems: list[str]) -> None:
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if v is None:
+            continue
+        if meta["choices"] and v not in meta["choices"]:
+            problems.append(f"{where}: must be one of {', '.join(meta['choices'])}; got {v!r}"
+                            f"{suggest(v, meta['choices'])}")
+            return
+        for bound, ok, text in (("ge", lambda a, b: a >= b, ">="), ("gt", lambda a, b: a > b, ">"),
+                                ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")):
+            if meta[bound] is not None and isinstance(v, (int, float)) and not ok(v, meta[bound]):
+                problems.append(f"{where}: must be {text} {meta[bound]}, got {v!r}")
+                return
+
+
+def _build(cls, raw: Any, where: str, problems: list[str]):
+    """Make a dataclass from a mapping: unknown keys, types and ranges checked."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: must be a mapping of keys, got {_describe(raw)}")
+        return cls()
+    hints = get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            hint = suggest(key, names) or f" (valid keys: {', '.join(names)})"
+            problems.append(f"{path}: unknown key{hint}")
+            continue
+        f = next(f for f in fields(cls) if f.name == key)
+        if is_dataclass(hints[key]):
+            kwargs[key] = _build(hints[key], value, path, problems)
+            continue
+        converted = _coerce(value, hints[key], path, problems)
+        if converted is not MISSING:
+            _check_range(converted, f.metadata, path, problems)
+            kwargs[key] = converted
+    return cls(**kwargs)
+
+
+def _check_kind(section: str, kind: str, table: dict, what: str, problems: list[str]) -> bool:
+    if kind in table:
+        return True
+    problems.append(f"{section}.kind: unknown {what} {kind!r}{suggest(kind, table)} "
+                    f"(noisecli list {'noise' if what == 'noise kind' else what + 's'})")
+    return False
+
+
+def _check_options(section: str, raw: Any, entry: catalog.Entry, cls, problems: list[str]) -> None:
+    """A key that only another kind uses is a mistake: say which kinds use it."""
+    if not isinstance(raw, dict):
+        return
+    owners: dict[str, list[str]] = {}
+    table = {DataSpec: catalog.DATASETS, ModelSpec: catalog.MODELS, NoiseSpec: catalog.NOISE}[cls]
+    for e in table.values():
+        for o in e.options:
+            owners.setdefault(o, []).append(e.name)
+    for key in raw:
+        if key in owners and key not in entry.options:
+            problems.append(f"{section}.{key}: does not apply to {section.split('.')[0]} kind "
+                            f"{entry.name!r} (used by {', '.join(owners[key])})")
+
+
+def spec_from_dict(raw: dict, base_dir: Path | None = None) -> Spec:
+    """Validate a raw mapping (already overridden) and return the Spec. Collects every problem."""
+    problems: list[str] = []
+    raw = dict(raw)
+    noise_raw = raw.pop("noise", None)
+    spec = _build(Spec, {k: v for k, v in raw.items()}, "", problems)
+
+    # noise: one mapping, or a list of mappings applied together
+    entries = noise_raw if isinstance(noise_raw, list) else [noise_raw]
+    noises = []
+    for i, entry in enumerate(entries):
+        where = f"noise.{i}" if isinstance(noise_raw, list) else "noise"
+        noises.append(_build(NoiseSpec, entry, where, problems))
+    if isinstance(noise_raw, list) and not noise_raw:
+        problems.append("noise: an empty list; write `kind: none` for no noise")
+        noises = [NoiseSpec()]
+    spec.noise = noises
+
+    if spec.name is not None and not NAME_RE.match(spec.name):
+        problems.append(f"name: {spec.name!r} must be 1-100 letters, digits, '.', '_' or '-', "
+                        "starting with a letter or digit (it names a folder under the runs folder)")
+    if not DEVICE_RE.match(spec.device):
+        problems.append(f"device: must be auto, cpu, cuda, cuda:N or mps; got {spec.device!r}"
+                        f"{suggest(spec.device, ['auto', 'cpu', 'cuda', 'mps'])}")
+
+    data_ok = _check_kind("data", spec.data.kind, catalog.DATASETS, "dataset", problems)
+    model_ok = _check_kind("model", spec.model.kind, catalog.MODELS, "model", problems)
+    dataset = catalog.DATASETS.get(spec.data.kind)
+    if data_ok:
+        _check_options("data", raw.get("data"), dataset, DataSpec, problems)
+        _check_data_files(spec, dataset, base_dir, problems)
+    if model_ok:
+        model = catalog.MODELS[spec.model.kind]
+        _check_options("model", raw.get("model"), model, ModelSpec, problems)
+        if data_ok and not (model.modalities & dataset.modalities):
+            fits = [m.name for m in catalog.MODELS.values() if m.modalities & dataset.modalities]
+            problems.append(f"model.kind: {model.name!r} cannot read data kind {dataset.name!r} "
+                            f"({'/'.join(sorted(dataset.modalities))}); use one of: {', '.join(fits)}")
+        if model.name == "gpt" and spec.model.n_embd % spec.model.n_head:
+            problems.append(f"model.n_embd: {spec.model.n_embd} must be a multiple of "
+                            f"model.n_head ({spec.model.n_head})")
+    _check_noise(spec, raw_entries=entries, listed=isinstance(noise_raw, list),
+                 dataset=dataset if data_ok else None, problems=problems)
+
+    t = spec.train
+    if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
+        problems.append(f"train.betas: must be two numbers in [0, 1), got {t.betas!r}")
+    if t.lr_schedule != "constant" and t.min_lr > t.lr:
+        problems.append(f"train.min_lr: {t.min_lr} is above train.lr ({t.lr}); the schedule decays to min_lr")
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def _check_data_files(spec: Spec, dataset: catalog.Entry, base_dir: Path | None, problems) -> None:
+    if "path" not in dataset.options:
+        return
+    if spec.data.path is None:
+        problems.append(f"data.path: required for data kind {dataset.name!r}")
+        return
+    path = Path(spec.data.path).expanduser()
+    if not path.is_absolute():
+        path = (base_dir or Path.cwd()) / path
+    if not path.is_file():
+        problems.append(f"data.path: file not found: {path}")
+        return
+    spec.data.path = str(path.resolve())
+
+
+def _check_noise(spec: Spec, raw_entries: list, listed: bool, dataset, problems: list[str]) -> None:
+    seen: set[str] = set()
+    for i, (noise, raw) in enumerate(zip(spec.noise, raw_entries)):
+        where = f"noise.{i}" if listed else "noise"
+        if not _check_kind(where, noise.kind, catalog.NOISE, "noise kind", problems):
+            continue
+        entry = catalog.NOISE[noise.kind]
+        _check_options(where, raw, entry, NoiseSpec, problems)
+        if noise.kind in seen:
+            problems.append(f"{where}.kind: {noise.kind!r} is listed twice; give it once")
+        seen.add(noise.kind)
+        if noise.kind == "none" and len(spec.noise) > 1:
+            problems.append(f"{where}.kind: 'none' cannot be combined with other kinds")
+        if dataset is not None and entry.modalities and not (entry.modalities & dataset.modalities):
+            if noise.kind == "input" and catalog.TOKENS in dataset.modalities:
+                problems.append(
+                    f"{where}.kind: 'input' adds Gaussian noise to continuous inputs, but data kind "
+                    f"{dataset.name!r} gives integer token ids (noise of std 0.01 cast back to an id "
+                    "moves about half of them to id-1); use 'token' or 'embedding' instead")
+            else:
+                problems.append(f"{where}.kind: {noise.kind!r} does not apply to data kind "
+                                f"{dataset.name!r} ({'/'.join(sorted(dataset.modalities))})")
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _section_dict(obj, entry: catalog.Entry | None, table: dict | None) -> dict:
+    """Fields of a section, without the options that only other kinds use."""
+    foreign = set()
+    if table is not None:
+        for e in table.values():
+            foreign |= set(e.options)
+        foreign -= set(entry.options) if entry else set()
+    return {f.name: copy.deepcopy(getattr(obj, f.name)) for f in fields(obj) if f.name not in foreign}
+
+
+def spec_to_dict(spec: Spec) -> dict:
+    """The resolved spec, every default filled in; loads back to an equal Spec."""
+    noise = [_section_dict(n, catalog.NOISE.get(n.kind), catalog.NOISE) for n in spec.noise]
+    return {
+        "name": spec.name,
+        "seed": spec.seed,
+        "device": spec.device,
+        "data": _section_dict(spec.data, catalog.DATASETS.get(spec.data.kind), catalog.DATASETS),
+        "model": _section_dict(spec.model, catalog.MODELS.get(spec.model.kind), catalog.MODELS),
+        "noise": noise[0] if len(noise) == 1 else noise,
+        "train": _section_dict(spec.train, None, None),
+        "output": _section_dict(spec.output, None, None),
+    }
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists of mappings are indexed (noise.0.kind)."""
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(d, list) and d and all(isinstance(v, dict) for v in d):
+        for i, v in enumerate(d):
+            out.update(flatten(v, f"{prefix}.{i}"))
+    else:
+        out[prefix] = d
+    return out
+
+
+def dump_yaml(d: dict) -> str:
+    return yaml.safe_dump(d, sort_keys=False, default_flow_style=None)

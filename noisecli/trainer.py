@@ -1,0 +1,386 @@
+"""The training loop: clipped AdamW with noise hooks, clean evaluation, checkpoints, resume.
+
+Lifecycle (torchtune's): `setup()` builds everything from the spec in memory and raises
+SpecError on bad input before anything is written; `open_run()` claims the run folder
+(fresh, resume or already completed); `train()` runs the loop; the lock is released in
+`close()`. The step never reads a value back to the host: losses and grad norms are
+summed on the device and read once per evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+import traceback
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from noisecli.data import Dataset, load_dataset
+from noisecli.data.batches import Batches
+from noisecli.display import TrainDisplay
+from noisecli.errors import Interrupted, RunError, SpecError
+from noisecli.models import build_model
+from noisecli.noise import NoiseContext, build_noises
+from noisecli.runs import RunFolder
+from noisecli.spec import Spec, TrainSpec, dump_yaml, flatten, spec_to_dict
+
+CHECKPOINT_FORMAT = 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SpecError(f"device: {name!r} asked for, but this torch sees no CUDA device; use device=cpu")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise SpecError(f"device: {name!r} asked for, but there are {torch.cuda.device_count()} CUDA devices")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise SpecError("device: 'mps' asked for, but MPS is not available here; use device=cpu")
+    return torch.device(name)
+
+
+def lr_at(t: TrainSpec, step: int, total_steps: int) -> float:
+    """Linear warmup (nanoGPT's), then constant, cosine or linear decay to min_lr at the last step."""
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / (t.warmup_steps + 1)
+    if t.lr_schedule == "constant":
+        return t.lr
+    progress = min(1.0, (step - t.warmup_steps) / max(1, total_steps - t.warmup_steps))
+    coeff = 0.5 * (1.0 + math.cos(math.pi * progress)) if t.lr_schedule == "cosine" else 1.0 - progress
+    return t.min_lr + coeff * (t.lr - t.min_lr)
+
+
+def loss_fn(out: torch.Tensor, y: torch.Tensor, task: str, reduction: str = "mean") -> torch.Tensor:
+    out = out.float()
+    if task == "regression":
+        return F.mse_loss(out, y, reduction=reduction)
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction=reduction)
+
+
+class Trainer:
+    def __init__(self, spec: Spec, runs_dir: Path | str = "runs", quiet: bool = False):
+        self.spec = spec
+        self.run = RunFolder(Path(runs_dir) / spec.name)
+        self.display = TrainDisplay(quiet=quiet)
+        self.stop_signal: int | None = None
+        self._locked = False
+
+    # ------------------------------------------------------------------ setup (writes nothing)
+
+    def setup(self) -> "Trainer":
+        spec, t = self.spec, self.spec.train
+        self.device = resolve_device(spec.device)
+        if t.precision == "fp16" and self.device.type != "cuda":
+            raise SpecError(f"train.precision: fp16 needs a CUDA device (device is {self.device.type}); "
+                            "use fp32 or bf16")
+        precision = t.precision
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        self.precision = precision
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.autocast = torch.autocast(self.device.type, dtype=dtype) if dtype else nullcontext()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
+
+        torch.manual_seed(spec.seed)
+        self.data: Dataset = load_dataset(spec.data).to(self.device)
+        self.batches = Batches(self.data, t.batch_size, spec.seed, t.eval_batches, self.device)
+        self.steps_per_epoch = self.batches.steps_per_epoch
+        self.total_steps = t.epochs * self.steps_per_epoch
+        if t.max_steps is not None:
+            self.total_steps = min(self.total_steps, t.max_steps)
+        self.eval_every = t.eval_every or self.steps_per_epoch
+
+        self.raw_model = build_model(spec.model, self.data).to(self.device)
+        self.model = torch.compile(self.raw_model) if t.compile else self.raw_model
+        self.params = [p for p in self.raw_model.parameters() if p.requires_grad]
+        # nanoGPT's split: matrices and embeddings decay, biases and norm gains do not
+        decay = [p for p in self.params if p.dim() >= 2]
+        no_decay = [p for p in self.params if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        fast = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
+        self.optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), **fast)
+
+        ctx = NoiseContext(self.raw_model, self.data, self.total_steps, self.device, spec.seed)
+        self.noises = build_noises(spec.noise, ctx)
+
+        self.step = 0
+        self.rows: list[dict[str, Any]] = []
+        self.best_val = math.inf
+        self.elapsed = 0.0
+        self._reset_interval()
+        return self
+
+    def _reset_interval(self) -> None:
+        self.sum_loss = torch.zeros((), device=self.device)
+        self.sum_gn = torch.zeros((), device=self.device)
+        self.interval_steps = 0
+
+    # ------------------------------------------------------------------ the run folder
+
+    def open_run(self, restart: bool = False) -> str:
+        """Claim the folder: 'fresh', 'resume' or 'completed'. Refuses a changed spec."""
+        run = self.run
+        resolved = spec_to_dict(self.spec)
+        if run.path.exists() and restart and any(run.path.iterdir()):
+            run.acquire_lock()  # do not move a folder another process is training in
+            run.release_lock()
+            self.display.note(f"--restart: previous run moved to {run.archive()}")
+        if run.exists():
+            status = run.read_status()
+            saved = run.path / "spec.yaml"
+            if saved.exists():
+                import yaml
+
+                try:
+                    old = yaml.safe_load(saved.read_text(encoding="utf-8"))
+                except yaml.YAMLError:
+                    old = None
+                changed = _changed_keys(old, resolved) if isinstance(old, dict) else ["spec.yaml (unreadable)"]
+                if changed:
+                    raise SpecError(f"run {run.name!r} exists with a different spec ({', '.join(changed)}); "
+                                    "use --restart to start it over (the old run is kept under "
+                                    f"{run.path.parent / '.archive'}) or give it another name=")
+            if status.get("state") == "completed":
+                return "completed"
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.acquire_lock()
+        self._locked = True
+        state = run.load_checkpoint()
+        run.write_text("spec.yaml", dump_yaml(resolved))
+        if state is None:
+            run.write_metrics([])
+            run.write_status(state="running", epoch=0, step=0, total_steps=self.total_steps,
+                             steps_per_epoch=self.steps_per_epoch, best_val_loss=None, error=None,
+                             dataset=self.data.info, device=str(self.device), precision=self.precision)
+            return "fresh"
+        self._load_state(state)
+        run.write_metrics(self.rows)  # rows past the checkpoint (a crash after writing them) are dropped
+        run.write_status(state="running", step=self.step, error=None)
+        return "resume"
+
+    def close(self) -> None:
+        if self._locked:
+            self.run.release_lock()
+            self._locked = False
+
+    # ------------------------------------------------------------------ state
+
+    def _state(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state(), "batches": self.batches.state_dict(),
+               "noise": [n.state_dict() for n in self.noises]}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "rng": rng,
+            "interval": {"loss": self.sum_loss, "grad_norm": self.sum_gn, "steps": self.interval_steps},
+            "rows": self.rows,
+            "best_val_loss": self.best_val,
+            "elapsed": self.elapsed,
+            "spec": spec_to_dict(self.spec),
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.raw_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = state["step"]
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.batches.load_state_dict(state["rng"]["batches"])
+        for noise, s in zip(self.noises, state["rng"]["noise"]):
+            noise.load_state_dict(s)
+        self.sum_loss = state["interval"]["loss"].to(self.device)
+        self.sum_gn = state["interval"]["grad_norm"].to(self.device)
+        self.interval_steps = state["interval"]["steps"]
+        self.rows = list(state["rows"])
+        self.best_val = state["best_val_loss"]
+        self.elapsed = state["elapsed"]
+
+    @property
+    def epoch(self) -> int:
+        return math.ceil(self.step / self.steps_per_epoch)
+
+    # ------------------------------------------------------------------ training
+
+    def train(self) -> dict[str, Any]:
+        t, model, opt = self.spec.train, self.model, self.optimizer
+        clip = t.grad_clip if t.grad_clip > 0 else math.inf
+        handlers = self._catch_signals()
+        for noise in self.noises:
+            noise.attach(self.raw_model)
+        model.train()
+        try:
+            with self.display.progress(self.total_steps, self.step, self.run.name) as bar:
+                tick = time.perf_counter()
+                while self.step < self.total_steps and self.stop_signal is None:
+                    step = self.step
+                    lr = lr_at(t, step, self.total_steps)
+                    for group in opt.param_groups:
+                        group["lr"] = lr
+                    factors = [noise.factor(step) for noise in self.noises]
+
+                    x, y = self.batches.next()
+                    for noise, f in zip(self.noises, factors):
+                        x = noise.transform_input(x, f)
+                    for noise, f in zip(self.noises, factors):
+                        noise.before_forward(f)
+                    with self.autocast:
+                        loss = loss_fn(model(x), y, self.data.task)  # against clean targets
+                    self.scaler.scale(loss).backward()
+                    for noise, f in zip(self.noises, factors):
+                        noise.after_backward(f)
+                    self.scaler.unscale_(opt)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip, foreach=True)
+                    for noise, f in zip(self.noises, factors):
+                        noise.on_gradients(f)
+                    self.scaler.step(opt)
+                    self.scaler.update()
+                    opt.zero_grad(set_to_none=True)
+                    for noise, f in zip(self.noises, factors):
+                        noise.after_step(f)
+
+                    self.sum_loss += loss.detach()
+                    self.sum_gn += grad_norm.detach()
+                    self.interval_steps += 1
+                    self.step += 1
+                    bar.advance()
+                    if self.step % self.eval_every == 0 or self.step == self.total_steps:
+                        row = self._evaluate(lr, factors, time.perf_counter() - tick)
+                        bar.show(row)
+                        tick = time.perf_counter()
+                if self.stop_signal is not None:
+                    self.elapsed += time.perf_counter() - tick
+                    self.run.save_checkpoint(self._state())
+                    self.run.write_status(state="interrupted", step=self.step, epoch=self.epoch)
+                    raise Interrupted(self.stop_signal, f"state saved at step {self.step} of "
+                                      f"{self.total_steps} in {self.run.path}; run the same command to resume")
+        except (Interrupted, RunError, SpecError):
+            raise
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now, the last checkpoint stands
+            self.run.write_status(state="interrupted", error="stopped without saving (second Ctrl-C); "
+                                  "resumes from the last evaluation")
+            raise Interrupted(signal.SIGINT, "stopped at once; run the same command to resume from "
+                              "the last evaluation") from None
+        except Exception as e:  # noqa: BLE001 - any other failure is recorded, never lost
+            (self.run.path / "error.log").write_text(traceback.format_exc())
+            msg = f"{type(e).__name__}: {e}".splitlines()[0]
+            self.run.write_status(state="failed", error=msg, step=self.step)
+            raise RunError(f"run {self.run.name!r} failed at step {self.step}: {msg} "
+                           f"(traceback in {self.run.path / 'error.log'})") from e
+        finally:
+            for noise in self.noises:
+                noise.detach()
+            self._restore_signals(handlers)
+
+        if self.spec.output.checkpoint == "none":
+            for p in self.run.ckpt_dir.glob("*.pt"):
+                p.unlink()
+        status = self.run.write_status(state="completed", step=self.step, epoch=self.epoch, error=None,
+                                       best_val_loss=self.best_val)
+        self.display.summary(self.rows, self.data.task == "classification", self.run.path)
+        return status
+
+    @torch.no_grad()
+    def _measure(self, split: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Summed loss and correct predictions over a split, noise off (eval mode), on the device."""
+        total = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        count = 0
+        for x, y in self.batches.eval_batches(split):
+            with self.autocast:
+                out = self.model(x)
+            total += loss_fn(out, y, self.data.task, reduction="sum")
+            if self.data.task == "classification":
+                correct += (out.argmax(-1) == y).sum()
+            count += y.numel()
+        return total, correct, count
+
+    def _evaluate(self, lr: float, factors: list[float], seconds: float) -> dict[str, Any]:
+        self.model.eval()
+        val_sum, val_correct, n_val = self._measure("val")
+        train_sum, _, n_train = self._measure("train")
+        self.model.train()
+        # one host sync for everything this interval accumulated
+        train_loss, grad_norm, val_sum, val_correct, train_sum = torch.stack(
+            [self.sum_loss / self.interval_steps, self.sum_gn / self.interval_steps,
+             val_sum, val_correct, train_sum]).tolist()
+        self.elapsed += seconds
+        row: dict[str, Any] = {
+            "epoch": self.epoch, "step": self.step,
+            "train_loss": train_loss, "clean_train_loss": train_sum / n_train, "val_loss": val_sum / n_val,
+        }
+        if self.data.task == "classification":
+            row["val_acc"] = val_correct / n_val
+        row.update(lr=lr, noise_factor=factors[0], grad_norm=grad_norm,
+                   samples_per_s=self.interval_steps * self.spec.train.batch_size / max(seconds, 1e-9),
+                   seconds=self.elapsed)
+        self.rows.append(row)
+        self._reset_interval()
+
+        if not all(math.isfinite(row[k]) for k in ("train_loss", "clean_train_loss", "val_loss")):
+            self.run.write_metrics(self.rows)  # the bad row is shown; last.pt stays the last good state
+            error = (f"non-finite loss by step {self.step} (train_loss={row['train_loss']}, "
+                     f"val_loss={row['val_loss']}); lower train.lr or the noise factor")
+            self.run.write_status(state="diverged", step=self.step, epoch=self.epoch, error=error)
+            raise RunError(f"run {self.run.name!r} diverged: {error}")
+
+        improved = row["val_loss"] < self.best_val
+        self.best_val = min(self.best_val, row["val_loss"])
+        policy = self.spec.output.checkpoint
+        state = self._state()
+        self.run.save_checkpoint(state)
+        if policy == "best" and improved:
+            self.run.save_checkpoint(state, "best.pt")
+        if policy == "every":
+            self.run.save_checkpoint(state, f"step_{self.step:07d}.pt")
+        self.run.write_metrics(self.rows)
+        self.run.write_status(state="running", step=self.step, epoch=self.epoch, best_val_loss=self.best_val,
+                              val_loss=row["val_loss"])
+        return row
+
+    # ------------------------------------------------------------------ signals
+
+    def _catch_signals(self) -> dict:
+        """First SIGINT/SIGTERM: finish the step, save, exit 130/143. A second SIGINT: stop now."""
+
+        def handler(signum, frame):
+            if self.stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread: leave signals to the caller
+                pass
+        return old
+
+    @staticmethod
+    def _restore_signals(old: dict) -> None:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def _changed_keys(old: dict, new: dict) -> list[str]:
+    a, b = flatten(old), flatten(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if k != "name" and a.get(k) != b.get(k)]
