@@ -384,8 +384,7 @@ def spec_from_dict(raw: dict, base_dir: Path | None = None) -> Spec:
         problems.append(f"name: {spec.name!r} must be 1-100 letters, digits, '.', '_' or '-', "
                         "starting with a letter or digit (it names a folder under the runs folder)")
     if not DEVICE_RE.match(spec.device):
-        problems.append(f"device: must be auto, cpu, cuda, cuda:N or mps; got {spec.device!r}"
-                        f"{suggest(spec.device, ['auto', 'cpu', 'cuda', 'mps'])}")
+        problems.append(f"device: must be auto, cpu, cuda, cuda:N or mps; got {spec.device!r}")
 
     data_ok = _check_kind("data", spec.data.kind, catalog.DATASETS, "dataset", problems)
     model_ok = _check_kind("model", spec.model.kind, catalog.MODELS, "model", problems)

@@ -1,0 +1,50 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from noisecli.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A run small enough to train in well under a second: 120 digits, a narrow MLP.
+TINY = {
+    "data": {"kind": "digits", "train_size": 120},
+    "model": {"kind": "mlp", "hidden": [32]},
+    "noise": {"kind": "input", "factor": 0.3},
+    "train": {"epochs": 3, "batch_size": 16, "lr": 3e-3},
+}
+
+
+def write_spec(folder: Path, spec: dict, name: str = "spec.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def tiny_spec(tmp_path) -> Path:
+    return write_spec(tmp_path, {"name": "tiny", **TINY})
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    runner = CliRunner()
+
+    def run(*args: str):
+        result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+        return result.exit_code, result.stdout, result.stderr
+
+    return run
+
+
+def run_process(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
+    """Run `python -m noisecli ...` as a real process (for signals and exit codes)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "noisecli", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300, **kw)
