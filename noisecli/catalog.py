@@ -77,6 +77,24 @@ NOISE = {
         Entry("input", "Gaussian (or uniform) noise added to continuous inputs",
               "noisecli.noise.input:InputNoise", ("distribution",), frozenset({VECTOR, IMAGE}),
               factor="standard deviation", formula="x + factor * N(0, 1)"),
+        Entry("token", "each input token replaced by a random one (uniform or unigram); targets stay clean",
+              "noisecli.noise.token:TokenNoise", ("replace_with",), frozenset({TOKENS}),
+              factor="replacement probability p", formula="x_i -> random token with probability p"),
+        Entry("embedding", "NEFTune: uniform noise on the input embeddings, scaled by each example's length",
+              "noisecli.noise.embedding:EmbeddingNoise", ("distribution",), frozenset({TOKENS}),
+              factor="alpha (NEFTune used 5-15)", formula="e + alpha / sqrt(L_i * d) * U(-1, 1)"),
+        Entry("weight", "Gaussian noise on the weights for forward and backward; the optimizer updates "
+              "the clean weights", "noisecli.noise.weight:WeightNoise", ("mode", "targets"),
+              factor="standard deviation", formula="grad at w + factor * N(0, 1), step on w"),
+        Entry("activation", "Gaussian noise on the outputs of chosen layers (forward hooks)",
+              "noisecli.noise.activation:ActivationNoise", ("targets",),
+              factor="standard deviation", formula="h + factor * N(0, 1)"),
+        Entry("gradient", "annealed Gaussian noise on the clipped gradients (Neelakantan et al. 2015)",
+              "noisecli.noise.gradient:GradientNoise", ("gamma",),
+              factor="eta", formula="g + N(0, eta / (1 + t)^gamma)"),
+        Entry("anticorrelated", "Anti-PGD: the perturbation is the difference of two successive draws",
+              "noisecli.noise.anticorrelated:AnticorrelatedNoise", ("targets",),
+              factor="standard deviation", formula="w + xi_{n+1} - xi_n, xi ~ N(0, factor^2)"),
     ]
 }
 

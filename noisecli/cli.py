@@ -104,24 +104,15 @@ def list_(what: Annotated[Optional[str], typer.Argument(help="models | datasets 
 
         error(f"list: unknown {what!r}{suggest(what, tables)}; choose models, datasets or noise")
         raise typer.Exit(2)
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
     for name, table in tables.items():
         if what not in (None, name):
             continue
-        t = Table(title=name, title_justify="left", show_lines=False)
-        t.add_column("name", style="bold")
-        if name == "noise":
-            t.add_column("formula")
-            t.add_column("factor means")
-        t.add_column("what it is")
-        t.add_column("own options")
+        print(f"{name}:")
+        width = max(len(e.name) for e in table.values())
         for e in table.values():
-            extra = [e.formula, e.factor] if name == "noise" else []
-            t.add_row(e.name, *extra, e.summary, ", ".join(e.options) or "-")
-        console.print(t)
+            extra = f"  [{e.formula}; factor = {e.factor}]" if name == "noise" else ""
+            options = f"  (options: {', '.join(e.options)})" if e.options else ""
+            print(f"  {e.name:<{width}}  {e.summary}{extra}{options}")
 
 
 def main() -> None:

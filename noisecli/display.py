@@ -59,6 +59,8 @@ class TrainDisplay:
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self.console = Console(highlight=False)
+        if not self.console.is_terminal:  # logs and pipes: wide enough that no column is cut
+            self.console = Console(highlight=False, width=130)
         self.err = Console(stderr=True, highlight=False)
 
     def note(self, text: str) -> None:

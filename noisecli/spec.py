@@ -79,8 +79,15 @@ class NoiseSpec:
     schedule: str = opt("constant", "how the factor changes over training: constant | linear | cosine "
                                     "(decay to 0 at the last step)", choices=catalog.SCHEDULES)
     warmup_steps: int = opt(0, "steps over which the factor ramps up from 0", ge=0)
-    distribution: str = opt("gaussian", "input, embedding: gaussian | uniform",
-                            choices=("gaussian", "uniform"))
+    distribution: str = opt("gaussian", "input: gaussian | uniform (same std); embedding: uniform "
+                                        "(NEFTune) | gaussian", choices=("gaussian", "uniform"))
+    replace_with: str = opt("uniform", "token: draw replacements uniformly or from the training "
+                                       "split's unigram frequencies", choices=("uniform", "unigram"))
+    mode: str = opt("additive", "weight: w + factor*eps (additive) or w * (1 + factor*eps) "
+                                "(multiplicative)", choices=("additive", "multiplicative"))
+    targets: Optional[list[str]] = opt(None, "weight, anticorrelated: parameter-name globs; activation: "
+                                             "module-name globs (default: see noisecli list noise)")
+    gamma: float = opt(0.55, "gradient: the variance decays as factor / (1 + t)^gamma", ge=0)
 
 
 @dataclass
@@ -441,6 +448,12 @@ def _check_noise(spec: Spec, raw_entries: list, listed: bool, dataset, problems:
         if noise.kind in seen:
             problems.append(f"{where}.kind: {noise.kind!r} is listed twice; give it once")
         seen.add(noise.kind)
+        if noise.kind == "token" and noise.factor > 1:
+            problems.append(f"{where}.factor: token noise replaces each token with probability factor; "
+                            f"must be in [0, 1], got {noise.factor}")
+        if noise.kind == "embedding" and spec.model.kind not in ("gpt",):
+            problems.append(f"{where}.kind: 'embedding' noise needs a model with input embeddings (gpt), "
+                            f"not {spec.model.kind!r}")
         if noise.kind == "none" and len(spec.noise) > 1:
             problems.append(f"{where}.kind: 'none' cannot be combined with other kinds")
         if dataset is not None and entry.modalities and not (entry.modalities & dataset.modalities):

@@ -110,6 +110,7 @@ class Trainer:
         groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         fast = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
         self.optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), **fast)
+        self.clip = t.grad_clip if t.grad_clip > 0 else math.inf
 
         ctx = NoiseContext(self.raw_model, self.data, self.total_steps, self.device, spec.seed)
         self.noises = build_noises(spec.noise, ctx)
@@ -220,47 +221,50 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
 
+    def train_step(self) -> tuple[float, list[float]]:
+        """One optimizer step with every noise hook in place; no host sync."""
+        t, opt, step = self.spec.train, self.optimizer, self.step
+        lr = lr_at(t, step, self.total_steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        factors = [noise.factor(step) for noise in self.noises]
+
+        x, y = self.batches.next()
+        for noise, f in zip(self.noises, factors):
+            x = noise.transform_input(x, f)
+        for noise, f in zip(self.noises, factors):
+            noise.before_forward(f)
+        with self.autocast:
+            loss = loss_fn(self.model(x), y, self.data.task)  # against clean targets
+        self.scaler.scale(loss).backward()
+        for noise, f in zip(self.noises, factors):
+            noise.after_backward(f)
+        self.scaler.unscale_(opt)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip, foreach=True)
+        for noise, f in zip(self.noises, factors):
+            noise.on_gradients(f)
+        self.scaler.step(opt)
+        self.scaler.update()
+        opt.zero_grad(set_to_none=True)
+        for noise, f in zip(self.noises, factors):
+            noise.after_step(f)
+
+        self.sum_loss += loss.detach()
+        self.sum_gn += grad_norm.detach()
+        self.interval_steps += 1
+        self.step += 1
+        return lr, factors
+
     def train(self) -> dict[str, Any]:
-        t, model, opt = self.spec.train, self.model, self.optimizer
-        clip = t.grad_clip if t.grad_clip > 0 else math.inf
         handlers = self._catch_signals()
         for noise in self.noises:
             noise.attach(self.raw_model)
-        model.train()
+        self.model.train()
         try:
             with self.display.progress(self.total_steps, self.step, self.run.name) as bar:
                 tick = time.perf_counter()
                 while self.step < self.total_steps and self.stop_signal is None:
-                    step = self.step
-                    lr = lr_at(t, step, self.total_steps)
-                    for group in opt.param_groups:
-                        group["lr"] = lr
-                    factors = [noise.factor(step) for noise in self.noises]
-
-                    x, y = self.batches.next()
-                    for noise, f in zip(self.noises, factors):
-                        x = noise.transform_input(x, f)
-                    for noise, f in zip(self.noises, factors):
-                        noise.before_forward(f)
-                    with self.autocast:
-                        loss = loss_fn(model(x), y, self.data.task)  # against clean targets
-                    self.scaler.scale(loss).backward()
-                    for noise, f in zip(self.noises, factors):
-                        noise.after_backward(f)
-                    self.scaler.unscale_(opt)
-                    grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip, foreach=True)
-                    for noise, f in zip(self.noises, factors):
-                        noise.on_gradients(f)
-                    self.scaler.step(opt)
-                    self.scaler.update()
-                    opt.zero_grad(set_to_none=True)
-                    for noise, f in zip(self.noises, factors):
-                        noise.after_step(f)
-
-                    self.sum_loss += loss.detach()
-                    self.sum_gn += grad_norm.detach()
-                    self.interval_steps += 1
-                    self.step += 1
+                    lr, factors = self.train_step()
                     bar.advance()
                     if self.step % self.eval_every == 0 or self.step == self.total_steps:
                         row = self._evaluate(lr, factors, time.perf_counter() - tick)
@@ -293,6 +297,8 @@ class Trainer:
         if self.spec.output.checkpoint == "none":
             for p in self.run.ckpt_dir.glob("*.pt"):
                 p.unlink()
+        elif any(noise.changes_weights for noise in self.noises):
+            self.run.save_checkpoint(self._state())  # the final model without the last perturbation
         status = self.run.write_status(state="completed", step=self.step, epoch=self.epoch, error=None,
                                        best_val_loss=self.best_val)
         self.display.summary(self.rows, self.data.task == "classification", self.run.path)
@@ -315,8 +321,12 @@ class Trainer:
 
     def _evaluate(self, lr: float, factors: list[float], seconds: float) -> dict[str, Any]:
         self.model.eval()
+        for noise in self.noises:
+            noise.before_eval()
         val_sum, val_correct, n_val = self._measure("val")
         train_sum, _, n_train = self._measure("train")
+        for noise in self.noises:
+            noise.after_eval()
         self.model.train()
         # one host sync for everything this interval accumulated
         train_loss, grad_norm, val_sum, val_correct, train_sum = torch.stack(

@@ -28,6 +28,7 @@ class Dataset:
     n_outputs: int  # classes, regression targets, or vocabulary size
     image_shape: tuple[int, ...] | None = None  # (C, H, W) when the rows are images
     block_size: int | None = None  # "lm" only
+    pad_id: int | None = None  # a padding id that noise must leave alone (none in the built-in text)
     info: dict[str, Any] = field(default_factory=dict)  # shown to the user, saved in the run
 
     @property

@@ -13,7 +13,9 @@ this order within one step (each a no-op unless a kind overrides it):
     after_step(f)                 # anticorrelated: move the perturbation
 
 `attach(model)` / `detach()` bracket training (forward hooks); hooks act only while the
-model is in training mode, so evaluation is always clean. Every draw comes from
+model is in training mode, so evaluation is always clean. `before_eval()` / `after_eval()`
+bracket each evaluation for the one kind that keeps a perturbation in the weights
+between steps (anticorrelated). Every draw comes from
 `self.generator`, seeded from the run's seed and saved in checkpoints.
 """
 
@@ -54,6 +56,8 @@ def schedule_factor(spec: NoiseSpec, step: int, total_steps: int) -> float:
 class Noise:
     """The no-op kind (`none`) and the base of every other kind."""
 
+    changes_weights = False  # True where a perturbation stays in the weights between steps
+
     def __init__(self, spec: NoiseSpec, ctx: NoiseContext, index: int = 0):
         self.spec = spec
         self.ctx = ctx
@@ -73,6 +77,8 @@ class Noise:
     def after_backward(self, factor: float) -> None: ...
     def on_gradients(self, factor: float) -> None: ...
     def after_step(self, factor: float) -> None: ...
+    def before_eval(self) -> None: ...
+    def after_eval(self) -> None: ...
 
     # ---- checkpointing: the generator and any state a kind carries between steps
     def state_dict(self) -> dict:

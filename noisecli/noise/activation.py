@@ -1,0 +1,64 @@
+"""`activation`: Gaussian noise on the outputs of chosen modules, through forward hooks.
+
+out <- out + factor * N(0, 1) while the model is in training mode. `targets` are
+module-name globs; the default is every hidden nonlinearity (mlp, cnn) or every
+transformer block (gpt). The hooks are registered in `attach` and removed in `detach`:
+the model's code is never edited.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+import torch
+from torch import nn
+
+from noisecli.errors import SpecError
+from noisecli.noise.base import Noise, NoiseContext
+from noisecli.spec import NoiseSpec
+
+NONLINEARITIES = (nn.ReLU, nn.GELU, nn.Tanh, nn.SiLU, nn.Sigmoid, nn.LeakyReLU)
+
+
+def default_activation_targets(model: nn.Module) -> list[str]:
+    blocks = [n for n, m in model.named_modules() if type(m).__name__ == "Block"]  # gpt's blocks
+    if blocks:
+        return blocks
+    return [n for n, m in model.named_modules() if isinstance(m, NONLINEARITIES)]
+
+
+class ActivationNoise(Noise):
+    def __init__(self, spec: NoiseSpec, ctx: NoiseContext, index: int = 0):
+        super().__init__(spec, ctx, index)
+        where = f"noise.{index}" if index else "noise"
+        modules = dict(ctx.model.named_modules())
+        if spec.targets is None:
+            self.names = default_activation_targets(ctx.model)
+            if not self.names:
+                raise SpecError(f"{where}.targets: this model has no hidden nonlinearity to perturb; "
+                                "name modules with targets (module-name globs)")
+        else:
+            self.names = [n for n in modules if n and any(fnmatch.fnmatchcase(n, g) for g in spec.targets)]
+            if not self.names:
+                shown = ", ".join([n for n in modules if n][:10])
+                raise SpecError(f"{where}.targets: {spec.targets} match no module (modules: {shown}, ...)")
+        self.modules = [modules[n] for n in self.names]
+        self.handles: list = []
+        self.current = 0.0
+
+    def attach(self, model: nn.Module) -> None:
+        self.handles = [m.register_forward_hook(self._hook) for m in self.modules]
+
+    def detach(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def before_forward(self, factor: float) -> None:
+        self.current = factor
+
+    def _hook(self, module: nn.Module, inputs, output: torch.Tensor):
+        if not module.training or self.current == 0:
+            return None  # evaluation, or factor 0: the output as it is
+        noise = torch.randn(output.shape, generator=self.generator, device=output.device, dtype=output.dtype)
+        return output + self.current * noise

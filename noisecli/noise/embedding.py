@@ -1,0 +1,64 @@
+"""`embedding`: NEFTune (Jain et al. 2023, arXiv 2310.05914), with each example's own length.
+
+emb <- emb + alpha / sqrt(L_i * d) * U(-1, 1) on the input embeddings, L_i the number of
+non-padding tokens of example i, d the embedding width; padded positions stay clean.
+(The authors' code scales per example; transformers' Trainer hook uses the padded length,
+which mis-scales under padding and packing: transformers issue 34659.) With
+`distribution: gaussian` the draw is N(0, 1) instead of U(-1, 1), same scale.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from noisecli.errors import SpecError
+from noisecli.noise.base import Noise, NoiseContext
+from noisecli.spec import NoiseSpec
+
+
+def input_embedding(model: nn.Module) -> nn.Module:
+    get = getattr(model, "get_input_embeddings", None)
+    if get is None:
+        raise SpecError("noise.kind: 'embedding' needs a model with input embeddings (gpt)")
+    return get()
+
+
+class EmbeddingNoise(Noise):
+    def __init__(self, spec: NoiseSpec, ctx: NoiseContext, index: int = 0):
+        super().__init__(spec, ctx, index)
+        self.module = input_embedding(ctx.model)
+        self.pad_id = ctx.dataset.pad_id
+        self.handle = None
+        self.current = 0.0
+
+    def attach(self, model: nn.Module) -> None:
+        self.handle = self.module.register_forward_hook(self._hook)
+
+    def detach(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+    def before_forward(self, factor: float) -> None:
+        self.current = factor
+
+    def noise_for(self, ids: torch.Tensor, emb: torch.Tensor, alpha: float) -> torch.Tensor:
+        """The NEFTune noise for embeddings `emb` (B, T, d) of token ids `ids` (B, T)."""
+        d = emb.shape[-1]
+        if self.pad_id is None:
+            keep = torch.ones(ids.shape, dtype=emb.dtype, device=emb.device)
+        else:
+            keep = (ids != self.pad_id).to(emb.dtype)
+        lengths = keep.sum(1, keepdim=True).clamp_min(1)  # (B, 1): each example's unpadded length
+        scale = alpha / torch.sqrt(lengths * d)  # (B, 1)
+        if self.spec.distribution == "uniform":
+            draw = torch.rand(emb.shape, generator=self.generator, device=emb.device, dtype=emb.dtype) * 2 - 1
+        else:
+            draw = torch.randn(emb.shape, generator=self.generator, device=emb.device, dtype=emb.dtype)
+        return draw * (scale * keep).unsqueeze(-1)  # (B, T, d); zero on padding
+
+    def _hook(self, module: nn.Module, inputs, output: torch.Tensor):
+        if not module.training or self.current == 0:
+            return None
+        return output + self.noise_for(inputs[0], output, self.current)

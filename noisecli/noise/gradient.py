@@ -1,0 +1,40 @@
+"""`gradient`: annealed Gaussian gradient noise (Neelakantan et al. 2015).
+
+After clipping and before the optimizer step: g <- g + N(0, sigma_t^2) with
+sigma_t^2 = factor / (1 + t)^gamma, t the 0-based step (gamma 0.55 by default).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from noisecli.noise.base import Noise, NoiseContext
+from noisecli.noise.params import FlatNoise
+from noisecli.spec import NoiseSpec
+
+
+class GradientNoise(Noise):
+    def __init__(self, spec: NoiseSpec, ctx: NoiseContext, index: int = 0):
+        super().__init__(spec, ctx, index)
+        self.params = [p for p in ctx.model.parameters() if p.requires_grad]
+        self.buffer = FlatNoise(self.params)
+        self.step = 0
+
+    def factor(self, step: int) -> float:
+        self.step = step
+        return super().factor(step)
+
+    def std(self, factor: float, step: int) -> float:
+        return math.sqrt(factor / (1 + step) ** self.spec.gamma)
+
+    @torch.no_grad()
+    def on_gradients(self, factor: float) -> None:
+        if factor == 0:
+            return
+        noise = self.buffer.normal(self.generator, self.std(factor, self.step))
+        pairs = [(p.grad, n) for p, n in zip(self.params, noise) if p.grad is not None]
+        if pairs:
+            grads, noise = zip(*pairs)
+            torch._foreach_add_(list(grads), list(noise))

@@ -1,0 +1,54 @@
+"""Shared by the kinds that perturb parameters or gradients (weight, gradient, anticorrelated).
+
+Noise for every targeted tensor is drawn in one kernel into one flat buffer; the buffer's
+views are then scaled and added with foreach ops, so a step costs a few kernel launches
+whatever the number of parameters, and no Python loop over parameters runs per step.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+import torch
+from torch import nn
+
+from noisecli.errors import SpecError
+
+PARAM_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
+
+
+def default_weight_names(model: nn.Module) -> list[str]:
+    """Weights of linear, conv and embedding layers; not biases, not norm gains."""
+    names = []
+    for mod_name, module in model.named_modules():
+        if isinstance(module, PARAM_LAYERS) and getattr(module, "weight", None) is not None:
+            names.append(f"{mod_name}.weight" if mod_name else "weight")
+    return names
+
+
+def select_parameters(model: nn.Module, globs: list[str] | None, where: str) -> list[torch.Tensor]:
+    """Parameters whose names match any glob (default: `default_weight_names`), each once."""
+    named = dict(model.named_parameters())  # tied weights appear once
+    if globs is None:
+        names = [n for n in default_weight_names(model) if n in named]
+    else:
+        names = [n for n in named if any(fnmatch.fnmatchcase(n, g) for g in globs)]
+        if not names:
+            shown = ", ".join(list(named)[:8]) + (", ..." if len(named) > 8 else "")
+            raise SpecError(f"{where}.targets: {globs} match no parameter of this model (parameters: {shown})")
+    return [named[n] for n in names]
+
+
+class FlatNoise:
+    """One buffer holding a draw for each tensor of `like`, exposed as views shaped like them."""
+
+    def __init__(self, like: list[torch.Tensor]):
+        total = sum(t.numel() for t in like)
+        device = like[0].device if like else torch.device("cpu")
+        self.flat = torch.empty(total, device=device, dtype=torch.float32)
+        self.views = [v.view_as(t) for v, t in zip(self.flat.split([t.numel() for t in like]), like)]
+
+    def normal(self, generator: torch.Generator, std: float) -> list[torch.Tensor]:
+        """views <- std * N(0, 1), in one draw and one scale."""
+        self.flat.normal_(0.0, std, generator=generator)
+        return self.views
