@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from noisecli.errors import Interrupted, NoisecliError
+from noisecli.spec import DEVICE_RE
+
+from noisecli.errors import Interrupted, NoisecliError, RunError, SpecError
 
 app = typer.Typer(
     help="Does noise injection help my model, which kind, and how much? Train, sweep and compare.",
@@ -79,12 +82,130 @@ def train(spec: SpecArg, overrides: OverridesArg = None, runs_dir: RunsDirOpt = 
 
 
 @app.command()
+def sweep(spec: Annotated[Path, typer.Argument(help="a sweep spec, or a plain spec swept with --grid",
+                                               show_default=False)],
+          overrides: OverridesArg = None,
+          grid: Annotated[Optional[list[str]], typer.Option("--grid", help="KEY=V1,V2,... (repeatable); "
+                                                            "adds to or replaces the file's grid")] = None,
+          seeds: Annotated[Optional[str], typer.Option("--seeds", help="a count (3) or a list (0,1,2)",
+                                                       show_default=False)] = None,
+          name: Annotated[Optional[str], typer.Option("--name", help="the sweep's folder under the runs "
+                                                      "folder", show_default=False)] = None,
+          runs_dir: RunsDirOpt = Path("runs"),
+          jobs: Annotated[int, typer.Option("--jobs", "-j", help="worker processes", min=1)] = 1,
+          devices: Annotated[Optional[str], typer.Option("--devices", help="spread points over devices, "
+                                                         "e.g. cuda:0,cuda:1", show_default=False)] = None,
+          shard: Annotated[Optional[str], typer.Option("--shard", help="K/N: run only the K-th of N shares "
+                                                       "(for cluster job arrays)", show_default=False)] = None,
+          fail_fast: Annotated[bool, typer.Option("--fail-fast", help="stop at the first failed point")] = False,
+          dry_run: Annotated[bool, typer.Option("--dry-run", help="print the expanded plan; run nothing")] = False,
+          quiet: QuietOpt = False) -> None:
+    """Run every point of a grid of spec keys x seeds; rerunning skips finished points."""
+    from noisecli.sweep import check_existing, load_plan, shard_points
+
+    with exit_codes():
+        plan = load_plan(spec, grid, seeds, list(overrides or []), name)
+        points = shard_points(plan.points, shard)
+        device_list = [d.strip() for d in devices.split(",")] if devices else []
+        bad = [d for d in device_list if not DEVICE_RE.match(d) or d == "auto"]
+        if bad:
+            raise SpecError(f"--devices: {', '.join(map(repr, bad))} is not cpu, cuda, cuda:N or mps")
+        sweep_dir = runs_dir / plan.name
+        if dry_run:
+            print(f"sweep {plan.name}: {len(plan.points)} points ({len(plan.grid)} grid keys x "
+                  f"{len(plan.seeds)} seeds{f', {plan.merged} merged as identical' if plan.merged else ''})"
+                  f"{f'; shard {shard}: {len(points)} points' if shard else ''} -> {sweep_dir}")
+            for p in points:
+                settings = ", ".join(f"{k}={v}" for k, v in p.settings.items())
+                print(f"  {p.name}  ({settings})")
+            return
+        check_existing(plan, sweep_dir)
+        import json
+
+        from noisecli.display import SweepDisplay
+        from noisecli.runs import atomic_write
+        from noisecli.sweep_run import FAILED, SweepRunner
+
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(sweep_dir / "sweep.json", json.dumps(plan.to_dict(), indent=2, default=str) + "\n")
+        display = SweepDisplay(plan.name, len(points), quiet)
+        with display:
+            outcomes = SweepRunner(points, sweep_dir, display, jobs, device_list, fail_fast).run()
+        display.summary(outcomes)
+        failed = [o for o in outcomes if o.state in FAILED]
+        if failed:
+            raise RunError(f"{len(failed)} of {len(points)} points failed: {', '.join(o.name for o in failed[:5])}"
+                           f"{', ...' if len(failed) > 5 else ''}")
+
+
+class Format(str, Enum):
+    table = "table"
+    md = "md"
+    csv = "csv"
+    json = "json"
+    html = "html"
+
+
+@app.command()
+def report(dirs: Annotated[Optional[list[Path]], typer.Argument(help="run folders, sweep folders or runs "
+                                                                "folders (default: runs)", show_default=False)] = None,
+           fmt: Annotated[Format, typer.Option("--format", "-f", help="table | md | csv | json | html")] = Format.table,
+           output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write to this file",
+                                                          show_default=False)] = None) -> None:
+    """Compare runs: configurations over seeds, delta against no noise with a 95 % interval."""
+    from noisecli import report as rep
+
+    with exit_codes():
+        dirs = list(dirs or [Path("runs")])
+        if output is not None and not output.parent.is_dir():
+            raise SpecError(f"--output: folder {output.parent} does not exist")
+        single = len(dirs) == 1 and (dirs[0] / "status.json").exists() and fmt != Format.html
+        if single:
+            text = rep.render_single(rep.find_runs(dirs)[0], fmt.value)
+        else:
+            configs, runs = rep.build(dirs)
+            if fmt == Format.table:
+                text = rep.rich_table(configs, runs)
+            elif fmt == Format.md:
+                text = rep.render_markdown(configs, runs)
+            elif fmt == Format.csv:
+                text = rep.render_csv(configs)
+            elif fmt == Format.json:
+                text = rep.render_json(configs, runs)
+            else:
+                text = rep.render_html(configs, runs, f"noisecli report: {', '.join(map(str, dirs))}")
+        if not isinstance(text, str):  # a rich renderable
+            from rich.console import Console
+
+            console = Console(width=160, record=output is not None) if output or not Console().is_terminal \
+                else Console()
+            if output is None:
+                console.print(text)
+                return
+            with console.capture():
+                console.print(text)
+            text = console.export_text()
+        if output is None:
+            print(text, end="")
+        else:
+            from noisecli.runs import atomic_write
+
+            atomic_write(output, text)
+            print(f"wrote {output}")
+
+
+@app.command()
 def validate(spec: SpecArg, overrides: OverridesArg = None,
              show: Annotated[bool, typer.Option("--show", help="print the resolved spec")] = False) -> None:
     """Check a spec without training: exit 0 if valid, 2 with one line per problem if not."""
-    from noisecli.spec import dump_yaml, load_spec, spec_to_dict
+    from noisecli.spec import dump_yaml, load_spec, read_yaml, spec_to_dict
+    from noisecli.sweep import is_sweep_file, load_plan
 
     with exit_codes():
+        if is_sweep_file(read_yaml(spec)):
+            plan = load_plan(spec, overrides=list(overrides or []))
+            print(f"ok: {spec} (sweep {plan.name!r}: {len(plan.points)} points)")
+            return
         resolved = load_spec(spec, list(overrides or []))
         if show:
             print(dump_yaml(spec_to_dict(resolved)), end="")

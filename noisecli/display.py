@@ -95,3 +95,71 @@ class TrainDisplay:
                                f"{best['step']}); final gap val - clean train = "
                                f"{last['val_loss'] - last['clean_train_loss']:+.4f}", markup=False)
         self.console.print(f"run folder: {path}", markup=False)
+
+
+class SweepDisplay:
+    """A sweep's progress: points done / running / failed / left with a time estimate, and a
+    bar for each running point. On a pipe, one line per finished point; --quiet, nothing."""
+
+    def __init__(self, name: str, total: int, quiet: bool = False):
+        self.name, self.total, self.quiet = name, total, quiet
+        self.console = TrainDisplay(quiet).console
+        self.done = self.failed = 0
+        self.running: dict[str, Any] = {}
+        self._progress = None
+        self._overall = None
+
+    def __enter__(self) -> "SweepDisplay":
+        if not self.quiet and self.console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+                TimeRemainingColumn
+
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TimeElapsedColumn(), TimeRemainingColumn(), console=self.console)
+            self._progress.__enter__()
+            self._overall = self._progress.add_task(self._describe(), total=self.total)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+    def _describe(self) -> str:
+        left = self.total - self.done - len(self.running)
+        return (f"[bold]{self.name}[/]: {self.done} done, {len(self.running)} running, "
+                f"{self.failed} failed, {left} left")
+
+    def started(self, name: str) -> None:
+        self.running[name] = self._progress.add_task(f"  {name}", total=None) if self._progress else None
+        if self._progress:
+            self._progress.update(self._overall, description=self._describe())
+
+    def progress(self, name: str, done: int, total: int) -> None:
+        if self._progress is not None and self.running.get(name) is not None:
+            self._progress.update(self.running[name], completed=done, total=total)
+
+    def finished(self, outcome) -> None:
+        task = self.running.pop(outcome.name, None)
+        self.done += 1
+        self.failed += outcome.state in ("failed", "diverged")
+        if self._progress is not None:
+            if task is not None:
+                self._progress.remove_task(task)
+            self._progress.update(self._overall, completed=self.done, description=self._describe())
+        if not self.quiet and (self._progress is None or outcome.state in ("failed", "diverged")):
+            val = f" (val loss {outcome.val_loss:.4f})" if outcome.val_loss is not None else ""
+            msg = f": {outcome.message}" if outcome.message and outcome.state != "skipped" else ""
+            self.console.print(f"[{self.done}/{self.total}] {outcome.name}: {outcome.state}{val}{msg}",
+                               markup=False, highlight=False)
+
+    def summary(self, outcomes: list) -> None:
+        if self.quiet:
+            return
+        counts: dict[str, int] = {}
+        for o in outcomes:
+            counts[o.state] = counts.get(o.state, 0) + 1
+        text = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        self.console.print(f"sweep {self.name}: {text or 'nothing to run'}", markup=False)
+        for o in outcomes:
+            if o.state in ("failed", "diverged", "busy", "stopped"):
+                self.console.print(f"  {o.name}: {o.state}: {o.message}", markup=False)

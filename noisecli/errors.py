@@ -17,6 +17,10 @@ class SpecError(NoisecliError):
         super().__init__("\n".join(self.problems))
 
 
+class RunLocked(SpecError):
+    """Another live process holds the run's lock (a sweep skips such a point)."""
+
+
 class RunError(NoisecliError):
     """The run failed at run time (diverged, an error in training). Exit 1."""
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from noisecli.errors import SpecError
+from noisecli.errors import RunLocked, SpecError
 
 STATES = ("running", "completed", "failed", "diverged", "interrupted")
 METRIC_COLUMNS = ["epoch", "step", "train_loss", "clean_train_loss", "val_loss", "val_acc", "lr",
@@ -185,7 +185,7 @@ class RunFolder:
                     except (OSError, ValueError):
                         self.lock_path.unlink(missing_ok=True)
                         continue
-                raise SpecError(f"run {self.name!r} is in use by pid {holder.get('pid')} on "
+                raise RunLocked(f"run {self.name!r} is in use by pid {holder.get('pid')} on "
                                 f"{holder.get('host')}; wait for it, or stop it (its state is saved "
                                 f"on Ctrl-C). If that process is gone, delete {self.lock_path}")
             with os.fdopen(fd, "w") as f:

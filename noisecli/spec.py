@@ -177,6 +177,37 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), parsed
 
 
+def set_dotted(raw: dict, keys: list[str], value: Any) -> str | None:
+    """Set raw[k1][k2]... = value in place, making sections as needed; returns a problem or None.
+
+    A list (noise: [...]) is indexed by number (noise.0.factor); a one-entry list may be
+    addressed as if it were the entry (noise.factor).
+    """
+    node: Any = raw
+    for i, key in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(node, list):
+            where = ".".join(keys[:i])
+            if key.isdigit() and int(key) < len(node):
+                if last:
+                    node[int(key)] = value
+                    return None
+                node = node[int(key)]
+                continue
+            if len(node) != 1:
+                return f"{where} is a list of {len(node)}; name an entry by its index, e.g. {where}.0.{key}"
+            node = node[0]
+        if not isinstance(node, dict):
+            return f"{'.'.join(keys[:i])} is not a section"
+        if last:
+            node[key] = value
+            return None
+        if node.get(key) is None:
+            node[key] = {}
+        node = node[key]
+    return None
+
+
 def apply_overrides(raw: dict, overrides: list[str], cwd: Path | None = None) -> dict:
     """Set each dotted key in a copy of `raw`. Paths given here are relative to the cwd."""
     raw = copy.deepcopy(raw)
@@ -189,44 +220,9 @@ def apply_overrides(raw: dict, overrides: list[str], cwd: Path | None = None) ->
             continue
         if keys[-1] == "path" and isinstance(value, str):
             value = str((cwd or Path.cwd()) / Path(value).expanduser())
-        node: Any = raw
-        for i, key in enumerate(keys[:-1]):
-            where = ".".join(keys[: i + 1])
-            if isinstance(node, list):
-                if not key.isdigit() and len(node) == 1:
-                    node = node[0]  # `noise.factor=` on a one-entry noise list
-                elif key.isdigit() and int(key) < len(node):
-                    node = node[int(key)]
-                    continue
-                else:
-                    problems.append(f"override {text!r}: {'.'.join(keys[:i])} is a list of {len(node)}; "
-                                    f"name an entry by its index, e.g. {'.'.join(keys[:i])}.0.{key}")
-                    node = None
-                    break
-            if not isinstance(node, dict):
-                problems.append(f"override {text!r}: {where} is not a section")
-                node = None
-                break
-            if node.get(key) is None:
-                node[key] = {}
-            node = node[key]
-        if node is None:
-            continue
-        last = keys[-1]
-        if isinstance(node, list):
-            if len(node) == 1 and not last.isdigit():
-                node = node[0]
-            elif last.isdigit() and int(last) < len(node):
-                node[int(last)] = value
-                continue
-            else:
-                problems.append(f"override {text!r}: {'.'.join(keys[:-1])} is a list of {len(node)}; "
-                                f"name an entry by its index")
-                continue
-        if not isinstance(node, dict):
-            problems.append(f"override {text!r}: {'.'.join(keys[:-1])} is not a section")
-            continue
-        node[last] = value
+        problem = set_dotted(raw, keys, value)
+        if problem:
+            problems.append(f"override {text!r}: {problem}")
     if problems:
         raise SpecError(problems)
     return raw

@@ -130,45 +130,60 @@ class Trainer:
     # ------------------------------------------------------------------ the run folder
 
     def open_run(self, restart: bool = False) -> str:
-        """Claim the folder: 'fresh', 'resume' or 'completed'. Refuses a changed spec."""
+        """Lock the folder, then decide: 'fresh', 'resume' or 'completed'. Refuses a changed spec.
+
+        Everything is decided under the lock, so two processes (sweep workers, shards)
+        never train the same run, and a run another process just completed is not redone.
+        """
         run = self.run
         resolved = spec_to_dict(self.spec)
-        if run.path.exists() and restart and any(run.path.iterdir()):
-            run.acquire_lock()  # do not move a folder another process is training in
-            run.release_lock()
-            self.display.note(f"--restart: previous run moved to {run.archive()}")
-        if run.exists():
-            status = run.read_status()
-            saved = run.path / "spec.yaml"
-            if saved.exists():
-                import yaml
-
-                try:
-                    old = yaml.safe_load(saved.read_text(encoding="utf-8"))
-                except yaml.YAMLError:
-                    old = None
-                changed = _changed_keys(old, resolved) if isinstance(old, dict) else ["spec.yaml (unreadable)"]
-                if changed:
-                    raise SpecError(f"run {run.name!r} exists with a different spec ({', '.join(changed)}); "
-                                    "use --restart to start it over (the old run is kept under "
-                                    f"{run.path.parent / '.archive'}) or give it another name=")
-            if status.get("state") == "completed":
-                return "completed"
         run.path.mkdir(parents=True, exist_ok=True)
         run.acquire_lock()
         self._locked = True
+        if restart and run.exists():
+            run.release_lock()
+            self.display.note(f"--restart: previous run moved to {run.archive()}")
+            run.path.mkdir(parents=True)
+            run.acquire_lock()
+        if run.exists():
+            status = run.read_status()
+            changed = self._changed_keys(resolved)
+            if changed:
+                raise SpecError(f"run {run.name!r} exists with a different spec ({', '.join(changed)}); "
+                                "use --restart to start it over (the old run is kept under "
+                                f"{run.path.parent / '.archive'}) or give it another name=")
+            if status.get("state") == "completed":
+                return "completed"
         state = run.load_checkpoint()
         run.write_text("spec.yaml", dump_yaml(resolved))
+        starts = run.read_status_quiet().get("starts", 0) + 1  # how many times training began or resumed
         if state is None:
             run.write_metrics([])
-            run.write_status(state="running", epoch=0, step=0, total_steps=self.total_steps,
+            run.write_status(state="running", starts=starts, epoch=0, step=0, total_steps=self.total_steps,
                              steps_per_epoch=self.steps_per_epoch, best_val_loss=None, error=None,
                              dataset=self.data.info, device=str(self.device), precision=self.precision)
             return "fresh"
         self._load_state(state)
         run.write_metrics(self.rows)  # rows past the checkpoint (a crash after writing them) are dropped
-        run.write_status(state="running", step=self.step, error=None)
+        run.write_status(state="running", starts=starts, step=self.step, error=None)
         return "resume"
+
+    def _changed_keys(self, resolved: dict) -> list[str]:
+        """Keys whose value differs from the spec saved in the run folder (name and device aside)."""
+        import yaml
+
+        saved = self.run.path / "spec.yaml"
+        if not saved.exists():
+            return []
+        try:
+            old = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            old = None
+        if not isinstance(old, dict):
+            return [f"{saved} is unreadable"]
+        a, b = flatten(old), flatten(resolved)
+        return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                if k not in ("name", "device") and a.get(k) != b.get(k)]
 
     def close(self) -> None:
         if self._locked:
@@ -389,8 +404,3 @@ class Trainer:
         for sig, h in old.items():
             signal.signal(sig, h)
 
-
-def _changed_keys(old: dict, new: dict) -> list[str]:
-    a, b = flatten(old), flatten(new)
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if k != "name" and a.get(k) != b.get(k)]

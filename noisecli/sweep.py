@@ -1,0 +1,255 @@
+"""Sweeps: a grid of spec keys x seeds, expanded into points, each an ordinary run.
+
+Every point gets a folder name made from its settings (not a counter), under
+runs/<sweep name>/, so running the sweep again finds its points: completed ones are
+skipped, interrupted ones resume through `train`'s own resume path, and a point whose
+settings changed is refused. Claiming a point takes the run's lock, so workers, shards
+and machines sharing a runs folder never train the same point twice.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from noisecli.errors import SpecError
+from noisecli.spec import (NAME_RE, Spec, apply_overrides, flatten, read_yaml, set_dotted, spec_from_dict,
+                           spec_to_dict, suggest)
+
+SWEEP_KEYS = ("name", "base", "grid", "seeds")
+
+
+@dataclass
+class Point:
+    name: str  # the run folder's name
+    settings: dict[str, Any]  # grid key -> value, and seed, as they shaped this point
+    spec: Spec
+
+
+@dataclass
+class Plan:
+    name: str
+    grid: dict[str, list]
+    seeds: list[int]
+    points: list[Point] = field(default_factory=list)
+    merged: int = 0  # grid points dropped as identical to another (the factor of `none`)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "grid": self.grid, "seeds": self.seeds,
+                "points": [{"name": p.name, "settings": p.settings} for p in self.points]}
+
+
+def is_sweep_file(raw: dict) -> bool:
+    return "grid" in raw or "base" in raw
+
+
+def parse_grid_option(text: str) -> tuple[str, list]:
+    """'noise.factor=0,0.05,0.1' -> ('noise.factor', [0, 0.05, 0.1])."""
+    key, sep, values = text.partition("=")
+    if not sep or not key.strip() or not values.strip():
+        raise SpecError(f"--grid {text!r}: must be KEY=V1,V2,..., e.g. --grid noise.factor=0,0.05,0.1")
+    try:
+        return key.strip(), [yaml.safe_load(v) for v in values.split(",")]
+    except yaml.YAMLError:
+        raise SpecError(f"--grid {text!r}: cannot read the values") from None
+
+
+def parse_seeds(value: Any, where: str) -> list[int]:
+    if isinstance(value, str):
+        try:
+            value = [int(v) for v in value.split(",")] if "," in value else int(value)
+        except ValueError:
+            raise SpecError(f"{where}: must be a count or a list of integers, got {value!r}") from None
+    if isinstance(value, bool):
+        raise SpecError(f"{where}: must be a count or a list of integers, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise SpecError(f"{where}: a count of seeds must be >= 1, got {value}")
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        if len(set(value)) != len(value):
+            raise SpecError(f"{where}: seeds are listed twice: {value}")
+        return list(value)
+    raise SpecError(f"{where}: must be a count or a non-empty list of integers, got {value!r}")
+
+
+def load_plan(path: Path | str, grid_options: list[str] | None = None, seeds: str | None = None,
+              overrides: list[str] | None = None, name: str | None = None) -> Plan:
+    """Read a sweep spec (or a plain spec swept by --grid), validate every point, merge duplicates."""
+    path = Path(path)
+    raw = read_yaml(path)
+    problems: list[str] = []
+    if is_sweep_file(raw):
+        for key in raw:
+            if key not in SWEEP_KEYS:
+                problems.append(f"{key}: unknown sweep key{suggest(key, SWEEP_KEYS) or ' (valid: ' + ', '.join(SWEEP_KEYS) + ')'}")
+        base = raw.get("base")
+        if isinstance(base, str):
+            base_path = path.parent / base
+            base_raw = read_yaml(base_path) if base_path.exists() else None
+            if base_raw is None:
+                problems.append(f"base: file not found: {base_path}")
+            base_dir = base_path.parent
+        elif isinstance(base, dict):
+            base_raw, base_dir = base, path.parent
+        else:
+            problems.append("base: must be a spec file (relative to this file) or an inline spec mapping"
+                            + ("" if base is None else f", got {base!r}"))
+            base_raw, base_dir = None, path.parent
+        grid = raw.get("grid") or {}
+        if not isinstance(grid, dict):
+            problems.append(f"grid: must be a mapping of dotted keys to lists of values, got {grid!r}")
+            grid = {}
+        sweep_name = raw.get("name", path.stem)
+        seed_value = raw.get("seeds", 1)
+    else:  # a plain spec: the grid comes from --grid
+        base_raw, base_dir, grid = raw, path.parent, {}
+        sweep_name = f"{raw.get('name', path.stem)}-sweep"
+        seed_value = 1
+    grid = dict(grid)
+    for key, values in list(grid.items()):
+        if not isinstance(values, list) or not values:
+            problems.append(f"grid.{key}: must be a non-empty list of values, got {values!r}")
+            grid.pop(key)
+    for text in grid_options or []:
+        try:
+            key, values = parse_grid_option(text)
+            grid[key] = values
+        except SpecError as e:
+            problems += e.problems
+    try:
+        seed_list = parse_seeds(seeds if seeds is not None else seed_value, "seeds" if seeds is None else "--seeds")
+    except SpecError as e:
+        problems += e.problems
+        seed_list = [0]
+    sweep_name = name or sweep_name
+    if not isinstance(sweep_name, str) or not NAME_RE.match(sweep_name):
+        problems.append(f"name: {sweep_name!r} must be 1-100 letters, digits, '.', '_' or '-', starting with a "
+                        "letter or digit (it names a folder under the runs folder)")
+    if "seed" in grid:
+        problems.append("grid.seed: list seeds under `seeds:` (or --seeds), not in the grid")
+    if problems or base_raw is None:
+        raise SpecError(problems)
+    try:
+        base_raw = apply_overrides(base_raw, overrides or [])
+    except SpecError as e:
+        raise SpecError(e.problems) from None
+    plan = Plan(sweep_name, grid, seed_list)
+    _expand(plan, base_raw, base_dir)
+    return plan
+
+
+def _expand(plan: Plan, base_raw: dict, base_dir: Path) -> None:
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    keys = list(plan.grid)
+    short = _short_names(keys)
+    for combo in itertools.product(*plan.grid.values()):
+        for seed in plan.seeds:
+            raw = copy.deepcopy(base_raw)
+            settings = dict(zip(keys, combo))
+            label = ", ".join(f"{k}={v}" for k, v in settings.items()) or "base"
+            bad = [p for k, v in settings.items() if (p := set_dotted(raw, k.split("."), copy.deepcopy(v)))]
+            if bad:
+                problems += [f"grid point {label}: {p}" for p in bad]
+                continue
+            raw["seed"] = seed
+            raw["name"] = "point"  # replaced below, once the settings that matter are known
+            try:
+                spec = spec_from_dict(raw, base_dir=base_dir)
+            except SpecError as e:
+                problems += [f"grid point {label}: {p}" for p in e.problems]
+                continue
+            canon = canonical(spec)
+            key = json.dumps(canon, sort_keys=True, default=str)
+            if key in seen:
+                plan.merged += 1
+                continue
+            flat = flatten(canon)
+            relevant = {k: v for k, v in settings.items() if any(f == k or f.startswith(k + ".") for f in flat)}
+            spec.name = point_name(relevant, short, seed)
+            seen[key] = spec.name
+            plan.points.append(Point(spec.name, {**relevant, "seed": seed}, spec))
+    if problems:
+        raise SpecError(list(dict.fromkeys(problems)))  # one line per distinct problem
+    names = [p.name for p in plan.points]
+    if len(set(names)) != len(names):  # two settings that print alike: fall back to a hash suffix
+        for p in plan.points:
+            digest = hashlib.sha1(json.dumps(canonical(p.spec), sort_keys=True, default=str).encode()).hexdigest()
+            p.name = p.spec.name = f"{p.name[:90]}_{digest[:8]}"
+
+
+def canonical(spec: Spec) -> dict:
+    """The resolved spec without its name, and without settings that cannot matter."""
+    d = spec_to_dict(spec)
+    d.pop("name")
+    d.pop("device")
+    entries = d["noise"] if isinstance(d["noise"], list) else [d["noise"]]
+    entries = [{"kind": "none"} if e["kind"] == "none" else e for e in entries]
+    d["noise"] = entries[0] if len(entries) == 1 else entries
+    return d
+
+
+def _short_names(keys: list[str]) -> dict[str, str]:
+    lasts = [k.split(".")[-1] for k in keys]
+    return {k: (last if lasts.count(last) == 1 else k) for k, last in zip(keys, lasts)}
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, list):
+        return "x".join(_value_text(x) for x in v)
+    if isinstance(v, dict):  # a whole entry such as {kind: input, factor: 0.5} -> input-0.5
+        return "-".join(_value_text(b) for b in v.values())
+    text = str(v).replace("e+", "e") if isinstance(v, float) else str(v)  # 1e+30 -> 1e30, never 1e-30
+    return re.sub(r"[^A-Za-z0-9.-]+", "_" if isinstance(v, str) else "-", text).strip("-_") or "empty"
+
+
+def point_name(settings: dict[str, Any], short: dict[str, str], seed: int) -> str:
+    parts = [f"{short[k]}-{_value_text(v)}" for k, v in settings.items()] + [f"seed-{seed}"]
+    name = "_".join(parts)
+    if len(name) > 100:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+        name = f"{name[:90]}_{digest}"
+    return name
+
+
+def check_existing(plan: Plan, sweep_dir: Path) -> None:
+    """Refuse before running anything if any existing point folder holds other settings."""
+    problems = []
+    for p in plan.points:
+        saved = sweep_dir / p.name / "spec.yaml"
+        if not saved.exists():
+            continue
+        try:
+            old = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            problems.append(f"point {p.name}: {saved} is unreadable")
+            continue
+        a, b = flatten(old if isinstance(old, dict) else {}), flatten(spec_to_dict(p.spec))
+        diff = [k for k in sorted(set(a) | set(b)) if k not in ("name", "device") and a.get(k) != b.get(k)]
+        if diff:
+            problems.append(f"point {p.name}: its run folder was trained with other settings "
+                            f"({', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:4])}"
+                            f"{', ...' if len(diff) > 4 else ''})")
+    if problems:
+        raise SpecError(problems + [f"the sweep spec changed since {sweep_dir} was run; give the sweep "
+                                    "another name (name=... or --name) to keep both results apart"])
+
+
+def shard_points(points: list[Point], shard: str | None) -> list[Point]:
+    """--shard K/N (K from 1 to N): every N-th point, starting with the K-th."""
+    if shard is None:
+        return points
+    m = re.fullmatch(r"(\d+)/(\d+)", shard.strip())
+    if not m or not (1 <= int(m.group(1)) <= int(m.group(2))):
+        raise SpecError(f"--shard: must be K/N with 1 <= K <= N (e.g. 2/4), got {shard!r}")
+    k, n = int(m.group(1)), int(m.group(2))
+    return points[k - 1::n]

@@ -1,0 +1,214 @@
+"""Running a sweep's points: one after another in this process, or in worker processes.
+
+Each point goes through the same path as `noisecli train` (setup, open_run under the
+run's lock, train), so skip, resume and refusal behave exactly as they do for one run.
+Workers start their own process group: a Ctrl-C reaches the parent alone, which passes
+exactly one SIGINT on to each worker, so every running point saves before it stops.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from noisecli.errors import Interrupted, RunError, RunLocked, SpecError
+from noisecli.spec import Spec, spec_from_dict, spec_to_dict
+
+FAILED = ("failed", "diverged")
+
+
+@dataclass
+class Outcome:
+    name: str
+    state: str  # completed | skipped | failed | diverged | interrupted | busy
+    message: str = ""
+    val_loss: float | None = None
+
+
+class _PointBar:
+    def __init__(self, name: str, total: int, done: int, report: Callable[[str, int, int], None]):
+        self.name, self.total, self.done, self.report = name, total, done, report
+        self.last = 0.0
+        report(name, done, total)
+
+    def advance(self) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if now - self.last > 0.25 or self.done == self.total:  # a few updates a second is plenty
+            self.last = now
+            self.report(self.name, self.done, self.total)
+
+    def show(self, row: dict) -> None:
+        pass
+
+
+class PointDisplay:
+    """What a trainer inside a sweep shows: nothing of its own, only progress reports."""
+
+    def __init__(self, report: Callable[[str, int, int], None]):
+        self.report = report
+
+    def note(self, text: str) -> None:
+        pass
+
+    @contextmanager
+    def progress(self, total: int, done: int, name: str) -> Iterator[_PointBar]:
+        yield _PointBar(name, total, done, self.report)
+
+    def summary(self, rows, classification, path) -> None:
+        pass
+
+
+def train_point(spec: Spec, runs_dir: Path, report: Callable[[str, int, int], None]) -> Outcome:
+    from noisecli.trainer import Trainer
+
+    trainer = Trainer(spec, runs_dir, quiet=True)
+    trainer.display = PointDisplay(report)
+    try:
+        trainer.setup()
+        if trainer.open_run() == "completed":
+            return Outcome(spec.name, "skipped", "already completed", trainer.run.read_status().get("best_val_loss"))
+        trainer.train()
+        return Outcome(spec.name, "completed", "", trainer.rows[-1]["val_loss"] if trainer.rows else None)
+    except RunLocked as e:
+        return Outcome(spec.name, "busy", str(e))
+    except Interrupted as e:
+        return Outcome(spec.name, "interrupted", str(e))
+    except RunError as e:
+        return Outcome(spec.name, trainer.run.read_status_quiet().get("state", "failed"), str(e))
+    except SpecError as e:
+        return Outcome(spec.name, "failed", "; ".join(e.problems))
+    finally:
+        trainer.close()
+
+
+def _worker(payload: list[dict], runs_dir: str, device: str | None, tasks, results, progress) -> None:
+    os.setpgrp()  # terminal signals go to the parent, which forwards one to each worker
+    try:
+        while True:
+            index = tasks.get()
+            if index is None:
+                return
+            spec = spec_from_dict(payload[index])
+            if device:
+                spec.device = device
+            results.put(("start", spec.name, None))
+            outcome = train_point(spec, Path(runs_dir), lambda n, d, t: progress.put((n, d, t)))
+            results.put(("done", spec.name, outcome))
+            if outcome.state == "interrupted":
+                return
+    except KeyboardInterrupt:
+        return
+
+
+class SweepRunner:
+    def __init__(self, points: list, runs_dir: Path, display, jobs: int = 1, devices: list[str] | None = None,
+                 fail_fast: bool = False):
+        self.points, self.runs_dir, self.display = points, runs_dir, display
+        self.devices = devices or []
+        self.jobs = max(jobs, len(self.devices) or 1)
+        self.fail_fast = fail_fast
+        self.stop_signal: int | None = None
+        self.fail_fast_stopped = False
+        self.outcomes: list[Outcome] = []
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_signal = signum
+
+    def run(self) -> list[Outcome]:
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            if self.jobs == 1 and not self.devices:
+                self._run_here()
+            else:
+                self._run_workers()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        if self.stop_signal is not None or any(o.state == "interrupted" for o in self.outcomes):
+            raise Interrupted(self.stop_signal or signal.SIGINT,
+                              "sweep stopped; running points saved their state. Run the same command "
+                              "again to resume")
+        return self.outcomes
+
+    def _finish(self, outcome: Outcome) -> bool:
+        """Record an outcome; True when the sweep should stop (fail-fast)."""
+        self.outcomes.append(outcome)
+        self.display.finished(outcome)
+        return self.fail_fast and outcome.state in FAILED
+
+    def _run_here(self) -> None:
+        for point in self.points:
+            if self.stop_signal is not None:
+                return
+            self.display.started(point.name)
+            outcome = train_point(point.spec, self.runs_dir, self.display.progress)
+            if self._finish(outcome) or outcome.state == "interrupted":
+                return
+
+    def _run_workers(self) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # torch and fork do not mix
+        tasks, results, progress = ctx.Queue(), ctx.Queue(), ctx.Queue()
+        payload = [spec_to_dict(p.spec) for p in self.points]
+        for i in range(len(self.points)):
+            tasks.put(i)
+        workers = []
+        for w in range(min(self.jobs, len(self.points))):
+            device = self.devices[w % len(self.devices)] if self.devices else None
+            workers.append(ctx.Process(target=_worker, args=(payload, str(self.runs_dir), device, tasks, results,
+                                                             progress), daemon=False))
+            tasks.put(None)
+        for proc in workers:
+            proc.start()
+        forwarded = False
+        pending = len(self.points)
+        try:
+            while (pending and any(p.is_alive() for p in workers)) or not results.empty():
+                if self.stop_signal is not None and not forwarded:
+                    forwarded = True
+                    for proc in workers:
+                        if proc.is_alive():
+                            os.kill(proc.pid, self.stop_signal)
+                while True:
+                    try:
+                        name, done, total = progress.get_nowait()
+                    except queue.Empty:
+                        break
+                    self.display.progress(name, done, total)
+                try:
+                    kind, name, outcome = results.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if kind == "start":
+                    self.display.started(name)
+                    continue
+                pending -= 1
+                if self._finish(outcome) and not forwarded:
+                    forwarded = True  # fail-fast: the others save and stop
+                    self.stop_signal = None
+                    for proc in workers:
+                        if proc.is_alive():
+                            os.kill(proc.pid, signal.SIGTERM)
+                    self.fail_fast_stopped = True
+        finally:
+            for proc in workers:
+                proc.join(timeout=120)
+                if proc.is_alive():
+                    proc.kill()
+        reported = {o.name for o in self.outcomes}
+        if self.stop_signal is None and not self.fail_fast_stopped:
+            for p in self.points:  # a worker that died without a word (killed, out of memory)
+                if p.name not in reported:
+                    self._finish(Outcome(p.name, "failed", "its worker process died; run the sweep again"))
+        if self.fail_fast_stopped:  # points stopped by --fail-fast are not an interruption of the sweep
+            self.outcomes = [o for o in self.outcomes if o.state != "interrupted"] + \
+                            [Outcome(o.name, "stopped", "stopped by --fail-fast; resumes on the next run")
+                             for o in self.outcomes if o.state == "interrupted"]
