@@ -31,12 +31,32 @@ CSV_COLUMNS = ["noise", "factor", "n", "val_loss_mean", "val_loss_std", "best_va
 
 
 def t975(df: float) -> float:
-    if df < 1:
+    """The 0.975 quantile of Student's t: exact from the table for whole df up to 30, else Hill's
+    algorithm (ACM 396, 1970): within 1e-4 for df >= 2, about 1 % for fractional df below 2
+    (Welch's df with two runs on one side)."""
+    if df < 1 or math.isnan(df):
         return math.nan
-    if df <= 30:
-        lo = int(math.floor(df))
-        return T975[lo - 1] if lo == df or lo == 30 else T975[lo - 1] + (T975[lo] - T975[lo - 1]) * (df - lo)
-    return 1.96 + 2.4 / df  # within 0.002 of the true quantile above 30 degrees of freedom
+    if df == int(df) and df <= 30:
+        return T975[int(df) - 1]
+    n, p = df, 0.05
+    a = 1 / (n - 0.5)
+    b = 48 / (a * a)
+    c = ((20700 * a / b - 98) * a - 16) * a + 96.36
+    d = ((94.5 / (b + c) - 3) / b + 1) * math.sqrt(a * math.pi / 2) * n
+    y = (d * p) ** (2 / n)
+    if y > 0.05 + a:
+        x = 1.959963984540054  # the normal 0.975 quantile
+        y = x * x
+        if n < 5:
+            c += 0.3 * (n - 4.5) * (x + 0.6)
+        c = (((0.05 * d * x - 5) * x - 7) * x - 2) * x + b + c
+        y = (((((0.4 * y + 6.3) * y + 36) * y + 94.5) / c - y - 3) / b + 1) * x
+        y = a * y * y
+        y = math.exp(y) - 1 if y > 0.002 else 0.5 * y * y + y
+    else:
+        y = ((1 / (((n + 6) / (n * y) - 0.089 * d - 0.822) * (n + 2) * 3) + 0.5 / (n + 4)) * y - 1) \
+            * (n + 1) / (n + 2) + 1 / y
+    return math.sqrt(n * y)
 
 
 @dataclass

@@ -1,0 +1,145 @@
+"""Reports: grouping, statistics against hand-computed values, every format parsed back."""
+
+import csv
+import io
+import json
+import math
+
+import pytest
+import yaml
+
+from noisecli.report import build, delta_ci, t975
+
+
+def make_run(root, name, seed, noise, vals, state="completed", acc=True, lr=1e-3):
+    d = root / name
+    d.mkdir(parents=True)
+    spec = {"name": name, "seed": seed, "device": "auto", "data": {"kind": "digits"}, "model": {"kind": "mlp"},
+            "noise": noise, "train": {"lr": lr}}
+    (d / "spec.yaml").write_text(yaml.safe_dump(spec))
+    rows = [{"epoch": i + 1, "step": 10 * (i + 1), "train_loss": v + 0.1, "clean_train_loss": v - 0.5,
+             "val_loss": v, **({"val_acc": 0.9} if acc else {})} for i, v in enumerate(vals)]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "status.json").write_text(json.dumps({"state": state, "error": "boom" if state == "failed" else None}))
+    return d
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    root = tmp_path / "runs" / "s"
+    for seed, v in enumerate([1.0, 1.2, 1.1]):
+        make_run(root, f"none-{seed}", seed, {"kind": "none", "factor": 0.01}, [1.5, v])
+    for seed, v in enumerate([0.9, 1.0, 1.05]):
+        make_run(root, f"in1-{seed}", seed, {"kind": "input", "factor": 0.1}, [1.4, v])
+    for seed, v in enumerate([0.5, 0.7, 0.6]):
+        make_run(root, f"in5-{seed}", seed, {"kind": "input", "factor": 0.5}, [0.4, v])
+    make_run(root, "in5-3", 3, {"kind": "input", "factor": 0.5}, [0.3], state="running")
+    make_run(root, "w-0", 0, {"kind": "weight", "factor": 0.1}, [2.0], state="failed")
+    (root / ".archive" / "old").mkdir(parents=True)
+    make_run(root / ".archive", "old-run", 0, {"kind": "none"}, [9.0])
+    return tmp_path / "runs"
+
+
+def by_label(configs):
+    return {(c.noise, c.factor): c.stats for c in configs}
+
+
+def test_statistics_match_hand_computed_values(sweep):
+    configs, runs = build([sweep])
+    s = by_label(configs)
+    assert set(s) == {("none", ""), ("input", "0.1"), ("input", "0.5")}  # the archive is not read
+    none, small, big = s[("none", "")], s[("input", "0.1")], s[("input", "0.5")]
+    assert none["n"] == 3 and none["val_loss_mean"] == pytest.approx(1.1) and none["val_loss_std"] == pytest.approx(0.1)
+    assert none["best_val_loss_mean"] == pytest.approx(1.1)  # min(1.5, v) = v
+    assert big["best_val_loss_mean"] == pytest.approx(0.4)  # the first evaluation was the best
+    assert none["gap_mean"] == pytest.approx(0.5) and none["clean_train_loss_mean"] == pytest.approx(0.6)
+    # paired by seed: diffs -0.1, -0.2, -0.05; mean -0.11667, sd 0.076376, t(2) = 4.303
+    assert small["delta_vs_none"] == pytest.approx(-0.116667, abs=1e-6) and small["paired"]
+    half = 4.303 * 0.0763763 / math.sqrt(3)
+    assert small["delta_ci_low"] == pytest.approx(-0.116667 - half, abs=1e-5)
+    assert small["delta_ci_high"] == pytest.approx(-0.116667 + half, abs=1e-5)
+    assert small["significant"] is False
+    assert big["delta_vs_none"] == pytest.approx(-0.5) and big["significant"] is True  # diffs all -0.5
+    assert big["best_overall"] and big["best_in_kind"] and none["best_in_kind"] and not small["best_in_kind"]
+    assert {r.state for r in runs} == {"completed", "running", "failed"}
+
+
+def test_unpaired_seeds_use_welch():
+    # var 0.005/2 and 0.01/3; Welch df = 2.8824; t(0.975, 2.8824) = 3.2588 (scipy)
+    d, lo, hi, paired = delta_ci({3: 0.8, 4: 0.9}, {0: 1.0, 1: 1.2, 2: 1.1})
+    assert not paired and d == pytest.approx(-0.25)
+    assert hi - d == pytest.approx(3.2588 * math.sqrt(0.0025 + 0.01 / 3), rel=1e-3)
+
+
+def test_t_quantiles():
+    assert t975(2) == 4.303 and t975(10) == 2.228
+    assert t975(2.5) == pytest.approx(3.5747, abs=1e-3) and t975(45) == pytest.approx(2.0141, abs=1e-3)
+
+
+def test_csv_has_the_contract_columns(cli, sweep):
+    code, out, _ = cli("report", sweep / "s", "--format", "csv")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    for col in ["noise", "factor", "n", "val_loss_mean", "val_loss_std", "best_val_loss_mean", "delta_vs_none"]:
+        assert col in rows[0]
+    by = {(r["noise"], r["factor"]): r for r in rows}
+    assert by[("none", "")]["delta_vs_none"] == "" and float(by[("input", "0.5")]["delta_vs_none"]) == pytest.approx(-0.5)
+    assert by[("input", "0.5")]["n"] == "3"
+
+
+def test_json_md_table_and_html_parse_back(cli, sweep, tmp_path):
+    code, out, _ = cli("report", sweep, "-f", "json")
+    data = json.loads(out)
+    assert len(data["configs"]) == 3 and {e["state"] for e in data["excluded"]} == {"running", "failed"}
+    assert [r["seed"] for r in data["configs"][0]["runs"]] == [0, 1, 2]
+    code, out, _ = cli("report", sweep, "-f", "md")
+    table = [line for line in out.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 3 and "Δ vs none [95% CI]" in table[0]
+    assert "-0.5000 [-0.5000, -0.5000] *" in out and "Not in the statistics:" in out and "failed: boom" in out
+    code, out, _ = cli("report", sweep)
+    assert code == 0 and "noise comparison" in out and "+0.5000" in out  # the gap column
+    html = tmp_path / "r.html"
+    code, out, _ = cli("report", sweep, "-f", "html", "-o", html)
+    assert code == 0 and out == f"wrote {html}\n"
+    page = html.read_text()
+    assert page.count("<img") == 2 and "data:image/png;base64," in page and page.count("<tr") == 4
+
+
+def test_report_on_one_run_prints_its_evaluations(cli, sweep):
+    code, out, _ = cli("report", sweep / "s" / "none-0")
+    assert code == 0 and "completed" in out and "1.5000" in out and "1.0000" in out
+    code, out, _ = cli("report", sweep / "s" / "none-0", "-f", "csv")
+    assert [r["val_loss"] for r in csv.DictReader(io.StringIO(out))] == ["1.5", "1.0"]
+
+
+def test_configs_that_differ_beyond_noise_are_named(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root, "a", 0, {"kind": "none"}, [1.0], lr=1e-3)
+    make_run(root, "b", 0, {"kind": "none"}, [0.8], lr=1e-2)
+    make_run(root, "c", 0, {"kind": "input", "factor": 0.1}, [0.7], lr=1e-2)
+    configs, _ = build([root])
+    assert {c.extra for c in configs} == {"train.lr=0.001", "train.lr=0.01"}
+    c = next(c for c in configs if c.noise == "input")
+    assert c.stats["delta_vs_none"] == pytest.approx(-0.1)  # against the none of its own base (lr 1e-2)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["missing-dir"], "report: missing-dir: no such folder"),
+    (["empty"], "report: empty: no run folders"),
+    (["runs", "-o", "nowhere/out.html"], "--output: folder nowhere does not exist"),
+])
+def test_report_bad_input(cli, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    make_run(tmp_path / "runs", "a", 0, {"kind": "none"}, [1.0])
+    code, _, err = cli("report", *args)
+    assert code == 2 and message in err
+
+
+def test_a_corrupt_run_is_listed_not_fatal(cli, tmp_path):
+    root = tmp_path / "runs"
+    make_run(root, "good", 0, {"kind": "none"}, [1.0])
+    bad = make_run(root, "bad", 1, {"kind": "none"}, [1.0])
+    (bad / "metrics.jsonl").write_text('{"val_loss": 1.0\n')
+    code, out, _ = cli("report", root, "-f", "md")
+    assert code == 0 and "bad: unreadable" in out
