@@ -79,8 +79,8 @@ class NoiseSpec:
     schedule: str = opt("constant", "how the factor changes over training: constant | linear | cosine "
                                     "(decay to 0 at the last step)", choices=catalog.SCHEDULES)
     warmup_steps: int = opt(0, "steps over which the factor ramps up from 0", ge=0)
-    distribution: str = opt("gaussian", "input: gaussian | uniform (same std); embedding: uniform "
-                                        "(NEFTune) | gaussian", choices=("gaussian", "uniform"))
+    distribution: Optional[str] = opt(None, "input: gaussian (default) | uniform, same std; embedding: "
+                                            "uniform (default, NEFTune) | gaussian", choices=("gaussian", "uniform"))
     replace_with: str = opt("uniform", "token: draw replacements uniformly or from the training "
                                        "split's unigram frequencies", choices=("uniform", "unigram"))
     mode: str = opt("additive", "weight: w + factor*eps (additive) or w * (1 + factor*eps) "
@@ -441,6 +441,8 @@ def _check_noise(spec: Spec, raw_entries: list, listed: bool, dataset, problems:
             continue
         entry = catalog.NOISE[noise.kind]
         _check_options(where, raw, entry, NoiseSpec, problems)
+        if "distribution" in entry.options and noise.distribution is None:
+            noise.distribution = "uniform" if noise.kind == "embedding" else "gaussian"
         if noise.kind in seen:
             problems.append(f"{where}.kind: {noise.kind!r} is listed twice; give it once")
         seen.add(noise.kind)

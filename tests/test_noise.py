@@ -390,3 +390,9 @@ def test_a_list_of_kinds_applies_each(tmp_path):
     only_input = train_run(spec, tmp_path / "i", ["noise.1.factor=0"])
     assert untimed(combo.rows) != untimed(only_input.rows)
     assert combo.spec.noise_label == "input+weight"
+
+
+def test_embedding_defaults_to_neftunes_uniform_and_input_to_gaussian():
+    emb = spec_from_dict({**TOKENS, "noise": {"kind": "embedding", "factor": 5}})
+    assert emb.noise[0].distribution == "uniform"
+    assert spec_from_dict({**TABLE, "noise": {"kind": "input"}}).noise[0].distribution == "gaussian"

@@ -52,7 +52,7 @@ class EmbeddingNoise(Noise):
             keep = (ids != self.pad_id).to(emb.dtype)
         lengths = keep.sum(1, keepdim=True).clamp_min(1)  # (B, 1): each example's unpadded length
         scale = alpha / torch.sqrt(lengths * d)  # (B, 1)
-        if self.spec.distribution == "uniform":
+        if self.spec.distribution in (None, "uniform"):  # NEFTune's own choice is the default
             draw = torch.rand(emb.shape, generator=self.generator, device=emb.device, dtype=emb.dtype) * 2 - 1
         else:
             draw = torch.randn(emb.shape, generator=self.generator, device=emb.device, dtype=emb.dtype)
