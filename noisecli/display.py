@@ -67,6 +67,10 @@ class TrainDisplay:
         if not self.quiet:
             self.console.print(text, markup=False)
 
+    def warn(self, text: str) -> None:
+        """Damaged files and the like: always said, on stderr, even with --quiet."""
+        print(text, file=sys.stderr)
+
     @contextmanager
     def progress(self, total: int, done: int, name: str) -> Iterator[_Bar]:
         if self.quiet:

@@ -137,28 +137,62 @@ class RunFolder:
     # ---------------------------------------------------------------- checkpoints
 
     def save_checkpoint(self, state: dict, name: str = "last.pt") -> None:
+        """Write atomically; for last.pt the previous one is kept as prev.pt, a fallback if
+        last.pt is ever found damaged (a disk error, a copy cut short)."""
         import torch
 
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         torch.save(state, buf)
-        atomic_write(self.ckpt_dir / name, buf.getvalue())
+        path = self.ckpt_dir / name
+        if name != "last.pt" or not path.exists():
+            atomic_write(path, buf.getvalue())
+            return
+        tmp = self.ckpt_dir / f".{name}.new{os.getpid()}"
+        try:
+            atomic_write(tmp, buf.getvalue())  # complete and on disk before anything is renamed
+            os.replace(path, self.ckpt_dir / "prev.pt")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(self.ckpt_dir)
 
-    def load_checkpoint(self, name: str = "last.pt") -> dict | None:
-        """The checkpoint, or None when there is none. weights_only: a file is never code."""
+    def load_checkpoint(self, warn=None) -> dict | None:
+        """The newest loadable checkpoint (last.pt, else prev.pt), or None when there is none.
+
+        weights_only=True: a checkpoint is data, never code. A damaged last.pt is reported
+        through `warn` and prev.pt is used; if both are damaged the run cannot resume.
+        """
         import torch
 
-        p = self.ckpt_dir / name
-        if not p.exists():
-            return None
-        try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - truncated, corrupt or foreign file
-            raise SpecError(f"{p}: cannot load checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                            "move it away to start the run over, or use --restart") from None
-        if not isinstance(state, dict) or not {"model", "optimizer", "step"} <= set(state):
-            raise SpecError(f"{p}: not a noisecli checkpoint; move it away or use --restart")
-        return state
+        problems = []
+        for name in ("last.pt", "prev.pt"):
+            p = self.ckpt_dir / name
+            if not p.exists():
+                continue
+            try:
+                state = torch.load(p, map_location="cpu", weights_only=True)
+                if not isinstance(state, dict) or not {"model", "optimizer", "step", "rng"} <= set(state):
+                    raise ValueError("not a noisecli checkpoint")
+            except Exception as e:  # noqa: BLE001 - truncated, corrupt or foreign file
+                problems.append(f"{p}: cannot load ({type(e).__name__}: {str(e).splitlines()[0][:100]})")
+                continue
+            if problems and warn is not None:
+                warn(f"warning: {problems[0]}; resuming from {p.name} (step {state['step']}) instead")
+            return state
+        if problems:
+            raise SpecError(problems + [f"no loadable checkpoint in {self.ckpt_dir}: use --restart to start "
+                                        "over (the damaged run is kept under .archive/)"])
+        return None
+
+    def clean_temporaries(self) -> None:
+        """Remove temporary files a killed process left behind (never a finished file)."""
+        for folder in (self.path, self.ckpt_dir):
+            if folder.is_dir():
+                for p in folder.glob(".*.tmp*"):
+                    p.unlink(missing_ok=True)
+                for p in folder.glob(".*.new*"):
+                    p.unlink(missing_ok=True)
 
     # ---------------------------------------------------------------- lock
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import signal
 import time
 from contextlib import contextmanager
@@ -56,6 +57,9 @@ class PointDisplay:
 
     def note(self, text: str) -> None:
         pass
+
+    def warn(self, text: str) -> None:
+        print(text, file=sys.stderr)
 
     @contextmanager
     def progress(self, total: int, done: int, name: str) -> Iterator[_PointBar]:

@@ -137,26 +137,36 @@ class Trainer:
         """
         run = self.run
         resolved = spec_to_dict(self.spec)
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.acquire_lock()
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+            run.acquire_lock()
+        except OSError as e:
+            raise SpecError(f"--runs-dir: cannot create {run.path}: {e.strerror or e}") from None
         self._locked = True
-        if restart and run.exists():
+        if restart and (run.exists() or run.ckpt_dir.exists()):
             run.release_lock()
             self.display.note(f"--restart: previous run moved to {run.archive()}")
             run.path.mkdir(parents=True)
             run.acquire_lock()
-        if run.exists():
+        run.clean_temporaries()
+        try:
             status = run.read_status()
-            changed = self._changed_keys(resolved)
-            if changed:
-                raise SpecError(f"run {run.name!r} exists with a different spec ({', '.join(changed)}); "
-                                "use --restart to start it over (the old run is kept under "
-                                f"{run.path.parent / '.archive'}) or give it another name=")
-            if status.get("state") == "completed":
-                return "completed"
-        state = run.load_checkpoint()
+        except SpecError as e:  # the checkpoint, not the status file, is what resuming needs
+            self.display.warn(f"warning: {e.problems[0].split(';')[0]}; rebuilding it from the checkpoint")
+            status = {}
+        state = run.load_checkpoint(warn=self.display.warn)
+        changed = self._changed_keys(resolved, state)
+        if changed:
+            raise SpecError(f"run {run.name!r} exists with a different spec ({', '.join(changed)}); "
+                            "use --restart to start it over (the old run is kept under "
+                            f"{run.path.parent / '.archive'}) or give it another name=")
+        if status.get("state") == "completed":
+            return "completed"
+        if status.get("state") in ("diverged", "failed"):
+            self.display.warn(f"note: this run {status['state']} before ({status.get('error')}); resuming from "
+                              "its last good checkpoint repeats that unless the cause is gone")
         run.write_text("spec.yaml", dump_yaml(resolved))
-        starts = run.read_status_quiet().get("starts", 0) + 1  # how many times training began or resumed
+        starts = status.get("starts", 0) + 1  # how many times training began or resumed
         if state is None:
             run.write_metrics([])
             run.write_status(state="running", starts=starts, epoch=0, step=0, total_steps=self.total_steps,
@@ -165,22 +175,29 @@ class Trainer:
             return "fresh"
         self._load_state(state)
         run.write_metrics(self.rows)  # rows past the checkpoint (a crash after writing them) are dropped
-        run.write_status(state="running", starts=starts, step=self.step, error=None)
+        run.write_status(state="running", starts=starts, step=self.step, epoch=self.epoch, error=None,
+                         total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
+                         best_val_loss=None if math.isinf(self.best_val) else self.best_val,
+                         dataset=self.data.info, device=str(self.device), precision=self.precision)
         return "resume"
 
-    def _changed_keys(self, resolved: dict) -> list[str]:
-        """Keys whose value differs from the spec saved in the run folder (name and device aside)."""
+    def _changed_keys(self, resolved: dict, state: dict | None) -> list[str]:
+        """Keys whose value differs from the run's saved spec (name and device aside).
+
+        spec.yaml is the reference; if it is missing or damaged, the copy inside the
+        checkpoint is; with neither there is nothing trained to protect.
+        """
         import yaml
 
-        saved = self.run.path / "spec.yaml"
-        if not saved.exists():
-            return []
+        saved, old = self.run.path / "spec.yaml", None
         try:
-            old = yaml.safe_load(saved.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
+            old = yaml.safe_load(saved.read_text(encoding="utf-8")) if saved.exists() else None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
             old = None
         if not isinstance(old, dict):
-            return [f"{saved} is unreadable"]
+            old = state.get("spec") if state else None
+        if not isinstance(old, dict):
+            return []
         a, b = flatten(old), flatten(resolved)
         return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
                 if k not in ("name", "device") and a.get(k) != b.get(k)]

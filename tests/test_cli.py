@@ -43,3 +43,21 @@ def test_help_validate_and_list_do_not_import_torch(tiny_spec):
 def test_console_script_entry_point_runs(tmp_path):
     proc = run_process("--help", cwd=tmp_path)
     assert proc.returncode == 0 and "train" in proc.stdout and "validate" in proc.stdout
+
+
+def test_readme_documents_every_spec_key_and_every_kind():
+    from dataclasses import fields
+
+    from noisecli.catalog import DATASETS, MODELS, NOISE
+    from noisecli.spec import DataSpec, ModelSpec, NoiseSpec, OutputSpec, Spec, TrainSpec
+
+    readme = (ROOT / "README.md").read_text()
+    sections = {"": Spec, "data.": DataSpec, "model.": ModelSpec, "noise.": NoiseSpec, "train.": TrainSpec,
+                "output.": OutputSpec}
+    for prefix, cls in sections.items():
+        for f in fields(cls):
+            if cls is Spec and f.name in ("data", "model", "noise", "train", "output"):
+                continue
+            assert f"| `{prefix}{f.name}` |" in readme, f"README lacks {prefix}{f.name}"
+    for name in [*DATASETS, *MODELS, *NOISE]:
+        assert f"`{name}`" in readme, name
