@@ -1,0 +1,101 @@
+"""A corpus of wrong inputs: each gets exit 2, one `error:` line per problem naming the key,
+no traceback, and nothing created under the runs folder."""
+
+import pytest
+
+from tests.conftest import TINY
+
+GPT = {"data": {"kind": "pydoc"}, "model": {"kind": "gpt"}}
+SWEEP = {"base": TINY, "grid": {"noise.factor": [0.1]}}
+
+# (command, spec written to spec.yaml or None, extra arguments, expected text in stderr)
+CASES = [
+    # unknown keys and kinds
+    ("train", {**TINY, "trian": {}}, [], "error: trian: unknown key; did you mean 'train'?"),
+    ("train", {**TINY, "train": {"lrr": 1}}, [], "error: train.lrr: unknown key; did you mean 'lr'?"),
+    ("train", {**TINY, "data": {"kind": "digits", "val_frac": 0.1}}, [], "data.val_frac: unknown key; did you mean 'val_fraction'?"),
+    ("train", {**TINY, "data": {"kind": "digits", "block_size": 8}}, [], "data.block_size: does not apply to data kind 'digits'"),
+    ("train", {**TINY, "model": {"kind": "mlpp"}}, [], "model.kind: unknown model 'mlpp'; did you mean 'mlp'?"),
+    ("train", {**TINY, "data": {"kind": "digit"}}, [], "data.kind: unknown dataset 'digit'; did you mean 'digits'?"),
+    ("train", {**TINY, "noise": {"kind": "wieght"}}, [], "noise.kind: unknown noise kind 'wieght'; did you mean 'weight'?"),
+    ("train", {**TINY, "noise": {"kind": "input", "gamma": 1}}, [], "noise.gamma: does not apply to noise kind 'input'"),
+    # values out of range
+    ("train", {**TINY, "train": {"lr": -1}}, [], "error: train.lr: must be > 0, got -1.0"),
+    ("train", {**TINY, "data": {"kind": "digits", "val_fraction": 1.0}}, [], "data.val_fraction: must be < 1, got 1.0"),
+    ("train", {**TINY, "train": {"epochs": 0}}, [], "train.epochs: must be >= 1, got 0"),
+    ("train", {**TINY, "noise": {"kind": "input", "factor": -0.1}}, [], "noise.factor: must be >= 0, got -0.1"),
+    ("train", {**GPT, "noise": {"kind": "token", "factor": 1.5}}, [], "noise.factor: token noise replaces each token"),
+    ("train", {**TINY, "train": {"precision": "bf61"}}, [], "train.precision: must be one of auto, fp32, bf16, fp16; got 'bf61'; did you mean 'bf16'?"),
+    ("train", {**TINY, "device": "gpu"}, [], "device: must be auto, cpu, cuda, cuda:N or mps; got 'gpu'"),
+    ("train", {**TINY, "train": {"betas": [0.9]}}, [], "train.betas: must be two numbers in [0, 1)"),
+    ("train", {**TINY, "train": {"lr": 1e-3, "min_lr": 1e-2, "lr_schedule": "cosine"}}, [], "train.min_lr: 0.01 is above train.lr"),
+    ("train", {**GPT, "model": {"kind": "gpt", "n_embd": 30}}, [], "model.n_embd: 30 must be a multiple of model.n_head (4)"),
+    ("train", {**TINY, "data": {"kind": "digits", "train_size": 100000}}, [], "data.train_size: 100000 is more than the 1438"),
+    # wrong types
+    ("train", {**TINY, "train": {"lr": "fast"}}, [], "train.lr: must be a number, got 'fast' (str)"),
+    ("train", {**TINY, "train": {"epochs": 2.5}}, [], "train.epochs: must be an integer, got 2.5 (float)"),
+    ("train", {**TINY, "train": {"compile": "yes"}}, [], "train.compile: must be true or false, got 'yes' (str)"),
+    ("train", {**TINY, "model": {"kind": "mlp", "hidden": ["a"]}}, [], "model.hidden.0: must be an integer"),
+    ("train", {**TINY, "train": "fast"}, [], "train: must be a mapping of keys, got 'fast' (str)"),
+    ("train", {**TINY, "noise": []}, [], "noise: an empty list; write `kind: none` for no noise"),
+    # YAML itself
+    ("train", "data:\n  kind: digits\n train: [1\n", [], "spec.yaml:3:"),
+    ("train", "# only a comment\n", [], "the file is empty"),
+    ("train", "- 1\n- 2\n", [], "expected a mapping of keys"),
+    ("train", "name: !!python/object/apply:os.system ['true']\n", [], "bad YAML"),
+    # overrides
+    ("train", TINY, ["noise.factor"], "override 'noise.factor': must be in the form key=value"),
+    ("train", {**TINY, "seed": 3}, ["seed.x=1"], "override 'seed.x=1': seed is not a section"),
+    ("train", TINY, ["train.epoch=3"], "train.epoch: unknown key; did you mean 'epochs'?"),
+    ("train", {**TINY, "noise": [{"kind": "input"}, {"kind": "weight"}]}, ["noise.factor=0.1"], "noise is a list of 2"),
+    ("train", TINY, ["train.lr=abc"], "train.lr: must be a number, got 'abc' (str)"),
+    # paths and names
+    ("train", None, [], "missing.yaml: file not found"),
+    ("train", {**GPT, "data": {"kind": "text", "path": "nope.txt"}}, [], "data.path: file not found:"),
+    ("train", {**TINY, "data": {"kind": "npz"}}, [], "data.path: required for data kind 'npz'"),
+    ("train", {**TINY, "name": "../escape"}, [], "name: '../escape' must be 1-100 letters"),
+    ("train", TINY, ["--runs-dir", "afile/runs"], "--runs-dir: cannot create"),
+    ("train", {**GPT, "noise": {"kind": "input"}}, [], "noise.kind: 'input' adds Gaussian noise to continuous inputs"),
+    ("train", {**TINY, "data": {"kind": "wine"}, "model": {"kind": "cnn"}}, [], "model.kind: 'cnn' cannot read data kind 'wine'"),
+    ("validate", {**TINY, "train": {"lr": "x"}}, [], "train.lr: must be a number"),
+    # sweeps
+    ("sweep", {**SWEEP, "grid": {"noise.factor": 0.1}}, [], "grid.noise.factor: must be a non-empty list of values"),
+    ("sweep", {**SWEEP, "grdi": {}}, [], "grdi: unknown sweep key; did you mean 'grid'?"),
+    ("sweep", {**SWEEP, "seeds": 0}, [], "seeds: a count of seeds must be >= 1, got 0"),
+    ("sweep", SWEEP, ["--shard", "5/3"], "--shard: must be K/N with 1 <= K <= N"),
+    ("sweep", SWEEP, ["--grid", "noise.factor"], "--grid 'noise.factor': must be KEY=V1,V2"),
+    ("sweep", SWEEP, ["--devices", "gpu0"], "--devices: 'gpu0' is not cpu, cuda, cuda:N or mps"),
+    ("sweep", {**SWEEP, "grid": {"noise.kind": ["input", "tokn"]}}, [], "grid point noise.kind=tokn: noise.kind: unknown noise kind 'tokn'"),
+    ("sweep", TINY, ["--seeds", "x"], "--seeds: must be a count or a list of integers"),
+    # report
+    ("report", None, ["missing-dir"], "report: missing-dir: no such folder"),
+    ("report", None, ["emptydir"], "report: emptydir: no run folders"),
+    ("report", None, ["emptydir", "-o", "nowhere/r.md"], "--output: folder nowhere does not exist"),
+]
+
+
+@pytest.mark.parametrize("command,spec,args,expected", CASES, ids=[f"{i:02d}-{c[3][:40]}" for i, c in enumerate(CASES)])
+def test_bad_input(cli, tmp_path, monkeypatch, command, spec, args, expected):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "emptydir").mkdir()
+    target = []
+    if command != "report":
+        path = tmp_path / ("missing.yaml" if spec is None else "spec.yaml")
+        if spec is not None:
+            path.write_text(spec if isinstance(spec, str) else yaml.safe_dump(spec))
+        target = [path.name]
+    code, out, err = cli(command, *target, *args, *([] if "--runs-dir" in args or command in ("report", "validate")
+                                                   else ["--runs-dir", "runs"]))
+    assert code == 2, (out, err)
+    assert expected in err
+    assert "Traceback" not in err + out
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines and all(line.startswith("error: ") for line in lines), err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "afile").is_dir()
+
+
+def test_the_corpus_is_at_least_thirty_cases():
+    assert len(CASES) >= 30
