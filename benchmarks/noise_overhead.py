@@ -85,8 +85,8 @@ def main() -> None:
           f"{sum(p.numel() for p in first.params):,} parameters, "
           f"batch {first.spec.train.batch_size}, {args.rounds} rounds x {args.steps} steps, "
           f"torch {torch.__version__}")
-    print(f"| kind | factor | step (ms) | vs none |")
-    print(f"| --- | --- | --- | --- |")
+    print("| kind | factor | step (ms) | vs none |")
+    print("| --- | --- | --- | --- |")
     base_ms = statistics.median(times["none"]) * 1e3
     for k in kinds:
         ms = statistics.median(times[k]) * 1e3

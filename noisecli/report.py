@@ -469,10 +469,7 @@ def render_single(run: Run, fmt: str):
         lines += ["| " + " | ".join(_f(r.get(c), ".4g") if isinstance(r.get(c), float) else str(r.get(c, "-"))
                                     for c in cols) + " |" for r in run.rows]
         return status + "\n\n" + "\n".join(lines) + "\n"
-    from rich.console import Group
-    from rich.text import Text
-
-    return Group(metrics_table(run.rows, title=status))
+    return metrics_table(run.rows, title=status)
 
 
 def build(dirs: list[Path]) -> tuple[list[Config], list[Run]]:

@@ -507,5 +507,22 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def spec_diff(old: dict, new: dict) -> list[str]:
+    """'key: old -> new' for every setting that differs; the name and the device do not count
+    (a run may be resumed under another name or on another device)."""
+    a, b = flatten(old), flatten(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if k not in ("name", "device") and a.get(k) != b.get(k)]
+
+
+def read_saved_spec(path: Path) -> dict | None:
+    """A run folder's spec.yaml as a mapping, or None when it is missing or damaged."""
+    try:
+        old = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return old if isinstance(old, dict) else None
+
+
 def dump_yaml(d: dict) -> str:
     return yaml.safe_dump(d, sort_keys=False, default_flow_style=None)

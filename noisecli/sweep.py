@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 
 from noisecli.errors import SpecError
-from noisecli.spec import (NAME_RE, Spec, apply_overrides, flatten, read_yaml, set_dotted, spec_from_dict,
-                           spec_to_dict, suggest)
+from noisecli.spec import (NAME_RE, Spec, apply_overrides, flatten, read_saved_spec, read_yaml, set_dotted,
+                           spec_diff, spec_from_dict, spec_to_dict, suggest)
 
 SWEEP_KEYS = ("name", "base", "grid", "seeds")
 
@@ -228,17 +228,13 @@ def check_existing(plan: Plan, sweep_dir: Path) -> None:
         saved = sweep_dir / p.name / "spec.yaml"
         if not saved.exists():
             continue
-        try:
-            old = yaml.safe_load(saved.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
-            problems.append(f"point {p.name}: {saved} is unreadable")
-            continue
-        a, b = flatten(old if isinstance(old, dict) else {}), flatten(spec_to_dict(p.spec))
-        diff = [k for k in sorted(set(a) | set(b)) if k not in ("name", "device") and a.get(k) != b.get(k)]
+        old = read_saved_spec(saved)
+        if old is None:
+            continue  # a damaged spec.yaml: `train` rebuilds it from the point's checkpoint
+        diff = spec_diff(old, spec_to_dict(p.spec))
         if diff:
             problems.append(f"point {p.name}: its run folder was trained with other settings "
-                            f"({', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:4])}"
-                            f"{', ...' if len(diff) > 4 else ''})")
+                            f"({', '.join(diff[:4])}{', ...' if len(diff) > 4 else ''})")
     if problems:
         raise SpecError(problems + [f"the sweep spec changed since {sweep_dir} was run; give the sweep "
                                     "another name (name=... or --name) to keep both results apart"])

@@ -27,7 +27,7 @@ from noisecli.errors import Interrupted, RunError, SpecError
 from noisecli.models import build_model
 from noisecli.noise import NoiseContext, build_noises
 from noisecli.runs import RunFolder
-from noisecli.spec import Spec, TrainSpec, dump_yaml, flatten, spec_to_dict
+from noisecli.spec import Spec, TrainSpec, dump_yaml, read_saved_spec, spec_diff, spec_to_dict
 
 CHECKPOINT_FORMAT = 1
 
@@ -187,20 +187,10 @@ class Trainer:
         spec.yaml is the reference; if it is missing or damaged, the copy inside the
         checkpoint is; with neither there is nothing trained to protect.
         """
-        import yaml
-
-        saved, old = self.run.path / "spec.yaml", None
-        try:
-            old = yaml.safe_load(saved.read_text(encoding="utf-8")) if saved.exists() else None
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            old = None
-        if not isinstance(old, dict):
-            old = state.get("spec") if state else None
-        if not isinstance(old, dict):
-            return []
-        a, b = flatten(old), flatten(resolved)
-        return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-                if k not in ("name", "device") and a.get(k) != b.get(k)]
+        old = read_saved_spec(self.run.path / "spec.yaml")
+        if old is None and state:
+            old = state.get("spec")
+        return spec_diff(old, resolved) if isinstance(old, dict) else []
 
     def close(self) -> None:
         if self._locked:

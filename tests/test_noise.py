@@ -1,7 +1,6 @@
 """Every noise kind against what its paper says, and the properties every kind shares."""
 
 import math
-import signal
 
 import numpy as np
 import pytest

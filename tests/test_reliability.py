@@ -123,7 +123,7 @@ def test_both_checkpoints_damaged_is_one_clear_error(cli, tmp_path):
 
 def test_damaged_status_metrics_and_spec_files_are_rebuilt_from_the_checkpoint(cli, tmp_path):
     spec = write_spec(tmp_path, {**TINY, "name": "s"})
-    ref = train_run(spec, tmp_path / "ref")
+    train_run(spec, tmp_path / "ref")  # the reference folder
     with pytest.raises(Interrupted):
         train_run(spec, tmp_path / "runs", stop_after=13)
     folder = tmp_path / "runs" / "s"

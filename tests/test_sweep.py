@@ -11,7 +11,7 @@ import yaml
 
 from noisecli.errors import Interrupted, SpecError
 from noisecli.sweep import load_plan, shard_points
-from tests.conftest import ROOT, TINY, run_process, write_spec
+from tests.conftest import ROOT, TINY, write_spec
 from tests.test_train import train_run
 
 BASE = {"data": {"kind": "digits", "train_size": 64}, "model": {"kind": "mlp", "hidden": [16]},
