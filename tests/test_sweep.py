@@ -156,10 +156,13 @@ def test_a_live_lock_refuses_with_the_holders_pid(cli, tmp_path):
 
 @pytest.mark.slow
 def test_concurrent_sweeps_and_workers_never_train_a_point_twice(tmp_path):
+    """Three sweeps on one folder at once (worker processes, one worker per device, and a
+    plain one): every point is trained exactly once."""
     path = sweep_file(tmp_path, {"noise.kind": ["none", "input", "weight"]}, seeds=2)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "noisecli", "sweep", str(path), "--runs-dir", "runs", "-q"]
     procs = [subprocess.Popen(cmd + ["--jobs", "2"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True),
+             subprocess.Popen(cmd + ["--devices", "cpu,cpu"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True),
              subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)]
     for p in procs:
         _, err = p.communicate(timeout=300)
