@@ -367,10 +367,11 @@ class Trainer:
         self.rows.append(row)
         self._reset_interval()
 
-        if not all(math.isfinite(row[k]) for k in ("train_loss", "clean_train_loss", "val_loss")):
+        if not all(math.isfinite(row[k]) for k in ("train_loss", "clean_train_loss", "val_loss", "grad_norm")):
             self.run.write_metrics(self.rows)  # the bad row is shown; last.pt stays the last good state
-            error = (f"non-finite loss by step {self.step} (train_loss={row['train_loss']}, "
-                     f"val_loss={row['val_loss']}); lower train.lr or the noise factor")
+            error = (f"non-finite loss or gradient by step {self.step} (train_loss={row['train_loss']}, "
+                     f"val_loss={row['val_loss']}, grad_norm={row['grad_norm']}); lower train.lr or the "
+                     "noise factor")
             self.run.write_status(state="diverged", step=self.step, epoch=self.epoch, error=error)
             raise RunError(f"run {self.run.name!r} diverged: {error}")
 

@@ -250,3 +250,20 @@ def test_a_real_signal_saves_and_a_rerun_finishes_exactly(tmp_path, sig, code):
     a = torch.load(tmp_path / "runs" / "long" / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "whole" / "long" / "checkpoints" / "last.pt", weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_a_non_finite_gradient_with_a_finite_loss_is_divergence_too(tiny_spec, tmp_path):
+    trainer = Trainer(load_spec(tiny_spec, ["train.eval_every=2"]), tmp_path / "runs", quiet=True).setup()
+    trainer.open_run()
+    real_step = trainer.optimizer.step
+
+    def step_after_a_bad_gradient(*a, **k):  # the loss stays finite; one step sees an infinite gradient
+        if trainer.step == 2:
+            trainer.sum_gn += float("inf")
+        return real_step(*a, **k)
+
+    trainer.optimizer.step = step_after_a_bad_gradient
+    with pytest.raises(RunError, match="non-finite loss or gradient by step 4"):
+        trainer.train()
+    trainer.close()
+    assert json.loads((tmp_path / "runs" / "tiny" / "status.json").read_text())["state"] == "diverged"
