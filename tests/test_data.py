@@ -123,3 +123,14 @@ def test_entropy_rate_of_a_deterministic_cycle_is_zero():
     assert entropy_rate(np.clip(p, 1e-300, None), np.full(4, 0.25)) == pytest.approx(0, abs=1e-9)
     p, pi = markov_chain(5, 1.0, 0)
     assert np.allclose(pi @ p, pi) and pi.sum() == pytest.approx(1)
+
+
+@pytest.mark.parametrize("kind", ["digits", "breast_cancer", "wine"])
+def test_reading_sklearns_bundled_files_directly_gives_sklearns_arrays(kind):
+    from sklearn import datasets as skd
+
+    from noisecli.data.tabular import read_sklearn_file
+
+    bunch = {"digits": skd.load_digits, "breast_cancer": skd.load_breast_cancer, "wine": skd.load_wine}[kind]()
+    x, y = read_sklearn_file(kind)
+    assert np.array_equal(x, bunch.data) and np.array_equal(y, bunch.target)

@@ -43,13 +43,46 @@ def make_table_dataset(spec: DataSpec, x: np.ndarray, y: np.ndarray, task: str,
                    image_shape=image_shape, info=dict(info or {}))
 
 
-def load_sklearn(spec: DataSpec) -> Dataset:
-    from sklearn import datasets as skd  # bundled files, no download
+# scikit-learn's bundled files: (file, has sklearn's "n_samples,n_features,names..." header row)
+SKLEARN_FILES = {"digits": ("digits.csv.gz", False), "breast_cancer": ("breast_cancer.csv", True),
+                 "wine": ("wine_data.csv", True)}
 
-    loader = {"digits": skd.load_digits, "breast_cancer": skd.load_breast_cancer, "wine": skd.load_wine}
-    bunch = loader[spec.kind]()
+
+def read_sklearn_file(kind: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The bundled CSV read directly: importing sklearn.datasets costs seconds at every start.
+    Returns None (and the caller uses sklearn's own loader) if the file is not as expected."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    name, has_header = SKLEARN_FILES[kind]
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / name
+    try:
+        rows = np.loadtxt(path, delimiter=",", skiprows=1 if has_header else 0, dtype=np.float64)
+        if has_header:
+            with open(path) as f:
+                n, d = (int(v) for v in f.readline().split(",")[:2])
+            if rows.shape != (n, d + 1):
+                return None
+    except (OSError, ValueError):
+        return None
+    x, y = rows[:, :-1], rows[:, -1]
+    if not np.array_equal(y, np.round(y)):
+        return None
+    return x, y.astype(np.int64)
+
+
+def load_sklearn(spec: DataSpec) -> Dataset:
+    arrays = read_sklearn_file(spec.kind)
+    if arrays is None:
+        from sklearn import datasets as skd  # bundled files, no download
+
+        loader = {"digits": skd.load_digits, "breast_cancer": skd.load_breast_cancer, "wine": skd.load_wine}
+        bunch = loader[spec.kind]()
+        arrays = bunch.data, bunch.target
     shape = (1, 8, 8) if spec.kind == "digits" else None
-    return make_table_dataset(spec, bunch.data, bunch.target, "classification", image_shape=shape)
+    return make_table_dataset(spec, *arrays, "classification", image_shape=shape)
 
 
 def _labels(y: np.ndarray, what: str) -> tuple[np.ndarray, str]:
