@@ -49,3 +49,24 @@ def test_each_dataset_and_model_trains_through_the_cli(cli, tmp_path, data, mode
     code, out, err = cli("train", spec, "--runs-dir", tmp_path / "runs")
     assert code == 0, err
     assert "val loss" in out and (tmp_path / "runs" / "e2e" / "checkpoints" / "last.pt").exists()
+
+
+def test_file_backed_datasets_train_through_the_cli(cli, tmp_path):
+    import numpy as np
+
+    (tmp_path / "t.txt").write_text("to be or not to be, that is the question. " * 40)
+    rows = ["f1,f2,label"] + [f"{i % 7},{(i * 3) % 5},{'a' if i % 2 else 'b'}" for i in range(60)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    x = np.random.default_rng(0).normal(size=(60, 3))
+    np.savez(tmp_path / "t.npz", x=x, y=x.sum(1))
+    for name, data, model in [("text", {"kind": "text", "path": "t.txt", "block_size": 16},
+                               {"kind": "gpt", "n_layer": 1, "n_embd": 16}),
+                              ("csv", {"kind": "csv", "path": "t.csv"}, {"kind": "mlp", "hidden": [8]}),
+                              ("npz", {"kind": "npz", "path": "t.npz"}, {"kind": "linear"})]:
+        spec = write_spec(tmp_path, {"name": name, "data": data, "model": model,
+                                     "train": {"max_steps": 3, "batch_size": 8, "eval_batches": 2}}, f"{name}.yaml")
+        code, out, err = cli("train", spec, "--runs-dir", tmp_path / "runs")
+        assert code == 0, err
+        assert (tmp_path / "runs" / name / "checkpoints" / "last.pt").exists()
+    assert "val_acc" in (tmp_path / "runs" / "csv" / "metrics.csv").read_text()  # string labels: classification
+    assert "val_acc" not in (tmp_path / "runs" / "npz" / "metrics.csv").read_text()  # float y: regression
