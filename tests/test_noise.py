@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from noisecli.data import Dataset
-from noisecli.errors import Interrupted, SpecError
+from noisecli.errors import SpecError
 from noisecli.models.gpt import GPT
 from noisecli.noise import NoiseContext, build_noises
 from noisecli.noise.base import schedule_factor
 from noisecli.spec import NoiseSpec, load_spec, spec_from_dict
 from noisecli.trainer import Trainer
 from tests.conftest import ROOT, write_spec
-from tests.test_train import assert_same_weights, train_run, untimed
+from tests.test_train import assert_resume_is_exact, assert_same_weights, train_run, untimed
 
 TABLE = {"data": {"kind": "digits", "train_size": 96}, "model": {"kind": "mlp", "hidden": [16]},
          "train": {"epochs": 2, "batch_size": 16, "lr": 3e-3, "eval_every": 4}}
@@ -66,13 +66,7 @@ def test_same_seed_same_result_and_the_noise_acts(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_resume_stays_exact(tmp_path, kind):
-    spec = kind_spec(tmp_path, kind)
-    whole = train_run(spec, tmp_path / "whole")
-    with pytest.raises(Interrupted):
-        train_run(spec, tmp_path / "split", stop_after=6)
-    resumed = train_run(spec, tmp_path / "split")
-    assert_same_weights(whole, resumed)
-    assert untimed(resumed.rows) == untimed(whole.rows)
+    assert_resume_is_exact(kind_spec(tmp_path, kind), tmp_path, stop_after=6)
 
 
 def test_schedules_warmup_and_decay():

@@ -38,6 +38,17 @@ def train_run(spec_path, runs, overrides=(), stop_after=None):
     return trainer
 
 
+def assert_resume_is_exact(spec_path, tmp_path, stop_after: int, overrides=()):
+    """Interrupt at `stop_after`, resume, and compare with an uninterrupted run, bitwise."""
+    whole = train_run(spec_path, tmp_path / "whole", overrides)
+    with pytest.raises(Interrupted) as e:
+        train_run(spec_path, tmp_path / "split", overrides, stop_after=stop_after)
+    resumed = train_run(spec_path, tmp_path / "split", overrides)
+    assert_same_weights(whole, resumed)
+    assert untimed(resumed.rows) == untimed(whole.rows)
+    return e.value, whole
+
+
 def untimed(rows):
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
@@ -98,18 +109,12 @@ def test_train_loss_is_noisy_and_evaluation_is_clean(tmp_path):
 
 @pytest.mark.parametrize("stop_after", [1, 5, 8, 13, 24])
 def test_resume_after_interruption_equals_an_uninterrupted_run(tiny_spec, tmp_path, stop_after):
-    whole = train_run(tiny_spec, tmp_path / "whole")
-    runs = tmp_path / "split"
-    with pytest.raises(Interrupted) as e:
-        train_run(tiny_spec, runs, stop_after=stop_after)
-    assert e.value.exit_code == 130
-    status = json.loads((runs / "tiny" / "status.json").read_text())
-    assert status["state"] == "interrupted" and status["step"] == stop_after
-    resumed = train_run(tiny_spec, runs)
-    assert_same_weights(whole, resumed)
-    assert untimed(resumed.rows) == untimed(whole.rows)
-    lines = (runs / "tiny" / "metrics.jsonl").read_text().splitlines()
+    interrupted, whole = assert_resume_is_exact(tiny_spec, tmp_path, stop_after)
+    assert interrupted.exit_code == 130 and f"state saved at step {stop_after} of 24" in str(interrupted)
+    lines = (tmp_path / "split" / "tiny" / "metrics.jsonl").read_text().splitlines()
     assert untimed([json.loads(x) for x in lines]) == untimed(whole.rows)
+    status = json.loads((tmp_path / "split" / "tiny" / "status.json").read_text())
+    assert status["state"] == "completed" and status["starts"] == 2
 
 
 def test_resume_is_exact_for_text_and_dropout(tmp_path):
@@ -117,12 +122,7 @@ def test_resume_is_exact_for_text_and_dropout(tmp_path):
                                  "model": {"kind": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16, "dropout": 0.2},
                                  "train": {"max_steps": 12, "eval_every": 5, "batch_size": 8, "lr": 1e-3,
                                            "eval_batches": 2}})
-    whole = train_run(spec, tmp_path / "whole")
-    with pytest.raises(Interrupted):
-        train_run(spec, tmp_path / "split", stop_after=7)
-    resumed = train_run(spec, tmp_path / "split")
-    assert_same_weights(whole, resumed)
-    assert untimed(resumed.rows) == untimed(whole.rows)
+    assert_resume_is_exact(spec, tmp_path, stop_after=7)
 
 
 def test_lr_schedule_warmup_cosine_and_linear():
