@@ -92,8 +92,14 @@ def train_point(spec: Spec, runs_dir: Path, report: Callable[[str, int, int], No
         trainer.close()
 
 
-def _worker(payload: list[dict], runs_dir: str, device: str | None, tasks, results, progress) -> None:
+def _worker(payload: list[dict], runs_dir: str, device: str | None, threads: int, tasks, results,
+            progress) -> None:
     os.setpgrp()  # terminal signals go to the parent, which forwards one to each worker
+    import torch
+
+    # each worker gets its share of the cores: N workers x all cores each oversubscribes
+    # the CPU and makes the sweep many times slower than running the points in turn
+    torch.set_num_threads(threads)
     try:
         while True:
             index = tasks.get()
@@ -165,10 +171,12 @@ class SweepRunner:
         for i in range(len(self.points)):
             tasks.put(i)
         workers = []
-        for w in range(min(self.jobs, len(self.points))):
+        n_workers = min(self.jobs, len(self.points))
+        threads = max(1, (os.cpu_count() or 1) // n_workers)
+        for w in range(n_workers):
             device = self.devices[w % len(self.devices)] if self.devices else None
-            workers.append(ctx.Process(target=_worker, args=(payload, str(self.runs_dir), device, tasks, results,
-                                                             progress), daemon=False))
+            workers.append(ctx.Process(target=_worker, args=(payload, str(self.runs_dir), device, threads, tasks,
+                                                             results, progress), daemon=False))
             tasks.put(None)
         for proc in workers:
             proc.start()
