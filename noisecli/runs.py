@@ -53,6 +53,19 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _second_name(src: Path, dst: Path) -> None:
+    """Give `src`'s content a second name `dst`: a hard link where the filesystem has them
+    (free for any checkpoint size), else a synced copy."""
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        with open(src, "rb") as f_in, open(dst, "wb") as f_out:
+            shutil.copyfileobj(f_in, f_out)
+            f_out.flush()
+            os.fsync(f_out.fileno())
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -149,12 +162,17 @@ class RunFolder:
             atomic_write(path, buf.getvalue())
             return
         tmp = self.ckpt_dir / f".{name}.new{os.getpid()}"
+        prev_tmp = self.ckpt_dir / f".prev.pt.new{os.getpid()}"
         try:
             atomic_write(tmp, buf.getvalue())  # complete and on disk before anything is renamed
-            os.replace(path, self.ckpt_dir / "prev.pt")
+            # last.pt must exist at every instant (a kill between two renames would leave only
+            # prev.pt), so prev.pt is made from a second name for the old file, not a rename.
+            _second_name(path, prev_tmp)
+            os.replace(prev_tmp, self.ckpt_dir / "prev.pt")
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+            prev_tmp.unlink(missing_ok=True)
         _fsync_dir(self.ckpt_dir)
 
     def load_checkpoint(self, warn=None) -> dict | None:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,6 +95,29 @@ def test_a_crash_inside_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_pat
     resumed = train_run(spec, tmp_path / "runs")
     assert_same_weights(ref, resumed)
     assert not list(folder.rglob(".*tmp*")) and not list(folder.rglob(".*.new*"))
+
+
+def test_last_checkpoint_exists_at_every_instant_of_a_checkpoint_write(tmp_path, monkeypatch):
+    """A kill between updating prev.pt and installing the new last.pt (the window the random
+    kill test once hit in CI) must leave the old last.pt in place, whole."""
+    run = noisecli.runs.RunFolder(tmp_path / "r")
+    run.save_checkpoint({"step": 1})
+    run.save_checkpoint({"step": 2})
+    real_replace = os.replace
+
+    def killed_before_last_is_installed(src, dst):
+        if Path(dst).name == "last.pt":
+            raise KeyboardInterrupt  # stands in for the process dying at this instant
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(noisecli.runs.os, "replace", killed_before_last_is_installed)
+    with pytest.raises(KeyboardInterrupt):
+        run.save_checkpoint({"step": 3})
+    monkeypatch.setattr(noisecli.runs.os, "replace", real_replace)
+    assert ckpt(run.path)["step"] == 2 and ckpt(run.path, "prev.pt")["step"] == 2
+    run.save_checkpoint({"step": 4})
+    assert ckpt(run.path)["step"] == 4 and ckpt(run.path, "prev.pt")["step"] == 2
+    assert not list(run.path.rglob(".*.new*"))
 
 
 def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
