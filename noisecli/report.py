@@ -166,6 +166,13 @@ def group(runs: list[Run]) -> list[Config]:
     return sorted(out, key=lambda c: (c.extra, c.noise != "none", c.noise, _num(c.factor)))
 
 
+def _is_zero(text: str) -> bool:
+    try:
+        return float(text) == 0
+    except ValueError:
+        return False
+
+
 def _num(text: str) -> float:
     try:
         return float(text.split("/")[0])
@@ -221,9 +228,16 @@ def analyze(configs: list[Config]) -> None:
             "gap_mean": _mean_std([r["val_loss"] - r["clean_train_loss"] for r in finals])[0],
             "val_acc_mean": _mean_std(accs)[0] if accs else None,
             "delta_vs_none": None, "delta_ci_low": None, "delta_ci_high": None, "paired": None,
-            "significant": None, "best_in_kind": False, "best_overall": False,
+            "significant": None, "best_in_kind": False, "best_overall": False, "baseline": False,
         }
+    # the baseline of a base: its `none` configuration, else one whose factors are all 0 (a
+    # kind at factor 0 trains bitwise like `none`, so a grid of factors 0, 0.1, ... has one)
     nones = {c.base: c for c in configs if c.noise == "none"}
+    for c in configs:
+        if c.base not in nones and c.factor and all(_is_zero(f) for f in c.factor.split("/")):
+            nones[c.base] = c
+    for c in nones.values():
+        c.stats["baseline"] = True
     for c in configs:
         none = nones.get(c.base)
         if none is None or none is c:
@@ -257,7 +271,7 @@ def _pm(mean: float, std: float) -> str:
 
 def _delta_text(s: dict) -> str:
     if s["delta_vs_none"] is None:
-        return "-"
+        return "baseline" if s.get("baseline") else "-"
     ci = "" if s["delta_ci_low"] is None or math.isnan(s["delta_ci_low"]) else \
         f" [{s['delta_ci_low']:+.4f}, {s['delta_ci_high']:+.4f}]"
     return f"{s['delta_vs_none']:+.4f}{ci}{' *' if s['significant'] else ''}"
@@ -286,7 +300,8 @@ def excluded_lines(runs: list[Run]) -> list[str]:
 
 
 LEGEND = ("val loss: final validation loss, mean ± std over seeds. gap: val - clean train loss. "
-          "Δ vs none: difference in mean final val loss against the no-noise configuration of the same base, "
+          "Δ vs none: difference in mean final val loss against the no-noise configuration of the same base "
+          "(`none`, else a kind at factor 0, which trains exactly like none), "
           "with a 95 % t-interval (paired by seed where the seeds match); * where the interval excludes 0. "
           "best: lowest mean val loss overall, or for its noise kind.")
 

@@ -64,6 +64,23 @@ def test_statistics_match_hand_computed_values(sweep):
     assert {r.state for r in runs} == {"completed", "running", "failed"}
 
 
+def test_without_a_none_run_a_factor_of_zero_is_the_baseline(tmp_path):
+    """A grid of factors 0, 0.1 and no `none` point: factor 0 trains bitwise like none, so it is
+    the baseline; an explicit `none` still wins where there is one."""
+    root = tmp_path / "runs"
+    for seed, (z, w) in enumerate([(1.0, 0.8), (1.2, 1.1), (1.1, 0.95)]):
+        make_run(root, f"w0-{seed}", seed, {"kind": "weight", "factor": 0.0}, [z])
+        make_run(root, f"w1-{seed}", seed, {"kind": "weight", "factor": 0.1}, [w])
+    s = by_label(build([root])[0])
+    assert s[("weight", "0")]["baseline"] and s[("weight", "0")]["delta_vs_none"] is None
+    assert s[("weight", "0.1")]["delta_vs_none"] == pytest.approx(-0.15) and s[("weight", "0.1")]["paired"]
+    for seed, v in enumerate([2.0, 2.0, 2.0]):
+        make_run(root, f"none-{seed}", seed, {"kind": "none"}, [v])
+    s = by_label(build([root])[0])
+    assert s[("none", "")]["baseline"] and not s[("weight", "0")]["baseline"]
+    assert s[("weight", "0")]["delta_vs_none"] == pytest.approx(-0.9)
+
+
 def test_unpaired_seeds_use_welch():
     # var 0.005/2 and 0.01/3; Welch df = 2.8824; t(0.975, 2.8824) = 3.2588 (scipy)
     d, lo, hi, paired = delta_ci({3: 0.8, 4: 0.9}, {0: 1.0, 1: 1.2, 2: 1.1})
