@@ -41,12 +41,12 @@ DATASETS = {
               ("n_samples", "n_features", "n_classes", "teacher_hidden", "label_noise", "standardize"),
               frozenset({VECTOR})),
         Entry("pydoc", "character-level text of CPython's bundled pydoc topics (about 465k chars)",
-              "noisecli.data.text:load_pydoc", ("block_size",), frozenset({TOKENS})),
+              "noisecli.data.text:load_pydoc", ("block_size", "tokenizer"), frozenset({TOKENS})),
         Entry("markov", "synthetic character language with a known entropy rate (the best possible loss)",
               "noisecli.data.synthetic:load_markov",
               ("block_size", "vocab_size", "n_tokens", "concentration"), frozenset({TOKENS})),
-        Entry("text", "any UTF-8 text file, character-level (data.path, data.block_size)",
-              "noisecli.data.text:load_text", ("path", "block_size"), frozenset({TOKENS})),
+        Entry("text", "any UTF-8 text file, character-level or through data.tokenizer (data.path, data.block_size)",
+              "noisecli.data.text:load_text", ("path", "block_size", "tokenizer"), frozenset({TOKENS})),
         Entry("npz", "arrays x, y (and optionally x_val, y_val) from a .npz file (data.path)",
               "noisecli.data.tabular:load_npz", ("path", "standardize"), frozenset({VECTOR})),
         Entry("csv", "a CSV table with a header; data.target names the label column (default: the last)",
@@ -66,6 +66,9 @@ MODELS = {
         Entry("gpt", "small causal transformer (model.n_layer, n_head, n_embd, dropout; context = data.block_size)",
               "noisecli.models.gpt:build_gpt", ("n_layer", "n_head", "n_embd", "dropout", "bias"),
               frozenset({TOKENS})),
+        Entry("hf", "a transformers causal language model: local folder or cached name (model.path), or a "
+                    "fresh one from a config (model.config); needs transformers",
+              "noisecli.models.hf:build_hf", ("path", "config", "trust_remote_code"), frozenset({TOKENS})),
     ]
 }
 

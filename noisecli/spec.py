@@ -43,7 +43,10 @@ class DataSpec:
                        "so every seed of a sweep sees the same data")
     standardize: bool = opt(True, "scale each input feature to zero mean, unit variance (train statistics)")
     path: Optional[str] = opt(None, "file for text, npz and csv (relative to the spec file)")
-    block_size: int = opt(64, "context length in characters for text datasets", ge=2)
+    block_size: int = opt(64, "context length of text datasets, in characters (or tokens with "
+                              "data.tokenizer)", ge=2)
+    tokenizer: Optional[str] = opt(None, "text, pydoc: a Hugging Face tokenizer, as a local folder or a name "
+                                         "already in the local cache (default: characters)")
     target: Optional[str] = opt(None, "csv: the label column (default: the last column)")
     task: str = opt("auto", "csv: auto | classification | regression",
                     choices=("auto", "classification", "regression"))
@@ -70,6 +73,11 @@ class ModelSpec:
     n_head: int = opt(4, "gpt: attention heads", ge=1)
     n_embd: int = opt(128, "gpt: embedding width (a multiple of n_head)", ge=1)
     bias: bool = opt(False, "gpt: bias in linear and layer-norm layers")
+    path: Optional[str] = opt(None, "hf: a transformers model, as a local folder or a name already in the "
+                                    "local Hugging Face cache (nothing is downloaded)")
+    config: Optional[dict] = opt(None, "hf: build a fresh model from a transformers config instead: "
+                                       "model_type plus that config's keys, e.g. {model_type: gpt2, n_layer: 2}")
+    trust_remote_code: bool = opt(False, "hf: run Python code shipped in the model's folder (never implied)")
 
 
 @dataclass
@@ -208,6 +216,21 @@ def set_dotted(raw: dict, keys: list[str], value: Any) -> str | None:
     return None
 
 
+LOCAL_KEYS = ("path", "tokenizer")  # values that name files or folders, relative to where they are written
+
+
+def local_or_name(value: str, base: Path, always_local: bool = False) -> str:
+    """`value` made absolute against `base` when it names something local; otherwise it is
+    left as it is, a Hugging Face name ("gpt2", "org/model") to look up in the local cache.
+    A value that starts like a path (/, ./, ../, ~) is always local."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    if always_local or value.startswith((".", "~")) or (base / path).exists():
+        return str((base / path).resolve())
+    return value
+
+
 def apply_overrides(raw: dict, overrides: list[str], cwd: Path | None = None) -> dict:
     """Set each dotted key in a copy of `raw`. Paths given here are relative to the cwd."""
     raw = copy.deepcopy(raw)
@@ -218,8 +241,8 @@ def apply_overrides(raw: dict, overrides: list[str], cwd: Path | None = None) ->
         except SpecError as e:
             problems += e.problems
             continue
-        if keys[-1] == "path" and isinstance(value, str):
-            value = str((cwd or Path.cwd()) / Path(value).expanduser())
+        if keys[-1] in LOCAL_KEYS and isinstance(value, str):
+            value = local_or_name(value, cwd or Path.cwd(), always_local=keys == ["data", "path"])
         problem = set_dotted(raw, keys, value)
         if problem:
             problems.append(f"override {text!r}: {problem}")
@@ -295,6 +318,11 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
         if isinstance(value, str):
             return value
         problems.append(f"{where}: must be a string, got {_describe(value)}")
+        return MISSING
+    if tp is dict:  # passed on as keyword arguments (model.config), so keys must be names
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return copy.deepcopy(value)
+        problems.append(f"{where}: must be a mapping of names to values, got {_describe(value)}")
         return MISSING
     raise TypeError(f"unsupported spec type {tp!r}")  # a bug in this file, not a user error
 
@@ -395,6 +423,9 @@ def spec_from_dict(raw: dict, base_dir: Path | None = None) -> Spec:
     if data_ok:
         _check_options("data", raw.get("data"), dataset, DataSpec, problems)
         _check_data_files(spec, dataset, base_dir, problems)
+        if spec.data.tokenizer is not None:
+            spec.data.tokenizer = _local_folder(spec.data.tokenizer, "data.tokenizer", base_dir or Path.cwd(),
+                                                problems)
     if model_ok:
         model = catalog.MODELS[spec.model.kind]
         _check_options("model", raw.get("model"), model, ModelSpec, problems)
@@ -402,6 +433,8 @@ def spec_from_dict(raw: dict, base_dir: Path | None = None) -> Spec:
             fits = [m.name for m in catalog.MODELS.values() if m.modalities & dataset.modalities]
             problems.append(f"model.kind: {model.name!r} cannot read data kind {dataset.name!r} "
                             f"({'/'.join(sorted(dataset.modalities))}); use one of: {', '.join(fits)}")
+        if model.name == "hf":
+            _check_hf(spec, base_dir, problems)
         if model.name == "gpt" and spec.model.n_embd % spec.model.n_head:
             problems.append(f"model.n_embd: {spec.model.n_embd} must be a multiple of "
                             f"model.n_head ({spec.model.n_head})")
@@ -433,6 +466,35 @@ def _check_data_files(spec: Spec, dataset: catalog.Entry, base_dir: Path | None,
     spec.data.path = str(path.resolve())
 
 
+def _local_folder(value: str, where: str, base: Path, problems: list[str]) -> str:
+    """A folder made absolute (it must exist), or a Hugging Face name left for the cache lookup."""
+    resolved = local_or_name(value, base)
+    if Path(resolved).is_absolute() and not Path(resolved).is_dir():
+        problems.append(f"{where}: folder not found: {resolved}")
+    return resolved
+
+
+def _check_hf(spec: Spec, base_dir: Path | None, problems: list[str]) -> None:
+    """What can be checked without importing transformers; the rest is checked when the model
+    is built, still before anything is written."""
+    m, base = spec.model, base_dir or Path.cwd()
+    config_refused = any(p.startswith(("model.config:", "model.path:")) for p in problems)
+    if m.path is None and m.config is None and not config_refused:
+        problems.append("model.path: model kind 'hf' needs model.path (a local folder or cached name) "
+                        "or model.config (a transformers config to build a fresh model from)")
+    elif m.path is not None and m.config is not None:
+        problems.append("model.config: give model.path (pretrained weights) or model.config (a fresh "
+                        "model), not both")
+    if m.config is not None and not isinstance(m.config.get("model_type"), str):
+        problems.append("model.config.model_type: required, the transformers model type (e.g. gpt2, llama)")
+    if m.path is not None:
+        m.path = _local_folder(m.path, "model.path", base, problems)
+    text_data = spec.data.kind in ("text", "pydoc")
+    if m.path is not None and spec.data.tokenizer is None and text_data:
+        problems.append(f"data.tokenizer: a pretrained model reads the token ids of its own tokenizer, not "
+                        f"characters; set data.tokenizer (usually to model.path, {m.path!r})")
+
+
 def _check_noise(spec: Spec, raw_entries: list, listed: bool, dataset, problems: list[str]) -> None:
     seen: set[str] = set()
     for i, (noise, raw) in enumerate(zip(spec.noise, raw_entries)):
@@ -449,8 +511,8 @@ def _check_noise(spec: Spec, raw_entries: list, listed: bool, dataset, problems:
         if noise.kind == "token" and noise.factor > 1:
             problems.append(f"{where}.factor: token noise replaces each token with probability factor; "
                             f"must be in [0, 1], got {noise.factor}")
-        if noise.kind == "embedding" and spec.model.kind not in ("gpt",):
-            problems.append(f"{where}.kind: 'embedding' noise needs a model with input embeddings (gpt), "
+        if noise.kind == "embedding" and spec.model.kind not in ("gpt", "hf"):
+            problems.append(f"{where}.kind: 'embedding' noise needs a model with input embeddings (gpt, hf), "
                             f"not {spec.model.kind!r}")
         if noise.kind == "none" and len(spec.noise) > 1:
             problems.append(f"{where}.kind: 'none' cannot be combined with other kinds")

@@ -159,7 +159,7 @@ class Trainer:
         if changed:
             raise SpecError(f"run {run.name!r} exists with a different spec ({', '.join(changed)}); "
                             "use --restart to start it over (the old run is kept under "
-                            f"{run.path.parent / '.archive'}) or give it another name=")
+                            f"{run.path.parent / '.archive'}) or give it another name (name=NEW)")
         if status.get("state") == "completed":
             return "completed"
         if status.get("state") in ("diverged", "failed"):

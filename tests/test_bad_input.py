@@ -7,6 +7,8 @@ from tests.conftest import TINY
 
 GPT = {"data": {"kind": "pydoc"}, "model": {"kind": "gpt"}}
 SWEEP = {"base": TINY, "grid": {"noise.factor": [0.1]}}
+GPT2 = {"model_type": "gpt2", "n_layer": 1, "n_head": 2, "n_embd": 16}
+HF = {"data": {"kind": "markov", "block_size": 16, "n_tokens": 2000}, "model": {"kind": "hf", "config": GPT2}}
 
 # (command, spec written to spec.yaml or None, extra arguments, expected text in stderr)
 CASES = [
@@ -58,6 +60,17 @@ CASES = [
     ("train", {**GPT, "noise": {"kind": "input"}}, [], "noise.kind: 'input' adds Gaussian noise to continuous inputs"),
     ("train", {**TINY, "data": {"kind": "wine"}, "model": {"kind": "cnn"}}, [], "model.kind: 'cnn' cannot read data kind 'wine'"),
     ("validate", {**TINY, "train": {"lr": "x"}}, [], "train.lr: must be a number"),
+    # transformers models (the last four are found when the model is built, before anything is written)
+    ("train", {**HF, "model": {"kind": "hf"}}, [], "model.path: model kind 'hf' needs model.path"),
+    ("train", {**HF, "model": {"kind": "hf", "config": {"n_layer": 1}}}, [], "model.config.model_type: required"),
+    ("train", {**HF, "model": {"kind": "hf", "path": "./not-here"}}, [], "model.path: folder not found:"),
+    ("train", {**HF, "model": {"kind": "hf", "config": GPT2, "dropout": 0.1}}, [], "model.dropout: does not apply to model kind 'hf'"),
+    ("train", {**TINY, "data": {"kind": "digits", "tokenizer": "gpt2"}}, [], "data.tokenizer: does not apply to data kind 'digits'"),
+    ("train", {**HF, "data": {"kind": "pydoc"}, "model": {"kind": "hf", "path": "emptydir"}}, [], "data.tokenizer: a pretrained model reads"),
+    ("train", HF, ["model.config.n_layers=2"], "model.config.n_layers: not a key of the gpt2 config; did you mean 'n_layer'?"),
+    ("train", HF, ["model.config.model_type=gtp2"], "model.config.model_type: unknown 'gtp2'; did you mean 'gpt2'?"),
+    ("train", HF, ["model.config.n_positions=8"], "data.block_size: 16 is longer than the model's context (8)"),
+    ("train", {**HF, "model": {"kind": "hf", "path": "nobody/no-such-model"}}, [], "not in the local Hugging Face cache"),
     # sweeps
     ("sweep", {**SWEEP, "grid": {"noise.factor": 0.1}}, [], "grid.noise.factor: must be a non-empty list of values"),
     ("sweep", {**SWEEP, "grdi": {}}, [], "grdi: unknown sweep key; did you mean 'grid'?"),

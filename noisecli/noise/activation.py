@@ -2,7 +2,7 @@
 
 out <- out + factor * N(0, 1) while the model is in training mode. `targets` are
 module-name globs; the default is every hidden nonlinearity (mlp, cnn) or every
-transformer block (gpt). The hooks are registered in `attach` and removed in `detach`:
+transformer block (gpt, hf). The hooks are registered in `attach` and removed in `detach`:
 the model's code is never edited.
 """
 
@@ -21,9 +21,13 @@ NONLINEARITIES = (nn.ReLU, nn.GELU, nn.Tanh, nn.SiLU, nn.Sigmoid, nn.LeakyReLU)
 
 
 def default_activation_targets(model: nn.Module) -> list[str]:
-    blocks = [n for n, m in model.named_modules() if type(m).__name__ == "Block"]  # gpt's blocks
-    if blocks:
-        return blocks
+    """A transformer's blocks (the longest ModuleList of one class: gpt's `h`, GPT-2's
+    `transformer.h`, Llama's `model.layers`), else every hidden nonlinearity."""
+    stacks = [(n, list(m)) for n, m in model.named_modules()
+              if isinstance(m, nn.ModuleList) and len(m) and len({type(b) for b in m}) == 1]
+    if stacks:
+        name, blocks = max(stacks, key=lambda s: len(s[1]))
+        return [f"{name}.{i}" for i in range(len(blocks))]
     return [n for n, m in model.named_modules() if isinstance(m, NONLINEARITIES)]
 
 
@@ -60,5 +64,10 @@ class ActivationNoise(Noise):
     def _hook(self, module: nn.Module, inputs, output: torch.Tensor):
         if not module.training or self.current == 0:
             return None  # evaluation, or factor 0: the output as it is
-        noise = torch.randn(output.shape, generator=self.generator, device=output.device, dtype=output.dtype)
-        return output + self.current * noise
+        if isinstance(output, tuple):  # some transformers blocks return (hidden, extras...)
+            return (self._perturb(output[0]), *output[1:])
+        return self._perturb(output)
+
+    def _perturb(self, h: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(h.shape, generator=self.generator, device=h.device, dtype=h.dtype)
+        return h + self.current * noise

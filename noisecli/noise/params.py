@@ -14,14 +14,16 @@ from torch import nn
 
 from noisecli.errors import SpecError
 
-PARAM_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
-
-
 def default_weight_names(model: nn.Module) -> list[str]:
-    """Weights of linear, conv and embedding layers; not biases, not norm gains."""
+    """Weights of linear, conv and embedding layers; not biases, not norm gains.
+
+    Told apart by shape rather than class, so layers torch does not know (transformers'
+    GPT-2 `Conv1D`) count too: those weights are matrices or kernels, a norm's gain is a vector.
+    """
     names = []
     for mod_name, module in model.named_modules():
-        if isinstance(module, PARAM_LAYERS) and getattr(module, "weight", None) is not None:
+        weight = module._parameters.get("weight")
+        if weight is not None and weight.dim() >= 2:
             names.append(f"{mod_name}.weight" if mod_name else "weight")
     return names
 

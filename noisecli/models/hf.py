@@ -1,0 +1,84 @@
+"""`hf`: a transformers causal language model, pretrained from local files or fresh from a config.
+
+The model is wrapped so the trainer sees what it sees from `gpt`: token ids in, logits out,
+and `get_input_embeddings()` for the embedding noise. Weights are kept in fp32 (precision
+comes from autocast, as for every model), and `trust_remote_code` is only ever what the spec
+says.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import torch
+from torch import nn
+
+from noisecli.data import Dataset
+from noisecli.errors import SpecError
+from noisecli.hub import import_transformers, load_local
+from noisecli.spec import ModelSpec
+
+
+class HFCausalLM(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=idx, use_cache=False).logits  # (B, T, vocab)
+
+
+def _fresh_config(transformers, spec: ModelSpec, ds: Dataset):
+    """The config named by model.config, every key checked against that model type's own."""
+    options = dict(spec.config)
+    model_type = options.pop("model_type")
+    try:
+        default = transformers.AutoConfig.for_model(model_type)
+    except ValueError:
+        known = list(transformers.CONFIG_MAPPING.keys())
+        close = difflib.get_close_matches(model_type, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else " (a transformers model type such as gpt2, llama)"
+        raise SpecError(f"model.config.model_type: unknown {model_type!r}{hint}") from None
+    valid = set(default.to_dict()) | set(getattr(default, "attribute_map", {}))
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        raise SpecError([f"model.config.{k}: not a key of the {model_type} config"
+                         + (f"; did you mean {c[0]!r}?" if (c := difflib.get_close_matches(k, valid, n=1)) else "")
+                         for k in unknown])
+    options.setdefault("vocab_size", ds.n_outputs)
+    config = transformers.AutoConfig.for_model(model_type, **options)
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):  # GPT-2's 50256 means nothing here
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value >= config.vocab_size:
+            setattr(config, key, None)
+    return config
+
+
+def build_hf(spec: ModelSpec, ds: Dataset) -> nn.Module:
+    transformers = import_transformers("model.kind: 'hf'")
+    auto = transformers.AutoModelForCausalLM
+    if spec.config is not None:
+        config = _fresh_config(transformers, spec, ds)
+        try:
+            model = auto.from_config(config, trust_remote_code=spec.trust_remote_code)
+        except ValueError as e:  # a model type that is not a causal LM
+            raise SpecError(f"model.config.model_type: {config.model_type!r} has no causal language model "
+                            f"({str(e).splitlines()[0][:120]})") from None
+        where = "model.config"
+    else:
+        model = load_local(auto, spec.path, "model.path", trust_remote_code=spec.trust_remote_code)
+        where = "model.path"
+    model = model.float()
+    vocab = model.get_input_embeddings().num_embeddings
+    if ds.n_outputs > vocab:
+        raise SpecError(f"{where}: the model has {vocab} token embeddings but the data has {ds.n_outputs} "
+                        "token ids; use the model's own tokenizer (data.tokenizer) or a larger vocab_size")
+    context = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(context, int) and ds.block_size is not None and ds.block_size > context:
+        raise SpecError(f"data.block_size: {ds.block_size} is longer than the model's context ({context}); "
+                        "lower data.block_size" + (" or raise the config's context length"
+                                                   if spec.config is not None else ""))
+    return HFCausalLM(model)

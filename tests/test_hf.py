@@ -1,0 +1,169 @@
+"""`model.kind: hf` and `data.tokenizer` with real transformers and tokenizers objects, made small:
+a GPT-2 of one or two blocks and a 300-token BPE tokenizer trained here on pydoc text."""
+
+import sys
+
+import pytest
+import torch
+import transformers  # in the test extra: these tests use the real package, never a stand-in
+
+from noisecli.data import load_dataset
+from noisecli.errors import SpecError
+from noisecli.models import build_model
+from noisecli.noise.activation import default_activation_targets
+from noisecli.noise.params import select_parameters
+from noisecli.spec import load_spec, spec_from_dict
+from tests.conftest import write_spec
+from tests.test_train import assert_resume_is_exact, train_run
+
+GPT2 = {"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 32}
+FRESH = {
+    "data": {"kind": "markov", "block_size": 16, "n_tokens": 4000},
+    "model": {"kind": "hf", "config": GPT2},
+    "train": {"epochs": 1, "max_steps": 24, "batch_size": 8, "lr": 3e-3, "eval_every": 8, "eval_batches": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A folder as `save_pretrained` writes it: a 1-block GPT-2 and its own BPE tokenizer."""
+    from pydoc_data.topics import topics
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    text = "".join(topics[k] for k in sorted(topics))[:50_000]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator([text], trainers.BpeTrainer(vocab_size=300, show_progress=False,
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(123)
+    config = transformers.GPT2Config(vocab_size=len(tokenizer), n_layer=1, n_head=2, n_embd=32, n_positions=64,
+                                     bos_token_id=None, eos_token_id=None)
+    model = transformers.GPT2LMHeadModel(config)
+    model.save_pretrained(folder)
+    return folder, tokenizer, model.state_dict()
+
+
+def spec_of(raw, tmp_path):
+    return load_spec(write_spec(tmp_path, raw))
+
+
+def test_a_fresh_model_from_a_config_learns_and_gets_the_datas_vocabulary(tmp_path):
+    trainer = train_run(write_spec(tmp_path, {**FRESH, "name": "fresh"}), tmp_path / "runs")
+    gpt2 = trainer.raw_model.model
+    assert type(gpt2).__name__ == "GPT2LMHeadModel" and len(gpt2.transformer.h) == 2
+    assert gpt2.config.vocab_size == trainer.data.n_outputs == 16  # markov's default vocabulary
+    first, last = trainer.rows[0]["val_loss"], trainer.rows[-1]["val_loss"]
+    assert last < first < 2.9  # it learns (log 16 = 2.77 is where an untrained model starts)
+    assert (tmp_path / "runs" / "fresh" / "checkpoints" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("noise", [{"kind": "activation", "factor": 0.3},
+                                   {"kind": "embedding", "factor": 5.0},
+                                   {"kind": "weight", "factor": 0.01}])
+def test_resume_of_an_hf_run_is_exact(tmp_path, noise):
+    spec = write_spec(tmp_path, {**FRESH, "name": "r", "noise": noise})
+    assert_resume_is_exact(spec, tmp_path, stop_after=11)
+
+
+def test_noise_defaults_find_gpt2_blocks_and_conv1d_weights(tmp_path):
+    spec = spec_of({**FRESH, "name": "d"}, tmp_path)
+    data = load_dataset(spec.data)
+    model = build_model(spec.model, data)
+    assert default_activation_targets(model) == ["model.transformer.h.0", "model.transformer.h.1"]
+    named = {id(p): n for n, p in model.named_parameters()}
+    chosen = {named[id(p)] for p in select_parameters(model, None, "noise")}
+    # GPT-2's attention and MLP layers are transformers' Conv1D, not nn.Linear: they count
+    assert "model.transformer.h.0.attn.c_attn.weight" in chosen and "model.transformer.h.1.mlp.c_proj.weight" in chosen
+    assert "model.transformer.wte.weight" in chosen  # tied with lm_head: chosen once
+    assert not any(n.endswith(".bias") or ".ln_" in n for n in chosen)
+
+
+def test_embedding_noise_reaches_hf_input_embeddings_and_only_in_training(tmp_path):
+    from noisecli.noise import NoiseContext, build_noises
+
+    spec = spec_of({**FRESH, "name": "e", "noise": {"kind": "embedding", "factor": 8.0}}, tmp_path)
+    data = load_dataset(spec.data)
+    model = build_model(spec.model, data)
+    (noise,) = build_noises(spec.noise, NoiseContext(model, data, 10, torch.device("cpu"), 0))
+    wte, ids = model.get_input_embeddings(), data.x_train[:48].view(3, 16)
+    clean = wte(ids)
+    noise.attach(model)
+    noise.before_forward(8.0)
+    model.train()
+    delta = wte(ids) - clean
+    bound = 8.0 / (16 * 32) ** 0.5  # alpha / sqrt(L * d)
+    assert 0.9 * bound < delta.abs().max() <= bound
+    model.eval()
+    assert torch.equal(wte(ids), clean)
+    noise.detach()
+
+
+def test_a_pretrained_folder_loads_its_weights_and_its_tokenizer_encodes_the_text(pretrained, tmp_path):
+    folder, tokenizer, saved = pretrained
+    raw = {"name": "p", "data": {"kind": "pydoc", "block_size": 32, "tokenizer": str(folder)},
+           "model": {"kind": "hf", "path": str(folder)},
+           "train": {"epochs": 1, "max_steps": 6, "batch_size": 4, "eval_batches": 1}}
+    spec = spec_of(raw, tmp_path)
+    data = load_dataset(spec.data)
+    assert data.n_outputs == len(tokenizer) == 300
+    from pydoc_data.topics import topics
+
+    start = "".join(topics[k] for k in sorted(topics))[:2000]
+    expected = tokenizer(start, add_special_tokens=False)["input_ids"][:100]
+    assert data.x_train[:100].tolist() == expected  # BPE ids, not characters
+    model = build_model(spec.model, data)
+    loaded = model.model.state_dict()
+    assert all(torch.equal(loaded[k], saved[k]) for k in saved)  # the saved weights, not a fresh init
+    trainer = train_run(write_spec(tmp_path, raw), tmp_path / "runs")
+    assert trainer.step == 6 and trainer.rows[-1]["val_loss"] < 5.8  # log 300 = 5.70 untrained, roughly
+
+
+def test_a_relative_model_path_is_relative_to_the_spec_file(pretrained, tmp_path):
+    folder, _, _ = pretrained
+    (tmp_path / "exp").mkdir()
+    spec_file = write_spec(tmp_path / "exp", {"data": {"kind": "pydoc", "tokenizer": "../m"},
+                                               "model": {"kind": "hf", "path": "../m"}})
+    (tmp_path / "m").symlink_to(folder)
+    spec = load_spec(spec_file)
+    assert spec.model.path == spec.data.tokenizer == str((tmp_path / "m").resolve())
+    named = spec_from_dict({"model": {"kind": "hf", "path": "org/model"}, "data": {"kind": "markov"}})
+    assert named.model.path == "org/model"  # a hub name stays a name, for the cache lookup
+
+
+def test_code_shipped_in_a_model_folder_never_runs_unless_asked(tmp_path):
+    """A folder whose config points at its own modeling code: without trust_remote_code the
+    file is not imported (its marker stays absent) and the user gets one line saying why."""
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    marker = tmp_path / "code-ran"
+    (folder / "config.json").write_text(
+        '{"model_type": "evil", "auto_map": {"AutoConfig": "configuration_evil.EvilConfig", '
+        '"AutoModelForCausalLM": "modeling_evil.EvilModel"}}')
+    for name in ("configuration_evil.py", "modeling_evil.py"):
+        (folder / name).write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    spec = spec_from_dict({"model": {"kind": "hf", "path": str(folder)}, "data": {"kind": "markov"}})
+    assert spec.model.trust_remote_code is False
+    with pytest.raises(SpecError) as e:
+        build_model(spec.model, load_dataset(spec.data))
+    assert "ships its own Python code; set model.trust_remote_code: true only if you trust it" in str(e.value)
+    assert not marker.exists()
+
+
+def test_without_transformers_installed_the_message_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # what `import transformers` sees when absent
+    spec = spec_of({**FRESH, "name": "x"}, tmp_path)
+    with pytest.raises(SpecError) as e:
+        build_model(spec.model, load_dataset(spec.data))
+    assert "needs the transformers package; install it with pip install 'noisecli[hf]'" in str(e.value)
+
+
+def test_cli_trains_an_hf_spec_and_keeps_quiet_output_clean(cli, tmp_path):
+    spec = write_spec(tmp_path, {**FRESH, "name": "c", "noise": {"kind": "token", "factor": 0.1}})
+    code, out, err = cli("train", spec, "--runs-dir", tmp_path / "runs", "-q")
+    assert code == 0, err
+    assert err == ""  # no transformers warnings or progress bars
+    assert "model:\n  kind: hf\n  path: null\n  config:" in (tmp_path / "runs" / "c" / "spec.yaml").read_text()
