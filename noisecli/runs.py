@@ -126,6 +126,10 @@ class RunFolder:
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Rewrite both metrics files from all rows (they are small; a rewrite stays atomic)."""
         columns = [c for c in METRIC_COLUMNS if any(c in r for r in rows)] or METRIC_COLUMNS
+        per_kind = [k for k in (rows[0] if rows else {}) if k.startswith("noise_factor_")]  # a list of kinds
+        if per_kind:
+            at = columns.index("noise_factor") + 1
+            columns = columns[:at] + per_kind + columns[at:]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()

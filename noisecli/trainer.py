@@ -361,7 +361,10 @@ class Trainer:
         }
         if self.data.task == "classification":
             row["val_acc"] = val_correct / n_val
-        row.update(lr=lr, noise_factor=factors[0], grad_norm=grad_norm,
+        row.update(lr=lr, noise_factor=factors[0])
+        if len(self.noises) > 1:  # a list of kinds: each one's own factor, as its schedule has it now
+            row.update({f"noise_factor_{n.kind}": f for n, f in zip(self.spec.noise, factors)})
+        row.update(grad_norm=grad_norm,
                    samples_per_s=self.interval_steps * self.spec.train.batch_size / max(seconds, 1e-9),
                    seconds=self.elapsed)
         self.rows.append(row)

@@ -84,6 +84,18 @@ def test_noise_factor_column_follows_the_schedule(tmp_path):
     assert [r["noise_factor"] for r in trainer.rows] == pytest.approx([0.3 * (1 - (s - 1) / 12) for s in steps])
 
 
+def test_a_list_of_kinds_logs_each_kinds_factor(tmp_path):
+    spec = write_spec(tmp_path, {**TABLE, "name": "two", "noise": [
+        {"kind": "input", "factor": 0.3, "schedule": "linear"}, {"kind": "weight", "factor": 0.02}]})
+    trainer = train_run(spec, tmp_path / "r")
+    steps = [r["step"] for r in trainer.rows]
+    assert [r["noise_factor_input"] for r in trainer.rows] == pytest.approx([0.3 * (1 - (s - 1) / 12) for s in steps])
+    assert [r["noise_factor_weight"] for r in trainer.rows] == [0.02] * len(steps)
+    assert [r["noise_factor"] for r in trainer.rows] == [r["noise_factor_input"] for r in trainer.rows]
+    header = (tmp_path / "r" / "two" / "metrics.csv").read_text().splitlines()[0]
+    assert "noise_factor,noise_factor_input,noise_factor_weight,grad_norm" in header
+
+
 # ---------------------------------------------------------------- input: Bishop 1995
 
 
