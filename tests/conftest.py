@@ -43,8 +43,8 @@ def cli(tmp_path):
     return run
 
 
-def run_process(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
-    """Run `python -m noisecli ...` as a real process (for signals and exit codes)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def run_process(*args: str, cwd: Path, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    """Run `python -m noisecli ...` as a real process (for signals and exit codes); `env` adds variables."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "noisecli", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300, **kw)

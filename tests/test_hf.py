@@ -1,11 +1,13 @@
 """`model.kind: hf` and `data.tokenizer` with real transformers and tokenizers objects, made small:
 a GPT-2 of one or two blocks and a 300-token BPE tokenizer trained here on pydoc text."""
 
+import shutil
 import sys
 
 import pytest
 import torch
 import transformers  # in the test extra: these tests use the real package, never a stand-in
+import yaml
 
 from noisecli.data import load_dataset
 from noisecli.errors import SpecError
@@ -13,7 +15,7 @@ from noisecli.models import build_model
 from noisecli.noise.activation import default_activation_targets
 from noisecli.noise.params import select_parameters
 from noisecli.spec import load_spec, spec_from_dict
-from tests.conftest import write_spec
+from tests.conftest import run_process, write_spec
 from tests.test_train import assert_resume_is_exact, train_run
 
 GPT2 = {"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 32}
@@ -132,6 +134,28 @@ def test_a_relative_model_path_is_relative_to_the_spec_file(pretrained, tmp_path
     assert spec.model.path == spec.data.tokenizer == str((tmp_path / "m").resolve())
     named = spec_from_dict({"model": {"kind": "hf", "path": "org/model"}, "data": {"kind": "markov"}})
     assert named.model.path == "org/model"  # a hub name stays a name, for the cache lookup
+
+
+def test_a_name_in_the_local_hugging_face_cache_loads_without_network(pretrained, tmp_path):
+    """`model.path: local/tiny` and `data.tokenizer: local/tiny`, found in a cache laid out as
+    huggingface_hub lays it out (refs/main -> snapshots/<commit>/), in a real process."""
+    folder, _, _ = pretrained
+    commit = "0" * 40
+    repo = tmp_path / "hub" / "models--local--tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    spec = write_spec(tmp_path, {"name": "cached", "data": {"kind": "pydoc", "block_size": 32, "tokenizer": "local/tiny"},
+                                 "model": {"kind": "hf", "path": "local/tiny"},
+                                 "train": {"max_steps": 3, "batch_size": 4, "eval_batches": 1}})
+    env = {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    done = run_process("train", spec, "--runs-dir", "runs", "-q", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    saved = yaml.safe_load((tmp_path / "runs" / "cached" / "spec.yaml").read_text())
+    assert saved["model"]["path"] == saved["data"]["tokenizer"] == "local/tiny"
+    missing = run_process("train", spec, "model.path=local/other", "--runs-dir", "runs", "-q", cwd=tmp_path,
+                          env=env)
+    assert missing.returncode == 2 and "'local/other' is not a local folder and not in the local" in missing.stderr
 
 
 def test_code_shipped_in_a_model_folder_never_runs_unless_asked(tmp_path):
