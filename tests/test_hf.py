@@ -15,7 +15,9 @@ from noisecli.models import build_model
 from noisecli.noise.activation import default_activation_targets
 from noisecli.noise.params import select_parameters
 from noisecli.spec import load_spec, spec_from_dict
+from noisecli.trainer import Trainer
 from tests.conftest import run_process, write_spec
+from tests.test_noise import assert_steps_never_read_back
 from tests.test_train import assert_resume_is_exact, train_run
 
 GPT2 = {"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 32}
@@ -102,6 +104,14 @@ def test_embedding_noise_reaches_hf_input_embeddings_and_only_in_training(tmp_pa
     model.eval()
     assert torch.equal(wte(ids), clean)
     noise.detach()
+
+
+@pytest.mark.parametrize("noise", [{"kind": "embedding", "factor": 5.0}, {"kind": "activation", "factor": 0.1},
+                                   {"kind": "anticorrelated", "factor": 0.01}])
+def test_noisecli_adds_no_host_sync_to_an_hf_step(tmp_path, monkeypatch, noise):
+    """(transformers' own mask code makes one in eager mode; the README says so.)"""
+    spec = spec_of({**FRESH, "name": "s", "noise": noise}, tmp_path)
+    assert_steps_never_read_back(Trainer(spec, tmp_path / "r", quiet=True).setup(), monkeypatch)
 
 
 def test_a_pretrained_folder_loads_its_weights_and_its_tokenizer_encodes_the_text(pretrained, tmp_path):
