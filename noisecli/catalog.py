@@ -47,6 +47,9 @@ DATASETS = {
               ("block_size", "vocab_size", "n_tokens", "concentration"), frozenset({TOKENS})),
         Entry("text", "any UTF-8 text file, character-level or through data.tokenizer (data.path, data.block_size)",
               "noisecli.data.text:load_text", ("path", "block_size", "tokenizer"), frozenset({TOKENS})),
+        Entry("hf", "the text column of a Hugging Face dataset saved with save_to_disk (data.path, data.column); "
+                    "needs datasets", "noisecli.data.text:load_hf", ("path", "column", "block_size", "tokenizer"),
+              frozenset({TOKENS})),
         Entry("npz", "arrays x, y (and optionally x_val, y_val) from a .npz file (data.path)",
               "noisecli.data.tabular:load_npz", ("path", "standardize"), frozenset({VECTOR})),
         Entry("csv", "a CSV table with a header; data.target names the label column (default: the last)",

@@ -1,27 +1,46 @@
 """Hugging Face files, local only: transformers is imported on demand and nothing is downloaded.
 
-Only `model.kind: hf` and `data.tokenizer` come here, so a user who never names them never
-needs transformers installed, and `noisecli --help` never pays for importing it.
+Only `model.kind: hf`, `data.kind: hf` and `data.tokenizer` come here, so a user who never
+names them never needs transformers or datasets installed, and `noisecli --help` never pays
+for importing them.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
 from noisecli.errors import SpecError
 
 
-def import_transformers(where: str):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: local_files_only below
+def _import(package: str, where: str):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: every load below is local only
     try:
-        import transformers
+        return importlib.import_module(package)
     except ImportError:
-        raise SpecError(f"{where}: needs the transformers package; install it with "
+        raise SpecError(f"{where}: needs the {package} package; install it with "
                         "pip install 'noisecli[hf]'") from None
+
+
+def import_transformers(where: str):
+    transformers = _import("transformers", where)
     transformers.utils.logging.set_verbosity_error()  # its warnings and bars would clutter our display
     transformers.utils.logging.disable_progress_bar()
     return transformers
+
+
+def load_saved_dataset(folder: str, where: str):
+    """A `datasets` Dataset or DatasetDict written by `save_to_disk`: read from the folder, never
+    from the Hub (load_dataset has no per-call offline switch, so names are not taken here)."""
+    datasets = _import("datasets", where)
+    datasets.disable_progress_bars()
+    try:
+        return datasets.load_from_disk(folder)
+    except (OSError, ValueError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise SpecError(f"{where}: cannot read {folder} as a saved Hugging Face dataset ({reason}); write "
+                        "one with dataset.save_to_disk(folder)") from None
 
 
 def load_local(loader, source: str, where: str, **kwargs):

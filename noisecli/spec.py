@@ -42,7 +42,8 @@ class DataSpec:
     seed: int = opt(0, "seed of the split and of synthetic data; kept apart from the run's seed "
                        "so every seed of a sweep sees the same data")
     standardize: bool = opt(True, "scale each input feature to zero mean, unit variance (train statistics)")
-    path: Optional[str] = opt(None, "file for text, npz and csv (relative to the spec file)")
+    path: Optional[str] = opt(None, "file for text, npz and csv; folder for hf (relative to the spec file)")
+    column: str = opt("text", "hf: the column that holds the text")
     block_size: int = opt(64, "context length of text datasets, in characters (or tokens with "
                               "data.tokenizer)", ge=2)
     tokenizer: Optional[str] = opt(None, "text, pydoc: a Hugging Face tokenizer, as a local folder or a name "
@@ -460,8 +461,9 @@ def _check_data_files(spec: Spec, dataset: catalog.Entry, base_dir: Path | None,
     path = Path(spec.data.path).expanduser()
     if not path.is_absolute():
         path = (base_dir or Path.cwd()) / path
-    if not path.is_file():
-        problems.append(f"data.path: file not found: {path}")
+    folder = dataset.name == "hf"  # a `save_to_disk` folder
+    if not (path.is_dir() if folder else path.is_file()):
+        problems.append(f"data.path: {'folder' if folder else 'file'} not found: {path}")
         return
     spec.data.path = str(path.resolve())
 
@@ -489,7 +491,7 @@ def _check_hf(spec: Spec, base_dir: Path | None, problems: list[str]) -> None:
         problems.append("model.config.model_type: required, the transformers model type (e.g. gpt2, llama)")
     if m.path is not None:
         m.path = _local_folder(m.path, "model.path", base, problems)
-    text_data = spec.data.kind in ("text", "pydoc")
+    text_data = spec.data.kind in ("text", "pydoc", "hf")
     if m.path is not None and spec.data.tokenizer is None and text_data:
         problems.append(f"data.tokenizer: a pretrained model reads the token ids of its own tokenizer, not "
                         f"characters; set data.tokenizer (usually to model.path, {m.path!r})")

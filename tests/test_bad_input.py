@@ -67,6 +67,8 @@ CASES = [
     ("train", {**HF, "model": {"kind": "hf", "config": GPT2, "dropout": 0.1}}, [], "model.dropout: does not apply to model kind 'hf'"),
     ("train", {**TINY, "data": {"kind": "digits", "tokenizer": "gpt2"}}, [], "data.tokenizer: does not apply to data kind 'digits'"),
     ("train", {**HF, "data": {"kind": "pydoc"}, "model": {"kind": "hf", "path": "emptydir"}}, [], "data.tokenizer: a pretrained model reads"),
+    ("train", {**HF, "data": {"kind": "hf"}}, [], "data.path: required for data kind 'hf'"),
+    ("train", {**HF, "data": {"kind": "hf", "path": "afile"}}, [], "data.path: folder not found:"),
     ("train", HF, ["model.config.n_layers=2"], "model.config.n_layers: not a key of the gpt2 config; did you mean 'n_layer'?"),
     ("train", HF, ["model.config.model_type=gtp2"], "model.config.model_type: unknown 'gtp2'; did you mean 'gpt2'?"),
     ("train", HF, ["model.config.n_positions=8"], "data.block_size: 16 is longer than the model's context (8)"),

@@ -1,9 +1,11 @@
-"""`model.kind: hf` and `data.tokenizer` with real transformers and tokenizers objects, made small:
-a GPT-2 of one or two blocks and a 300-token BPE tokenizer trained here on pydoc text."""
+"""`model.kind: hf`, `data.tokenizer` and `data.kind: hf` with real transformers, tokenizers and
+datasets objects, made small: a GPT-2 of one or two blocks, a 300-token BPE tokenizer trained
+here on pydoc text, and datasets written with save_to_disk."""
 
 import shutil
 import sys
 
+import datasets
 import pytest
 import torch
 import transformers  # in the test extra: these tests use the real package, never a stand-in
@@ -201,3 +203,72 @@ def test_cli_trains_an_hf_spec_and_keeps_quiet_output_clean(cli, tmp_path):
     assert code == 0, err
     assert err == ""  # no transformers warnings or progress bars
     assert "model:\n  kind: hf\n  path: null\n  config:" in (tmp_path / "runs" / "c" / "spec.yaml").read_text()
+
+
+# ---------------------------------------------------------------- data.kind: hf (save_to_disk folders)
+
+DOCS = ["The quick brown fox.", "jumps over the lazy dog!", "Pack my box with five dozen liquor jugs."] * 20
+
+
+def saved(tmp_path, splits: dict, single: bool = False) -> str:
+    """A folder as `save_to_disk` writes it: a DatasetDict of `splits`, or (single) one Dataset."""
+    parts = {k: datasets.Dataset.from_dict(v) for k, v in splits.items()}
+    (parts["train"] if single else datasets.DatasetDict(parts)).save_to_disk(str(tmp_path / "ds"))
+    return str(tmp_path / "ds")
+
+
+def hf_data(path, **extra):
+    return spec_from_dict({"data": {"kind": "hf", "path": path, "block_size": 8, **extra},
+                           "model": {"kind": "gpt"}}).data
+
+
+def test_a_saved_dataset_with_its_own_validation_split(tmp_path):
+    path = saved(tmp_path, {"train": {"text": DOCS, "n": list(range(60))}, "validation": {"text": ["Zebra quiz."] * 5}})
+    data = load_dataset(hf_data(path))
+    train_text, val_text = "\n\n".join(DOCS), "\n\n".join(["Zebra quiz."] * 5)
+    chars = sorted(set(train_text + val_text))  # one vocabulary over both splits
+    assert data.n_outputs == len(chars) and "Z" in chars and "Z" not in train_text
+    assert "".join(chars[i] for i in data.x_train.tolist()) == train_text
+    assert "".join(chars[i] for i in data.x_val.tolist()) == val_text
+    assert data.info["validation"] == "validation"
+
+
+def test_a_single_saved_dataset_holds_out_the_last_val_fraction(tmp_path):
+    path = saved(tmp_path, {"train": {"text": DOCS}}, single=True)
+    data = load_dataset(hf_data(path, val_fraction=0.25))
+    n = len("\n\n".join(DOCS))
+    assert data.x_val.numel() == int(n * 0.25) and data.x_train.numel() == n - int(n * 0.25)
+    assert data.info["validation"] == "last 0.25 of train"
+
+
+def test_a_saved_dataset_through_a_tokenizer_trains_a_pretrained_model(pretrained, tmp_path, cli):
+    folder, tokenizer, _ = pretrained
+    path = saved(tmp_path, {"train": {"text": DOCS}, "test": {"text": DOCS[:6]}})
+    data = load_dataset(hf_data(path, tokenizer=str(folder)))
+    assert data.x_train.tolist() == tokenizer("\n\n".join(DOCS), add_special_tokens=False)["input_ids"]
+    assert data.info["validation"] == "test"
+    spec = write_spec(tmp_path, {"name": "t", "data": {"kind": "hf", "path": path, "tokenizer": str(folder),
+                                                       "block_size": 8},
+                                 "model": {"kind": "hf", "path": str(folder)}, "noise": {"kind": "token", "factor": 0.1},
+                                 "train": {"max_steps": 4, "batch_size": 4, "eval_batches": 1}})
+    code, _, err = cli("train", spec, "--runs-dir", tmp_path / "runs", "-q")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("splits,extra,message", [
+    ({"train": {"txt": DOCS}}, {}, "data.column: 'text' is not a column of the 'train' split"),
+    ({"train": {"text": DOCS, "label": [1] * 60}}, {"column": "lable"}, "did you mean 'label'? (columns: text, label)"),
+    ({"train": {"text": DOCS, "label": [1] * 60}}, {"column": "label"}, "data.column: 'label' of"),
+    ({"training": {"text": DOCS}}, {}, "has splits training but no 'train' split"),
+    (None, {}, "cannot read"),
+])
+def test_saved_dataset_mistakes_are_one_line_and_exit_2(tmp_path, cli, splits, extra, message):
+    if splits is None:
+        (tmp_path / "ds").mkdir()  # a folder, but not a saved dataset
+    else:
+        saved(tmp_path, splits)
+    spec = write_spec(tmp_path, {"data": {"kind": "hf", "path": "ds", "block_size": 8, **extra},
+                                 "model": {"kind": "gpt"}})
+    code, out, err = cli("train", spec, "--runs-dir", tmp_path / "runs")
+    assert code == 2 and message in err and err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()

@@ -68,7 +68,7 @@ def test_choices_suggest_the_near_value():
 
 def test_option_of_another_kind_is_refused():
     assert problems({"data": {"kind": "digits", "block_size": 32}}) == [
-        "data.block_size: does not apply to data kind 'digits' (used by pydoc, markov, text)"]
+        "data.block_size: does not apply to data kind 'digits' (used by pydoc, markov, text, hf)"]
     assert problems({"model": {"kind": "linear", "hidden": [3]}}) == [
         "model.hidden: does not apply to model kind 'linear' (used by mlp)"]
 

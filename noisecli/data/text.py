@@ -1,4 +1,5 @@
-"""Character-level text: CPython's bundled pydoc topics, or any UTF-8 file."""
+"""Text for language models: CPython's bundled pydoc topics, any UTF-8 file, or a saved
+Hugging Face dataset; as characters, or through a Hugging Face tokenizer (data.tokenizer)."""
 
 from __future__ import annotations
 
@@ -8,41 +9,47 @@ import torch
 
 from noisecli.data import Dataset
 from noisecli.errors import SpecError
-from noisecli.spec import DataSpec
+from noisecli.spec import DataSpec, suggest
 
 
-def encode(spec: DataSpec, text: str) -> tuple[torch.Tensor, int, dict]:
-    """Token ids, vocabulary size and a note: the sorted characters of the text by default,
-    or the ids of `data.tokenizer` (a Hugging Face tokenizer, for pretrained `hf` models)."""
+def encode(spec: DataSpec, texts: list[str]) -> tuple[list[torch.Tensor], int, dict]:
+    """Token ids of each text, the vocabulary size and a note: the sorted characters of all the
+    texts by default, or the ids of `data.tokenizer` (a Hugging Face tokenizer, for pretrained
+    `hf` models)."""
     if spec.tokenizer is None:
-        chars = sorted(set(text))
+        chars = sorted(set().union(*map(set, texts)))
         stoi = {c: i for i, c in enumerate(chars)}
-        return torch.tensor([stoi[c] for c in text], dtype=torch.long), len(chars), {}
+        return [torch.tensor([stoi[c] for c in t], dtype=torch.long) for t in texts], len(chars), {}
     from noisecli.hub import import_transformers, load_local
 
     transformers = import_transformers("data.tokenizer")
     tokenizer = load_local(transformers.AutoTokenizer, spec.tokenizer, "data.tokenizer")
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return torch.tensor(ids, dtype=torch.long), len(tokenizer), {"tokenizer": spec.tokenizer, "tokens": len(ids)}
+    ids = [torch.tensor(tokenizer(t, add_special_tokens=False)["input_ids"], dtype=torch.long) for t in texts]
+    return ids, len(tokenizer), {"tokenizer": spec.tokenizer, "tokens": sum(len(i) for i in ids)}
 
 
-def make_text_dataset(spec: DataSpec, text: str, info: dict | None = None) -> Dataset:
-    """Token ids of the text; the last `val_fraction` is validation (nanoGPT's split)."""
-    ids, vocab_size, note = encode(spec, text)
-    n_val = int(len(ids) * spec.val_fraction)
-    train, val = ids[: len(ids) - n_val], ids[len(ids) - n_val:]
+def make_text_dataset(spec: DataSpec, text: str, info: dict | None = None, val_text: str | None = None) -> Dataset:
+    """Token ids of the text; the last `val_fraction` is validation (nanoGPT's split), unless the
+    source has its own validation text."""
+    if val_text is None:
+        (ids,), vocab_size, note = encode(spec, [text])
+        n_val = int(len(ids) * spec.val_fraction)
+        train, val = ids[: len(ids) - n_val], ids[len(ids) - n_val:]
+    else:
+        (train, val), vocab_size, note = encode(spec, [text, val_text])
     block = spec.block_size
     if len(val) <= block or len(train) <= block:
         unit = "characters" if spec.tokenizer is None else "tokens"
         raise SpecError(f"data.block_size: {block} is too long for this text ({len(train)} train and "
-                        f"{len(val)} validation {unit}); lower data.block_size or data.val_fraction")
+                        f"{len(val)} validation {unit}); lower data.block_size"
+                        + (" or data.val_fraction" if val_text is None else ""))
     if spec.train_size is not None:
         # train_size counts distinct windows: keep that many start positions
         if spec.train_size > len(train) - block:
             raise SpecError(f"data.train_size: {spec.train_size} is more than the "
                             f"{len(train) - block} windows in the training text")
         train = train[: spec.train_size + block]
-    info = {"characters": len(text), "vocab_size": vocab_size, **note, **(info or {})}
+    info = {"characters": len(text) + len(val_text or ""), "vocab_size": vocab_size, **note, **(info or {})}
     return Dataset(spec.kind, "lm", train, None, val, None, vocab_size, block_size=block, info=info)
 
 
@@ -63,3 +70,31 @@ def load_text(spec: DataSpec) -> Dataset:
     if not text:
         raise SpecError(f"data.path: {path} is empty")
     return make_text_dataset(spec, text, {"file": str(path)})
+
+
+VAL_SPLITS = ("validation", "valid", "val", "test")
+
+
+def load_hf(spec: DataSpec) -> Dataset:
+    """A saved Hugging Face dataset: its `train` split (or the dataset itself) is the training
+    text, its `validation` (or `test`) split the validation text, else the last val_fraction.
+    Documents are joined by a blank line, as in a text file."""
+    from noisecli.hub import load_saved_dataset
+
+    saved = load_saved_dataset(spec.path, "data.path")
+    splits = dict(saved) if hasattr(saved, "keys") else {"train": saved}
+    if "train" not in splits:
+        raise SpecError(f"data.path: {spec.path} has splits {', '.join(splits)} but no 'train' split")
+    val_name = next((n for n in VAL_SPLITS if n in splits), None)
+    texts = {}
+    for name in ("train", val_name) if val_name else ("train",):
+        columns = splits[name].column_names
+        if spec.column not in columns:
+            raise SpecError(f"data.column: {spec.column!r} is not a column of the {name!r} split of "
+                            f"{spec.path}{suggest(spec.column, columns)} (columns: {', '.join(columns)})")
+        values = splits[name][spec.column]
+        if not all(isinstance(v, str) for v in values):
+            raise SpecError(f"data.column: {spec.column!r} of {spec.path} does not hold text in every row")
+        texts[name] = "\n\n".join(values)
+    info = {"folder": spec.path, "validation": val_name or f"last {spec.val_fraction:g} of train"}
+    return make_text_dataset(spec, texts["train"], info, val_text=texts.get(val_name))
