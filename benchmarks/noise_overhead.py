@@ -2,6 +2,7 @@
 
     python benchmarks/noise_overhead.py                 # GPT on synthetic text, CPU or the GPU if any
     python benchmarks/noise_overhead.py --model mlp     # an MLP on digits (includes `input`)
+    python benchmarks/noise_overhead.py --model hf      # the GPT's shape as a transformers GPT-2
     python benchmarks/noise_overhead.py --device cuda --steps 200
 
 Kinds are timed in interleaved rounds (none, token, ..., none, token, ...) so drift in the
@@ -27,6 +28,13 @@ SETUPS = {
              "train": {"batch_size": 12, "lr": 1e-3}},
             {"token": 0.1, "embedding": 5.0, "weight": 0.01, "activation": 0.1, "gradient": 0.01,
              "anticorrelated": 0.01}),
+    # the same shape as a transformers GPT-2 built from its config (dropout off, as in noise studies)
+    "hf": ({"data": {"kind": "markov", "vocab_size": 64, "n_tokens": 100_000, "block_size": 64},
+            "model": {"kind": "hf", "config": {"model_type": "gpt2", "n_layer": 4, "n_head": 4, "n_embd": 128,
+                                               "resid_pdrop": 0, "embd_pdrop": 0, "attn_pdrop": 0}},
+            "train": {"batch_size": 12, "lr": 1e-3}},
+           {"token": 0.1, "embedding": 5.0, "weight": 0.01, "activation": 0.1, "gradient": 0.01,
+            "anticorrelated": 0.01}),
     "mlp": ({"data": {"kind": "digits"}, "model": {"kind": "mlp", "hidden": [1024, 1024]},
              "train": {"batch_size": 256, "lr": 1e-3}},
             {"input": 0.1, "weight": 0.01, "activation": 0.1, "gradient": 0.01, "anticorrelated": 0.01}),

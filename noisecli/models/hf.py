@@ -8,15 +8,13 @@ says.
 
 from __future__ import annotations
 
-import difflib
-
 import torch
 from torch import nn
 
 from noisecli.data import Dataset
 from noisecli.errors import SpecError
 from noisecli.hub import import_transformers, load_local
-from noisecli.spec import ModelSpec
+from noisecli.spec import ModelSpec, suggest
 
 
 class HFCausalLM(nn.Module):
@@ -38,15 +36,12 @@ def _fresh_config(transformers, spec: ModelSpec, ds: Dataset):
     try:
         default = transformers.AutoConfig.for_model(model_type)
     except ValueError:
-        known = list(transformers.CONFIG_MAPPING.keys())
-        close = difflib.get_close_matches(model_type, known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else " (a transformers model type such as gpt2, llama)"
+        hint = suggest(model_type, transformers.CONFIG_MAPPING.keys()) or " (a transformers model type such as gpt2)"
         raise SpecError(f"model.config.model_type: unknown {model_type!r}{hint}") from None
     valid = set(default.to_dict()) | set(getattr(default, "attribute_map", {}))
     unknown = [k for k in options if k not in valid]
     if unknown:
-        raise SpecError([f"model.config.{k}: not a key of the {model_type} config"
-                         + (f"; did you mean {c[0]!r}?" if (c := difflib.get_close_matches(k, valid, n=1)) else "")
+        raise SpecError([f"model.config.{k}: not a key of the {model_type} config{suggest(k, valid)}"
                          for k in unknown])
     options.setdefault("vocab_size", ds.n_outputs)
     config = transformers.AutoConfig.for_model(model_type, **options)
