@@ -2,8 +2,8 @@
 
 Runs that differ only by seed form a configuration. Each configuration is compared with
 the `none` configuration of the same base (the same spec but for the noise): the delta
-of mean final val loss with a 95 % t-interval, paired by seed where both have the same
-seeds, Welch's otherwise. Runs that are not completed are listed, never averaged.
+of mean final val loss (and of mean best val loss) with a 95 % t-interval, paired by
+seed where both have the same seeds, Welch's otherwise. Runs that are not completed are listed, never averaged.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.045, 2.042]
 CSV_COLUMNS = ["noise", "factor", "n", "val_loss_mean", "val_loss_std", "best_val_loss_mean", "best_val_loss_std",
                "clean_train_loss_mean", "gap_mean", "val_acc_mean", "delta_vs_none", "delta_ci_low",
-               "delta_ci_high", "paired", "significant", "best_in_kind", "best_overall", "config"]
+               "delta_ci_high", "paired", "significant", "delta_best_vs_none", "delta_best_ci_low",
+               "delta_best_ci_high", "best_significant", "best_in_kind", "best_overall", "config"]
 
 
 def t975(df: float) -> float:
@@ -228,7 +229,9 @@ def analyze(configs: list[Config]) -> None:
             "gap_mean": _mean_std([r["val_loss"] - r["clean_train_loss"] for r in finals])[0],
             "val_acc_mean": _mean_std(accs)[0] if accs else None,
             "delta_vs_none": None, "delta_ci_low": None, "delta_ci_high": None, "paired": None,
-            "significant": None, "best_in_kind": False, "best_overall": False, "baseline": False,
+            "significant": None, "delta_best_vs_none": None, "delta_best_ci_low": None,
+            "delta_best_ci_high": None, "best_significant": None,
+            "best_in_kind": False, "best_overall": False, "baseline": False,
         }
     # the baseline of a base: its `none` configuration, else one whose factors are all 0 (a
     # kind at factor 0 trains bitwise like `none`, so a grid of factors 0, 0.1, ... has one)
@@ -246,6 +249,11 @@ def analyze(configs: list[Config]) -> None:
                                      {r.seed: r.final["val_loss"] for r in none.runs})
         c.stats.update(delta_vs_none=d, delta_ci_low=lo, delta_ci_high=hi, paired=paired,
                        significant=None if math.isnan(lo) else (hi < 0 or lo > 0))
+        # the same for each run's best val loss: does the noise reach a better optimum, or
+        # only hold on to it longer (what early stopping would also buy)?
+        d, lo, hi, _ = delta_ci({r.seed: r.best_val for r in c.runs}, {r.seed: r.best_val for r in none.runs})
+        c.stats.update(delta_best_vs_none=d, delta_best_ci_low=lo, delta_best_ci_high=hi,
+                       best_significant=None if math.isnan(lo) else (hi < 0 or lo > 0))
     best_kind: dict[str, Config] = {}
     for c in configs:
         if c.noise not in best_kind or c.stats["val_loss_mean"] < best_kind[c.noise].stats["val_loss_mean"]:
@@ -269,12 +277,13 @@ def _pm(mean: float, std: float) -> str:
     return f"{_f(mean)} ± {_f(std)}" if not math.isnan(std) else _f(mean)
 
 
-def _delta_text(s: dict) -> str:
-    if s["delta_vs_none"] is None:
+def _delta_text(s: dict, best: bool = False) -> str:
+    key, low, high, mark = (("delta_best_vs_none", "delta_best_ci_low", "delta_best_ci_high", "best_significant")
+                            if best else ("delta_vs_none", "delta_ci_low", "delta_ci_high", "significant"))
+    if s[key] is None:
         return "baseline" if s.get("baseline") else "-"
-    ci = "" if s["delta_ci_low"] is None or math.isnan(s["delta_ci_low"]) else \
-        f" [{s['delta_ci_low']:+.4f}, {s['delta_ci_high']:+.4f}]"
-    return f"{s['delta_vs_none']:+.4f}{ci}{' *' if s['significant'] else ''}"
+    ci = "" if s[low] is None or math.isnan(s[low]) else f" [{s[low]:+.4f}, {s[high]:+.4f}]"
+    return f"{s[key]:+.4f}{ci}{' *' if s[mark] else ''}"
 
 
 def table_rows(configs: list[Config]) -> tuple[list[str], list[list[str]]]:
@@ -282,7 +291,7 @@ def table_rows(configs: list[Config]) -> tuple[list[str], list[list[str]]]:
     has_extra = any(c.extra for c in configs)
     header = ["noise", "factor"] + (["config"] if has_extra else []) + \
              ["n", "val loss", "best val", "clean train", "gap"] + (["val acc"] if has_acc else []) + \
-             ["Δ vs none [95% CI]", "best"]
+             ["Δ vs none [95% CI]", "Δ best val vs none", "best"]
     rows = []
     for c in configs:
         s = c.stats
@@ -291,7 +300,7 @@ def table_rows(configs: list[Config]) -> tuple[list[str], list[list[str]]]:
                     [str(s["n"]), _pm(s["val_loss_mean"], s["val_loss_std"]),
                      _pm(s["best_val_loss_mean"], s["best_val_loss_std"]), _f(s["clean_train_loss_mean"]),
                      _f(s["gap_mean"], "+.4f")] + ([_f(s["val_acc_mean"], ".3f")] if has_acc else []) +
-                    [_delta_text(s), mark])
+                    [_delta_text(s), _delta_text(s, best=True), mark])
     return header, rows
 
 
@@ -303,6 +312,8 @@ LEGEND = ("val loss: final validation loss, mean ± std over seeds. gap: val - c
           "Δ vs none: difference in mean final val loss against the no-noise configuration of the same base "
           "(`none`, else a kind at factor 0, which trains exactly like none), "
           "with a 95 % t-interval (paired by seed where the seeds match); * where the interval excludes 0. "
+          "Δ best val: the same for each run's best val loss, which says whether the noise reached a better "
+          "optimum or only held on to one longer (what early stopping also buys). "
           "best: lowest mean val loss overall, or for its noise kind.")
 
 
@@ -353,11 +364,13 @@ def rich_table(configs: list[Config], runs: list[Run]):
     from rich.text import Text
 
     header, rows = table_rows(configs)
-    table = Table(title="noise comparison", title_justify="left")
+    table = Table(title="noise comparison", title_justify="left", show_lines=True)
     for h in header:
         table.add_column(h, justify="left" if h in ("noise", "config", "best") else "right")
+    deltas = [i for i, h in enumerate(header) if h.startswith("Δ")]
     for c, r in zip(configs, rows):
         style = "bold green" if c.stats["best_overall"] else ("bold" if c.stats["best_in_kind"] else None)
+        r = [x.replace(" [", "\n[") if i in deltas else x for i, x in enumerate(r)]  # narrow: CI below
         table.add_row(*r, style=style)
     parts = [table, Text(LEGEND, style="dim")]
     excluded = excluded_lines(runs)

@@ -60,6 +60,12 @@ def test_statistics_match_hand_computed_values(sweep):
     assert small["delta_ci_high"] == pytest.approx(-0.116667 + half, abs=1e-5)
     assert small["significant"] is False
     assert big["delta_vs_none"] == pytest.approx(-0.5) and big["significant"] is True  # diffs all -0.5
+    # best val: none's bests 1.0, 1.2, 1.1 (its last evaluations); input 0.5's are all 0.4 (its first)
+    assert big["delta_best_vs_none"] == pytest.approx(-0.7)
+    assert big["delta_best_ci_high"] == pytest.approx(-0.7 + 4.303 * 0.1 / math.sqrt(3), abs=1e-5)
+    assert big["best_significant"] is True
+    # input 0.1's bests equal its finals (the last evaluation was its best): the same delta as final
+    assert small["delta_best_vs_none"] == pytest.approx(small["delta_vs_none"])
     assert big["best_overall"] and big["best_in_kind"] and none["best_in_kind"] and not small["best_in_kind"]
     assert {r.state for r in runs} == {"completed", "running", "failed"}
 
