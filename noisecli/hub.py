@@ -37,23 +37,28 @@ def load_saved_dataset(folder: str, where: str):
     datasets.disable_progress_bars()
     try:
         return datasets.load_from_disk(folder)
-    except (OSError, ValueError) as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise SpecError(f"{where}: cannot read {folder} as a saved Hugging Face dataset ({reason}); write "
+    except Exception as e:  # noqa: BLE001 - not a saved dataset, or a damaged one
+        raise SpecError(f"{where}: cannot read {folder} as a saved Hugging Face dataset ({reason(e)}); write "
                         "one with dataset.save_to_disk(folder)") from None
+
+
+def reason(e: BaseException) -> str:
+    """One line from an exception raised by transformers, datasets or safetensors: the cause
+    where one is chained (huggingface_hub's validation wraps the real message)."""
+    text = " ".join(str(e.__cause__ or e).split()) or type(e).__name__
+    return text[:200]
 
 
 def load_local(loader, source: str, where: str, **kwargs):
     """`loader.from_pretrained(source)` from local files only, or one line saying why not."""
     try:
         return loader.from_pretrained(source, local_files_only=True, **kwargs)
-    except (OSError, ValueError, KeyError) as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    except Exception as e:  # noqa: BLE001 - a missing, corrupt or foreign file: the user's to fix
         if "trust_remote_code" in str(e):
             raise SpecError(f"{where}: {source} ships its own Python code; set model.trust_remote_code: "
                             "true only if you trust it") from None
         if Path(source).is_dir():
-            raise SpecError(f"{where}: cannot load {source}: {reason}") from None
+            raise SpecError(f"{where}: cannot load {source}: {reason(e)}") from None
         raise SpecError(f"{where}: {source!r} is not a local folder and not in the local Hugging Face "
                         "cache (noisecli never downloads; save the model with save_pretrained and give "
                         "its folder)") from None

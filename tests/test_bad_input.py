@@ -71,6 +71,9 @@ CASES = [
     ("train", {**HF, "data": {"kind": "hf", "path": "afile"}}, [], "data.path: folder not found:"),
     ("train", HF, ["model.config.n_layers=2"], "model.config.n_layers: not a key of the gpt2 config; did you mean 'n_layer'?"),
     ("train", HF, ["model.config.model_type=gtp2"], "model.config.model_type: unknown 'gtp2'; did you mean 'gpt2'?"),
+    ("train", HF, ["model.config.n_layer=two"], "model.config.n_layer: Field 'n_layer' expected int, got str"),
+    ("train", HF, ["model.config.n_embd=15"], "model.config: transformers cannot build this gpt2: `embed_dim` must be divisible"),
+    ("train", HF, ["model.config={model_type: t5}"], "model.config.model_type: 't5' has no causal language model"),
     ("train", HF, ["model.config.n_positions=8"], "data.block_size: 16 is longer than the model's context (8)"),
     ("train", {**HF, "model": {"kind": "hf", "path": "nobody/no-such-model"}}, [], "not in the local Hugging Face cache"),
     # sweeps

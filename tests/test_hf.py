@@ -170,6 +170,19 @@ def test_a_name_in_the_local_hugging_face_cache_loads_without_network(pretrained
     assert missing.returncode == 2 and "'local/other' is not a local folder and not in the local" in missing.stderr
 
 
+def test_a_damaged_weights_file_is_one_line_naming_the_folder(pretrained, tmp_path, cli):
+    folder, _, _ = pretrained
+    damaged = tmp_path / "damaged"
+    shutil.copytree(folder, damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a copy cut short
+    spec = write_spec(tmp_path, {"data": {"kind": "pydoc", "tokenizer": str(folder)},
+                                 "model": {"kind": "hf", "path": str(damaged)}})
+    code, _, err = cli("train", spec, "--runs-dir", tmp_path / "runs")
+    assert code == 2 and err.startswith(f"error: model.path: cannot load {damaged}: ") and len(err.splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
 def test_code_shipped_in_a_model_folder_never_runs_unless_asked(tmp_path):
     """A folder whose config points at its own modeling code: without trust_remote_code the
     file is not imported (its marker stays absent) and the user gets one line saying why."""

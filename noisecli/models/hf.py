@@ -8,12 +8,14 @@ says.
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
 from noisecli.data import Dataset
 from noisecli.errors import SpecError
-from noisecli.hub import import_transformers, load_local
+from noisecli.hub import import_transformers, load_local, reason
 from noisecli.spec import ModelSpec, suggest
 
 
@@ -44,7 +46,12 @@ def _fresh_config(transformers, spec: ModelSpec, ds: Dataset):
         raise SpecError([f"model.config.{k}: not a key of the {model_type} config{suggest(k, valid)}"
                          for k in unknown])
     options.setdefault("vocab_size", ds.n_outputs)
-    config = transformers.AutoConfig.for_model(model_type, **options)
+    try:
+        config = transformers.AutoConfig.for_model(model_type, **options)
+    except Exception as e:  # noqa: BLE001 - transformers' own checks of the values (types, shapes)
+        field = re.search(r"field '(\w+)'", str(e))
+        where = f"model.config.{field.group(1)}" if field and field.group(1) in options else "model.config"
+        raise SpecError(f"{where}: {reason(e)}") from None
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):  # GPT-2's 50256 means nothing here
         value = getattr(config, key, None)
         if isinstance(value, int) and value >= config.vocab_size:
@@ -57,11 +64,13 @@ def build_hf(spec: ModelSpec, ds: Dataset) -> nn.Module:
     auto = transformers.AutoModelForCausalLM
     if spec.config is not None:
         config = _fresh_config(transformers, spec, ds)
+        if type(config) not in transformers.MODEL_FOR_CAUSAL_LM_MAPPING:
+            raise SpecError(f"model.config.model_type: {config.model_type!r} has no causal language model "
+                            "in transformers")
         try:
             model = auto.from_config(config, trust_remote_code=spec.trust_remote_code)
-        except ValueError as e:  # a model type that is not a causal LM
-            raise SpecError(f"model.config.model_type: {config.model_type!r} has no causal language model "
-                            f"({str(e).splitlines()[0][:120]})") from None
+        except Exception as e:  # noqa: BLE001 - values the config accepted but the model cannot use
+            raise SpecError(f"model.config: transformers cannot build this {config.model_type}: {reason(e)}") from None
         where = "model.config"
     else:
         model = load_local(auto, spec.path, "model.path", trust_remote_code=spec.trust_remote_code)
