@@ -207,6 +207,10 @@ def validate(spec: SpecArg, overrides: OverridesArg = None,
             print(f"ok: {spec} (sweep {plan.name!r}: {len(plan.points)} points)")
             return
         resolved = load_spec(spec, list(overrides or []))
+        if resolved.model.kind == "hf":  # transformers' own checks too; only these specs import it
+            from noisecli.models.hf import check_hf_models
+
+            check_hf_models([resolved])
         if show:
             print(dump_yaml(spec_to_dict(resolved)), end="")
         print(f"ok: {spec} (run {resolved.name!r}: data {resolved.data.kind}, model {resolved.model.kind}, "

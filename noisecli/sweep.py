@@ -144,6 +144,10 @@ def load_plan(path: Path | str, grid_options: list[str] | None = None, seeds: st
         raise SpecError(e.problems) from None
     plan = Plan(sweep_name, grid, seed_list)
     _expand(plan, base_raw, base_dir)
+    if any(p.spec.model.kind == "hf" for p in plan.points):
+        from noisecli.models.hf import check_hf_models
+
+        check_hf_models([p.spec for p in plan.points])
     return plan
 
 

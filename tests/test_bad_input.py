@@ -71,6 +71,8 @@ CASES = [
     ("train", {**HF, "data": {"kind": "hf", "path": "afile"}}, [], "data.path: folder not found:"),
     ("train", HF, ["model.config.n_layers=2"], "model.config.n_layers: not a key of the gpt2 config; did you mean 'n_layer'?"),
     ("train", HF, ["model.config.model_type=gtp2"], "model.config.model_type: unknown 'gtp2'; did you mean 'gpt2'?"),
+    ("validate", HF, ["model.config.n_layers=2"], "model.config.n_layers: not a key of the gpt2 config"),
+    ("sweep", {"base": HF, "grid": {"model.config.n_layr": [1, 2]}}, [], "model.config.n_layr: not a key of the gpt2"),
     ("train", HF, ["model.config.n_layer=two"], "model.config.n_layer: Field 'n_layer' expected int, got str"),
     ("train", HF, ["model.config.n_embd=15"], "model.config: transformers cannot build this gpt2: `embed_dim` must be divisible"),
     ("train", HF, ["model.config={model_type: t5}"], "model.config.model_type: 't5' has no causal language model"),

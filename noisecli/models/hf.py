@@ -8,6 +8,7 @@ says.
 
 from __future__ import annotations
 
+import json
 import re
 
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 from noisecli.data import Dataset
 from noisecli.errors import SpecError
 from noisecli.hub import import_transformers, load_local, reason
-from noisecli.spec import ModelSpec, suggest
+from noisecli.spec import ModelSpec, Spec, suggest
 
 
 class HFCausalLM(nn.Module):
@@ -31,8 +32,9 @@ class HFCausalLM(nn.Module):
         return self.model(input_ids=idx, use_cache=False).logits  # (B, T, vocab)
 
 
-def _fresh_config(transformers, spec: ModelSpec, ds: Dataset):
-    """The config named by model.config, every key checked against that model type's own."""
+def _fresh_config(transformers, spec: ModelSpec, vocab_size: int | None):
+    """The config named by model.config, every key checked against that model type's own;
+    the vocabulary is the data's unless the config names one."""
     options = dict(spec.config)
     model_type = options.pop("model_type")
     try:
@@ -45,13 +47,16 @@ def _fresh_config(transformers, spec: ModelSpec, ds: Dataset):
     if unknown:
         raise SpecError([f"model.config.{k}: not a key of the {model_type} config{suggest(k, valid)}"
                          for k in unknown])
-    options.setdefault("vocab_size", ds.n_outputs)
+    if vocab_size is not None:
+        options.setdefault("vocab_size", vocab_size)
     try:
         config = transformers.AutoConfig.for_model(model_type, **options)
     except Exception as e:  # noqa: BLE001 - transformers' own checks of the values (types, shapes)
         field = re.search(r"field '(\w+)'", str(e))
         where = f"model.config.{field.group(1)}" if field and field.group(1) in options else "model.config"
         raise SpecError(f"{where}: {reason(e)}") from None
+    if type(config) not in transformers.MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise SpecError(f"model.config.model_type: {model_type!r} has no causal language model in transformers")
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):  # GPT-2's 50256 means nothing here
         value = getattr(config, key, None)
         if isinstance(value, int) and value >= config.vocab_size:
@@ -63,10 +68,7 @@ def build_hf(spec: ModelSpec, ds: Dataset) -> nn.Module:
     transformers = import_transformers("model.kind: 'hf'")
     auto = transformers.AutoModelForCausalLM
     if spec.config is not None:
-        config = _fresh_config(transformers, spec, ds)
-        if type(config) not in transformers.MODEL_FOR_CAUSAL_LM_MAPPING:
-            raise SpecError(f"model.config.model_type: {config.model_type!r} has no causal language model "
-                            "in transformers")
+        config = _fresh_config(transformers, spec, ds.n_outputs)
         try:
             model = auto.from_config(config, trust_remote_code=spec.trust_remote_code)
         except Exception as e:  # noqa: BLE001 - values the config accepted but the model cannot use
@@ -86,3 +88,27 @@ def build_hf(spec: ModelSpec, ds: Dataset) -> nn.Module:
                         "lower data.block_size" + (" or raise the config's context length"
                                                    if spec.config is not None else ""))
     return HFCausalLM(model)
+
+
+def check_hf_models(specs: list[Spec]) -> None:
+    """For `validate` and a sweep's plan: what can be checked of each distinct hf model without
+    data or weights (the config's keys and values, or that model.path holds a loadable config),
+    so a typo in model.config is found before any run starts rather than by every point."""
+    problems: list[str] = []
+    seen = set()
+    for spec in specs:
+        m = spec.model
+        key = json.dumps([m.path, m.config, m.trust_remote_code], sort_keys=True, default=str)
+        if m.kind != "hf" or key in seen:
+            continue
+        seen.add(key)
+        transformers = import_transformers("model.kind: 'hf'")
+        try:
+            if m.config is not None:
+                _fresh_config(transformers, m, None)
+            else:
+                load_local(transformers.AutoConfig, m.path, "model.path", trust_remote_code=m.trust_remote_code)
+        except SpecError as e:
+            problems += [p for p in e.problems if p not in problems]
+    if problems:
+        raise SpecError(problems)
