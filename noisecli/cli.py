@@ -73,6 +73,7 @@ def train(spec: SpecArg, overrides: OverridesArg = None, runs_dir: RunsDirOpt = 
                 trainer.display.note(f"run {resolved.name!r} is already completed ({trainer.run.path}); "
                                      "nothing to do. Use --restart to train it again.")
                 return
+            trainer.display.note(trainer.describe())
             if outcome == "resume":
                 trainer.display.note(f"resuming {resolved.name!r} from step {trainer.step} of "
                                      f"{trainer.total_steps}")

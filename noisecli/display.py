@@ -65,7 +65,7 @@ class TrainDisplay:
 
     def note(self, text: str) -> None:
         if not self.quiet:
-            self.console.print(text, markup=False)
+            self.console.print(text, markup=False, soft_wrap=True)  # a long line stays one line in logs
 
     def warn(self, text: str) -> None:
         """Damaged files and the like: always said, on stderr, even with --quiet."""

@@ -122,6 +122,19 @@ class Trainer:
         self._reset_interval()
         return self
 
+    def describe(self) -> str:
+        """One line saying what is about to be trained, so a wrong setting shows before the run does."""
+        d, spec = self.data, self.spec
+        if d.is_tokens:
+            sizes = (f"{d.x_train.numel():,} train / {d.x_val.numel():,} val tokens, vocab {d.n_outputs}, "
+                     f"context {d.block_size}")
+        else:
+            sizes = f"{d.x_train.shape[0]:,} train / {d.x_val.shape[0]:,} val examples, {d.task}"
+        noise = " + ".join(n.kind if n.kind == "none" else f"{n.kind} {n.factor:g}" for n in spec.noise)
+        return (f"{self.run.name}: {d.name} ({sizes}); {spec.model.kind} "
+                f"({sum(p.numel() for p in self.params):,} parameters); noise {noise}; "
+                f"{self.device.type} {self.precision}; {self.total_steps:,} steps")
+
     def _reset_interval(self) -> None:
         self.sum_loss = torch.zeros((), device=self.device)
         self.sum_gn = torch.zeros((), device=self.device)
