@@ -46,8 +46,8 @@ class DataSpec:
     column: str = opt("text", "hf: the column that holds the text")
     block_size: int = opt(64, "context length of text datasets, in characters (or tokens with "
                               "data.tokenizer)", ge=2)
-    tokenizer: Optional[str] = opt(None, "text, pydoc: a Hugging Face tokenizer, as a local folder or a name "
-                                         "already in the local cache (default: characters)")
+    tokenizer: Optional[str] = opt(None, "text, pydoc, hf: a Hugging Face tokenizer, as a local folder or a "
+                                         "name already in the local cache (default: characters)")
     target: Optional[str] = opt(None, "csv: the label column (default: the last column)")
     task: str = opt("auto", "csv: auto | classification | regression",
                     choices=("auto", "classification", "regression"))
@@ -491,8 +491,9 @@ def _check_hf(spec: Spec, base_dir: Path | None, problems: list[str]) -> None:
         problems.append("model.config.model_type: required, the transformers model type (e.g. gpt2, llama)")
     if m.path is not None:
         m.path = _local_folder(m.path, "model.path", base, problems)
-    text_data = spec.data.kind in ("text", "pydoc", "hf")
-    if m.path is not None and spec.data.tokenizer is None and text_data:
+    dataset = catalog.DATASETS.get(spec.data.kind)
+    reads_text = dataset is not None and "tokenizer" in dataset.options  # characters unless told otherwise
+    if m.path is not None and spec.data.tokenizer is None and reads_text:
         problems.append(f"data.tokenizer: a pretrained model reads the token ids of its own tokenizer, not "
                         f"characters; set data.tokenizer (usually to model.path, {m.path!r})")
 
