@@ -132,7 +132,7 @@ def sweep(spec: Annotated[Path, typer.Argument(help="a sweep spec, or a plain sp
         display = SweepDisplay(plan.name, len(points), quiet)
         with display:
             outcomes = SweepRunner(points, sweep_dir, display, jobs, device_list, fail_fast).run()
-        display.summary(outcomes)
+        display.summary(outcomes, sweep_dir)
         failed = [o for o in outcomes if o.state in FAILED]
         if failed:
             raise RunError(f"{len(failed)} of {len(points)} points failed: {', '.join(o.name for o in failed[:5])}"

@@ -156,7 +156,7 @@ class SweepDisplay:
             self.console.print(f"[{self.done}/{self.total}] {outcome.name}: {outcome.state}{val}{msg}",
                                markup=False, highlight=False)
 
-    def summary(self, outcomes: list) -> None:
+    def summary(self, outcomes: list, sweep_dir: Path) -> None:
         if self.quiet:
             return
         counts: dict[str, int] = {}
@@ -167,3 +167,5 @@ class SweepDisplay:
         for o in outcomes:
             if o.state in ("failed", "diverged", "busy", "stopped"):
                 self.console.print(f"  {o.name}: {o.state}: {o.message}", markup=False)
+        if any(o.state in ("completed", "skipped") for o in outcomes):  # there is something to compare
+            self.console.print(f"compare them: noisecli report {sweep_dir}", markup=False)

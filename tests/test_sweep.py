@@ -85,6 +85,7 @@ def test_sweep_runs_skips_completed_and_refuses_changed_settings(cli, tmp_path):
     code, out, err = cli("sweep", path, "--runs-dir", runs)
     assert code == 0, err
     assert "sweep grid: 4 completed" in out
+    assert out.rstrip().endswith(f"compare them: noisecli report {runs / 'grid'}")  # the next step, named
     first = states(runs / "grid")
     assert len(first) == 4 and all(s["state"] == "completed" and s["starts"] == 1 for s in first.values())
     assert json.loads((runs / "grid" / "sweep.json").read_text())["points"][0]["name"] == "kind-none_seed-0"
