@@ -123,6 +123,18 @@ def test_last_checkpoint_exists_at_every_instant_of_a_checkpoint_write(tmp_path,
     assert not list(run.path.rglob(".*.new*"))
 
 
+def test_where_hard_links_are_refused_prev_pt_is_a_copy(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")  # some network and FAT filesystems
+
+    monkeypatch.setattr(noisecli.runs.os, "link", no_links)
+    run = noisecli.runs.RunFolder(tmp_path / "r")
+    for step in (1, 2, 3):
+        run.save_checkpoint({"step": step})
+    assert ckpt(run.path)["step"] == 3 and ckpt(run.path, "prev.pt")["step"] == 2
+    assert not list(run.path.rglob(".*.new*"))
+
+
 def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
     spec = write_spec(tmp_path, {**TINY, "name": "d"})
     ref = train_run(spec, tmp_path / "ref")
