@@ -49,6 +49,8 @@ def exit_codes():
         for line in getattr(e, "problems", [str(e)]):
             error(line)
         raise typer.Exit(e.exit_code) from None
+    except BrokenPipeError:  # `noisecli report | head`: click exits quietly, as for `list | head`
+        raise
     except OSError as e:  # a full disk, a read-only runs folder: say which file and why
         error(f"{e.filename or ''}: {e.strerror or e}".lstrip(": "))
         raise typer.Exit(1) from None

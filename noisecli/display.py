@@ -3,6 +3,7 @@ and the per-evaluation table at the end. `--quiet` shows nothing but errors."""
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,19 @@ def metrics_table(rows: list[dict[str, Any]], title: str | None = None) -> Table
     return table
 
 
+class _PipeConsole(Console):
+    """Stdout whose reader may go away (`noisecli train ... | head`). Rich's answer is to exit on
+    the spot, which would leave the run marked `running` with its last steps unsaved; this one
+    goes quiet and raises a flag, and the trainer then saves and stops as it does on a signal."""
+
+    stdout_closed = False
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # later writes go nowhere
+        self.stdout_closed = True
+
+
 class _Bar:
     def __init__(self, progress, task, console: Console | None):
         self.progress, self.task, self.console = progress, task, console
@@ -58,10 +72,14 @@ class _Bar:
 class TrainDisplay:
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
-        self.console = Console(highlight=False)
+        self.console = _PipeConsole(highlight=False)
         if not self.console.is_terminal:  # logs and pipes: wide enough that no column is cut
-            self.console = Console(highlight=False, width=130)
+            self.console = _PipeConsole(highlight=False, width=130)
         self.err = Console(stderr=True, highlight=False)
+
+    @property
+    def stdout_closed(self) -> bool:
+        return self.console.stdout_closed
 
     def note(self, text: str) -> None:
         if not self.quiet:

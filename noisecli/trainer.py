@@ -305,6 +305,8 @@ class Trainer:
                         row = self._evaluate(lr, factors, time.perf_counter() - tick)
                         bar.show(row)
                         tick = time.perf_counter()
+                    if self.display.stdout_closed:  # `| head` has read enough: stop as SIGPIPE would
+                        self.stop_signal = signal.SIGPIPE
                 if self.stop_signal is not None:
                     self.elapsed += time.perf_counter() - tick
                     self.run.save_checkpoint(self._state())

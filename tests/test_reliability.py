@@ -75,6 +75,23 @@ def test_sigkill_at_random_moments_then_rerun_ends_bitwise_equal(tmp_path):
     assert not list(folder.rglob(".*tmp*")) and not list(folder.rglob(".*.new*"))
 
 
+def test_train_piped_into_head_saves_and_stops_like_sigpipe(tmp_path):
+    """`noisecli train spec | head -2`: once the reader is gone, the run is saved and marked
+    interrupted (exit 128 + SIGPIPE), not left `running` with its last steps lost."""
+    spec = write_spec(tmp_path, {**TINY, "name": "p", "train": {**TINY["train"], "epochs": 300, "eval_every": 3}})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "noisecli", "train", str(spec), "--runs-dir", "runs"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("p: digits") and proc.stdout.readline().startswith("epoch ")
+    proc.stdout.close()  # what `head -2` does after its second line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 128 + signal.SIGPIPE, err
+    status = json.loads((tmp_path / "runs" / "p" / "status.json").read_text())
+    assert status["state"] == "interrupted" and 0 < status["step"] < 2400
+    assert f"interrupted: state saved at step {status['step']} of 2400" in err and "Traceback" not in err
+    assert ckpt(tmp_path / "runs" / "p")["step"] == status["step"]
+
+
 def test_a_crash_inside_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     spec = write_spec(tmp_path, {**TINY, "name": "c"})
     ref = train_run(spec, tmp_path / "ref")
