@@ -146,6 +146,10 @@ class SweepDisplay:
         if self._progress is not None:
             self._progress.__exit__(*exc)
 
+    @property
+    def stdout_closed(self) -> bool:
+        return self.console.stdout_closed
+
     def _describe(self) -> str:
         left = self.total - self.done - len(self.running)
         return (f"[bold]{self.name}[/]: {self.done} done, {len(self.running)} running, "

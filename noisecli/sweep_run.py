@@ -52,6 +52,8 @@ class _PointBar:
 class PointDisplay:
     """What a trainer inside a sweep shows: nothing of its own, only progress reports."""
 
+    stdout_closed = False  # it writes nothing; the sweep's own display watches stdout
+
     def __init__(self, report: Callable[[str, int, int], None]):
         self.report = report
 
@@ -131,6 +133,13 @@ class SweepRunner:
     def _on_signal(self, signum, frame) -> None:
         self.stop_signal = signum
 
+    def _stopping(self) -> bool:
+        """A signal came, or stdout's reader went away (`noisecli sweep ... | head`), which
+        stops the sweep the same way: running points save, the rest wait for the next run."""
+        if self.stop_signal is None and self.display.stdout_closed:
+            self.stop_signal = signal.SIGPIPE
+        return self.stop_signal is not None
+
     def run(self) -> list[Outcome]:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -155,7 +164,7 @@ class SweepRunner:
 
     def _run_here(self) -> None:
         for point in self.points:
-            if self.stop_signal is not None:
+            if self._stopping():
                 return
             self.display.started(point.name)
             outcome = train_point(point.spec, self.runs_dir, self.display.progress)
@@ -184,11 +193,13 @@ class SweepRunner:
         pending = len(self.points)
         try:
             while (pending and any(p.is_alive() for p in workers)) or not results.empty():
-                if self.stop_signal is not None and not forwarded:
+                if self._stopping() and not forwarded:
                     forwarded = True
+                    # workers save on SIGINT and SIGTERM; Python ignores SIGPIPE, so that one is sent as SIGTERM
+                    forward = signal.SIGTERM if self.stop_signal == signal.SIGPIPE else self.stop_signal
                     for proc in workers:
                         if proc.is_alive():
-                            os.kill(proc.pid, self.stop_signal)
+                            os.kill(proc.pid, forward)
                 while True:
                     try:
                         name, done, total = progress.get_nowait()

@@ -92,6 +92,22 @@ def test_train_piped_into_head_saves_and_stops_like_sigpipe(tmp_path):
     assert ckpt(tmp_path / "runs" / "p")["step"] == status["step"]
 
 
+def test_sweep_piped_into_head_stops_like_sigpipe_and_resumes(tmp_path):
+    spec = write_spec(tmp_path, {**TINY, "name": "base"})
+    args = [sys.executable, "-m", "noisecli", "sweep", str(spec), "--grid", "noise.factor=0,0.3", "--seeds", "3",
+            "--name", "s", "--runs-dir", "runs"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("[1/6] ")
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 128 + signal.SIGPIPE and "interrupted: sweep stopped" in err, err
+    done = run_process(*args[3:], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    states = [json.loads(f.read_text())["state"] for f in (tmp_path / "runs" / "s").glob("*/status.json")]
+    assert states == ["completed"] * 6
+
+
 def test_a_crash_inside_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     spec = write_spec(tmp_path, {**TINY, "name": "c"})
     ref = train_run(spec, tmp_path / "ref")
