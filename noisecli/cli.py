@@ -197,6 +197,35 @@ def report(dirs: Annotated[Optional[list[Path]], typer.Argument(help="run folder
             print(f"wrote {output}")
 
 
+class EvalFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class Split(str, Enum):
+    val = "val"
+    train = "train"
+
+
+@app.command("eval")
+def eval_(run_dir: Annotated[Path, typer.Argument(help="a run folder (runs/NAME)", show_default=False)],
+          checkpoint: Annotated[str, typer.Option("--checkpoint", "-c", help="last | best | prev | a .pt file")] = "last",
+          split: Annotated[Split, typer.Option("--split", help="val | train (the clean train loss)")] = Split.val,
+          fmt: Annotated[EvalFormat, typer.Option("--format", "-f", help="table | json")] = EvalFormat.table,
+          device: DeviceOpt = None) -> None:
+    """Evaluate a saved checkpoint with every noise off, exactly as training evaluated it."""
+    from noisecli.evaluate import evaluate, render
+
+    with exit_codes():
+        result = evaluate(run_dir, checkpoint, split.value, device)
+        if fmt == EvalFormat.json:
+            import json
+
+            print(json.dumps(result, indent=2))
+        else:
+            print(render(result), end="")
+
+
 @app.command()
 def validate(spec: SpecArg, overrides: OverridesArg = None,
              show: Annotated[bool, typer.Option("--show", help="print the resolved spec")] = False) -> None:

@@ -29,7 +29,7 @@ from noisecli.noise import NoiseContext, build_noises
 from noisecli.runs import RunFolder
 from noisecli.spec import Spec, TrainSpec, dump_yaml, read_saved_spec, spec_diff, spec_to_dict
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the model is the evaluated (clean) one for every kind
 
 
 def resolve_device(name: str) -> torch.device:
@@ -212,6 +212,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
 
+    def save_checkpoint(self, *names: str) -> None:
+        """The one way a checkpoint is written (last.pt by default, and any other names given).
+
+        The model in it is the one evaluation sees: a kind that keeps a perturbation in the
+        weights between steps (anticorrelated) takes it out first and puts it back after,
+        and its state dict holds what exact resume needs to put it back on load.
+        """
+        for noise in self.noises:
+            noise.before_eval()
+        try:
+            state = self._state()
+            for name in names or ("last.pt",):
+                self.run.save_checkpoint(state, name)
+        finally:
+            for noise in self.noises:
+                noise.after_eval()
+
     def _state(self) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state(), "batches": self.batches.state_dict(),
                "noise": [n.state_dict() for n in self.noises]}
@@ -309,7 +326,7 @@ class Trainer:
                         self.stop_signal = signal.SIGPIPE
                 if self.stop_signal is not None:
                     self.elapsed += time.perf_counter() - tick
-                    self.run.save_checkpoint(self._state())
+                    self.save_checkpoint()
                     self.run.write_status(state="interrupted", step=self.step, epoch=self.epoch)
                     raise Interrupted(self.stop_signal, f"state saved at step {self.step} of "
                                       f"{self.total_steps} in {self.run.path}; run the same command to resume")
@@ -334,15 +351,13 @@ class Trainer:
         if self.spec.output.checkpoint == "none":
             for p in self.run.ckpt_dir.glob("*.pt"):
                 p.unlink()
-        elif any(noise.changes_weights for noise in self.noises):
-            self.run.save_checkpoint(self._state())  # the final model without the last perturbation
         status = self.run.write_status(state="completed", step=self.step, epoch=self.epoch, error=None,
                                        best_val_loss=self.best_val)
         self.display.summary(self.rows, self.data.task == "classification", self.run.path)
         return status
 
     @torch.no_grad()
-    def _measure(self, split: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def measure(self, split: str) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Summed loss and correct predictions over a split, noise off (eval mode), on the device."""
         total = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
@@ -360,8 +375,8 @@ class Trainer:
         self.model.eval()
         for noise in self.noises:
             noise.before_eval()
-        val_sum, val_correct, n_val = self._measure("val")
-        train_sum, _, n_train = self._measure("train")
+        val_sum, val_correct, n_val = self.measure("val")
+        train_sum, _, n_train = self.measure("train")
         for noise in self.noises:
             noise.after_eval()
         self.model.train()
@@ -396,12 +411,8 @@ class Trainer:
         improved = row["val_loss"] < self.best_val
         self.best_val = min(self.best_val, row["val_loss"])
         policy = self.spec.output.checkpoint
-        state = self._state()
-        self.run.save_checkpoint(state)
-        if policy == "best" and improved:
-            self.run.save_checkpoint(state, "best.pt")
-        if policy == "every":
-            self.run.save_checkpoint(state, f"step_{self.step:07d}.pt")
+        self.save_checkpoint("last.pt", *(["best.pt"] if policy == "best" and improved else []),
+                             *([f"step_{self.step:07d}.pt"] if policy == "every" else []))
         self.run.write_metrics(self.rows)
         self.run.write_status(state="running", step=self.step, epoch=self.epoch, best_val_loss=self.best_val,
                               val_loss=row["val_loss"])

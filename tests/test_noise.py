@@ -314,9 +314,10 @@ def test_anti_pgd_perturbation_is_the_difference_of_successive_draws(tmp_path):
         trainer.train_step()
         xis.append(torch.cat([t.flatten() for t in noise.xi]))
         w = [p.detach().clone() for p in noise.params]
-        noise.before_eval()  # evaluation sees z = w - xi ...
+        noise.before_eval()  # evaluation sees the clean point z, and w was made as z + xi ...
         for p, w_p, xi in zip(noise.params, w, noise.xi):
-            assert torch.equal(p, w_p - xi)
+            assert torch.equal(p + xi, w_p)
+            assert torch.allclose(p, w_p - xi, atol=1e-6)
         noise.after_eval()  # ... and the iterate w comes back exactly
         assert all(torch.equal(p, w_p) for p, w_p in zip(noise.params, w))
     xi = torch.stack(xis)

@@ -103,7 +103,7 @@ def test_train_loss_is_noisy_and_evaluation_is_clean(tmp_path):
     # The same weights evaluated by a trainer with no noise at all give the same val loss.
     clean = Trainer(load_spec(spec, ["noise.kind=none"]), tmp_path / "other", quiet=True).setup()
     clean.raw_model.load_state_dict(noisy.raw_model.state_dict())
-    total, _, count = clean._measure("val")
+    total, _, count = clean.measure("val")
     assert total.item() / count == pytest.approx(last["val_loss"], rel=1e-6)
 
 

@@ -56,7 +56,6 @@ def schedule_factor(spec: NoiseSpec, step: int, total_steps: int) -> float:
 class Noise:
     """The no-op kind (`none`) and the base of every other kind."""
 
-    changes_weights = False  # True where a perturbation stays in the weights between steps
 
     def __init__(self, spec: NoiseSpec, ctx: NoiseContext, index: int = 0):
         self.spec = spec
