@@ -98,7 +98,8 @@ NOISE = {
         Entry("gradient", "annealed Gaussian noise on the clipped gradients (Neelakantan et al. 2015)",
               "noisecli.noise.gradient:GradientNoise", ("gamma",),
               factor="eta", formula="g + N(0, eta / (1 + t)^gamma)"),
-        Entry("anticorrelated", "Anti-PGD: the perturbation is the difference of two successive draws",
+        Entry("anticorrelated", "Anti-PGD: the perturbation is the difference of two successive draws; with "
+              "train.weight_decay 0 it trains exactly like additive weight noise (sweep one, not both)",
               "noisecli.noise.anticorrelated:AnticorrelatedNoise", ("targets",),
               factor="standard deviation", formula="w + xi_{n+1} - xi_n, xi ~ N(0, factor^2)"),
     ]

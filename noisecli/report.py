@@ -21,43 +21,30 @@ import yaml
 from noisecli.errors import SpecError
 from noisecli.spec import flatten
 
-# Student's t, two-sided 95 % (0.975 quantile), by degrees of freedom
-T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-        2.045, 2.042]
 CSV_COLUMNS = ["noise", "factor", "n", "val_loss_mean", "val_loss_std", "best_val_loss_mean", "best_val_loss_std",
                "clean_train_loss_mean", "gap_mean", "val_acc_mean", "delta_vs_none", "delta_ci_low",
-               "delta_ci_high", "paired", "significant", "delta_best_vs_none", "delta_best_ci_low",
-               "delta_best_ci_high", "best_significant", "best_in_kind", "best_overall", "config"]
+               "delta_ci_high", "paired", "p_value", "p_adjusted", "significant", "delta_best_vs_none",
+               "delta_best_ci_low", "delta_best_ci_high", "best_p_value", "best_p_adjusted", "best_significant",
+               "best_in_kind", "best_overall", "config"]
+ALPHA = 0.05  # intervals are 95 %; a comparison is significant where its Holm-adjusted p is below this
 
 
 def t975(df: float) -> float:
-    """The 0.975 quantile of Student's t: exact from the table for whole df up to 30, else Hill's
-    algorithm (ACM 396, 1970): within 1e-4 for df >= 2, about 1 % for fractional df below 2
-    (Welch's df with two runs on one side)."""
-    if df < 1 or math.isnan(df):
+    """The 0.975 quantile of Student's t with `df` (possibly fractional) degrees of freedom."""
+    if math.isnan(df) or df <= 0:
         return math.nan
-    if df == int(df) and df <= 30:
-        return T975[int(df) - 1]
-    n, p = df, 0.05
-    a = 1 / (n - 0.5)
-    b = 48 / (a * a)
-    c = ((20700 * a / b - 98) * a - 16) * a + 96.36
-    d = ((94.5 / (b + c) - 3) / b + 1) * math.sqrt(a * math.pi / 2) * n
-    y = (d * p) ** (2 / n)
-    if y > 0.05 + a:
-        x = 1.959963984540054  # the normal 0.975 quantile
-        y = x * x
-        if n < 5:
-            c += 0.3 * (n - 4.5) * (x + 0.6)
-        c = (((0.05 * d * x - 5) * x - 7) * x - 2) * x + b + c
-        y = (((((0.4 * y + 6.3) * y + 36) * y + 94.5) / c - y - 3) / b + 1) * x
-        y = a * y * y
-        y = math.exp(y) - 1 if y > 0.002 else 0.5 * y * y + y
-    else:
-        y = ((1 / (((n + 6) / (n * y) - 0.089 * d - 0.822) * (n + 2) * 3) + 0.5 / (n + 4)) * y - 1) \
-            * (n + 1) / (n + 2) + 1 / y
-    return math.sqrt(n * y)
+    from scipy.stats import t
+
+    return float(t.ppf(1 - ALPHA / 2, df))
+
+
+def _two_sided_p(mean: float, se: float, df: float) -> float:
+    """The two-sided p of a t statistic mean/se; with no spread at all, 0 for a nonzero mean, 1 for zero."""
+    if se == 0:
+        return 1.0 if mean == 0 else 0.0
+    from scipy.stats import t
+
+    return float(2 * t.sf(abs(mean / se), df))
 
 
 @dataclass
@@ -67,6 +54,7 @@ class Run:
     spec: dict
     rows: list[dict]
     error: str | None = None
+    updated: str = ""  # status.json's time stamp: of two runs of one seed, the newer is counted
 
     @property
     def seed(self) -> int:
@@ -95,23 +83,30 @@ def _read_run(path: Path) -> Run:
     state = status.get("state", "unknown")
     if state == "completed" and not rows:
         state, status["error"] = "unreadable", "completed but metrics.jsonl is empty"
-    return Run(path, state, spec, rows, status.get("error"))
+    return Run(path, state, spec, rows, status.get("error"), str(status.get("updated", "")))
 
 
 def find_runs(dirs: list[Path]) -> list[Run]:
-    runs, missing = [], []
+    runs, missing, seen, named = [], [], set(), set()
     for d in dirs:
         d = Path(d)
         if not d.is_dir():
             missing.append(f"report: {d}: no such folder")
             continue
+        if d.resolve() in named:  # the same folder named twice counts once
+            continue
+        named.add(d.resolve())
         found = []
         for root, subdirs, files in os.walk(d):
+            if Path(root).resolve() in seen:  # the same folder named twice (runs and runs/sweep)
+                subdirs[:] = []
+                continue
             subdirs[:] = sorted(s for s in subdirs if not s.startswith("."))  # .archive holds old runs
             if "status.json" in files:
+                seen.add(Path(root).resolve())
                 found.append(_read_run(Path(root)))
                 subdirs[:] = []
-        if not found:
+        if not found and not any(Path(r.path).resolve().is_relative_to(d.resolve()) for r in runs):
             missing.append(f"report: {d}: no run folders (with a status.json) in it")
         runs += found
     if missing:
@@ -149,6 +144,9 @@ def _keys(spec: dict) -> tuple[str, str]:
 
 
 def group(runs: list[Run]) -> list[Config]:
+    """Completed runs grouped into configurations. Within a configuration each seed counts once:
+    a copied run folder, or the same settings and seed trained under two names, would otherwise
+    count twice and shrink the spread; the newer run is kept and the other marked 'duplicate'."""
     configs: dict[str, Config] = {}
     for run in runs:
         if run.state != "completed":
@@ -163,8 +161,21 @@ def group(runs: list[Run]) -> list[Config]:
     out = list(configs.values())
     _label_extras(out)
     for c in out:
-        c.runs.sort(key=lambda r: r.seed)
+        by_seed: dict[int, Run] = {}
+        for run in sorted(c.runs, key=lambda r: (r.updated, _mtime(r.path), str(r.path))):
+            if run.seed in by_seed:
+                older = by_seed[run.seed]
+                older.state, older.error = "duplicate", f"seed {run.seed} of {c.label} again; {run.path} is newer and counted"
+            by_seed[run.seed] = run
+        c.runs = sorted(by_seed.values(), key=lambda r: r.seed)
     return sorted(out, key=lambda c: (c.extra, c.noise != "none", c.noise, _num(c.factor)))
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return (path / "status.json").stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _is_zero(text: str) -> bool:
@@ -196,24 +207,49 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
-def delta_ci(cfg: dict[int, float], none: dict[int, float]) -> tuple[float, float, float, bool]:
-    """(delta, ci_low, ci_high, paired): cfg minus none in mean val loss, with a 95 % t-interval."""
+@dataclass
+class Comparison:
+    """A configuration against its baseline: the difference of means, its 95 % t-interval and
+    the p of the same test (paired t where the seeds match, Welch's t otherwise)."""
+
+    delta: float
+    low: float
+    high: float
+    paired: bool
+    p: float
+
+
+def delta_ci(cfg: dict[int, float], none: dict[int, float]) -> Comparison:
+    """cfg minus none in mean value, keyed by seed."""
     common = sorted(set(cfg) & set(none))
     if len(common) >= 2 and len(common) == len(cfg) == len(none):
         diffs = [cfg[s] - none[s] for s in common]
         mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
-        half = t975(len(diffs) - 1) * sd / math.sqrt(len(diffs))
-        return mean, mean - half, mean + half, True
+        se, df = sd / math.sqrt(len(diffs)), len(diffs) - 1
+        half = t975(df) * se
+        return Comparison(mean, mean - half, mean + half, True, _two_sided_p(mean, se, df))
     a, b = list(cfg.values()), list(none.values())
     delta = statistics.fmean(a) - statistics.fmean(b)
     if len(a) < 2 or len(b) < 2:
-        return delta, math.nan, math.nan, False
+        return Comparison(delta, math.nan, math.nan, False, math.nan)
     va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     if va + vb == 0:
-        return delta, delta, delta, False
+        return Comparison(delta, delta, delta, False, _two_sided_p(delta, 0.0, 1))
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))  # Welch-Satterthwaite
-    half = t975(df) * math.sqrt(va + vb)
-    return delta, delta - half, delta + half, False
+    se = math.sqrt(va + vb)
+    half = t975(df) * se
+    return Comparison(delta, delta - half, delta + half, False, _two_sided_p(delta, se, df))
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment (controls the family-wise error rate); NaN stays NaN."""
+    order = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
+    m, running = len(order), 0.0
+    adjusted = [math.nan] * len(pvalues)
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
 
 
 def analyze(configs: list[Config]) -> None:
@@ -229,8 +265,9 @@ def analyze(configs: list[Config]) -> None:
             "gap_mean": _mean_std([r["val_loss"] - r["clean_train_loss"] for r in finals])[0],
             "val_acc_mean": _mean_std(accs)[0] if accs else None,
             "delta_vs_none": None, "delta_ci_low": None, "delta_ci_high": None, "paired": None,
-            "significant": None, "delta_best_vs_none": None, "delta_best_ci_low": None,
-            "delta_best_ci_high": None, "best_significant": None,
+            "p_value": None, "p_adjusted": None, "significant": None, "delta_best_vs_none": None,
+            "delta_best_ci_low": None, "delta_best_ci_high": None, "best_p_value": None,
+            "best_p_adjusted": None, "best_significant": None,
             "best_in_kind": False, "best_overall": False, "baseline": False,
         }
     # the baseline of a base: its `none` configuration, else one whose factors are all 0 (a
@@ -245,15 +282,24 @@ def analyze(configs: list[Config]) -> None:
         none = nones.get(c.base)
         if none is None or none is c:
             continue
-        d, lo, hi, paired = delta_ci({r.seed: r.final["val_loss"] for r in c.runs},
-                                     {r.seed: r.final["val_loss"] for r in none.runs})
-        c.stats.update(delta_vs_none=d, delta_ci_low=lo, delta_ci_high=hi, paired=paired,
-                       significant=None if math.isnan(lo) else (hi < 0 or lo > 0))
+        final = delta_ci({r.seed: r.final["val_loss"] for r in c.runs},
+                         {r.seed: r.final["val_loss"] for r in none.runs})
+        c.stats.update(delta_vs_none=final.delta, delta_ci_low=final.low, delta_ci_high=final.high,
+                       paired=final.paired, p_value=final.p)
         # the same for each run's best val loss: does the noise reach a better optimum, or
         # only hold on to it longer (what early stopping would also buy)?
-        d, lo, hi, _ = delta_ci({r.seed: r.best_val for r in c.runs}, {r.seed: r.best_val for r in none.runs})
-        c.stats.update(delta_best_vs_none=d, delta_best_ci_low=lo, delta_best_ci_high=hi,
-                       best_significant=None if math.isnan(lo) else (hi < 0 or lo > 0))
+        best = delta_ci({r.seed: r.best_val for r in c.runs}, {r.seed: r.best_val for r in none.runs})
+        c.stats.update(delta_best_vs_none=best.delta, delta_best_ci_low=best.low, delta_best_ci_high=best.high,
+                       best_p_value=best.p)
+    # Holm within each baseline's family of comparisons, separately for final and best val loss:
+    # a grid of 28 configurations at 95 % would otherwise star about 1.4 of them by chance
+    for base in nones:
+        family = [c for c in configs if c.base == base and c.stats["p_value"] is not None]
+        for p_key, adj_key, mark in (("p_value", "p_adjusted", "significant"),
+                                     ("best_p_value", "best_p_adjusted", "best_significant")):
+            for c, adj in zip(family, holm([c.stats[p_key] for c in family])):
+                c.stats[adj_key] = adj
+                c.stats[mark] = None if math.isnan(adj) else adj < ALPHA
     best_kind: dict[str, Config] = {}
     for c in configs:
         if c.noise not in best_kind or c.stats["val_loss_mean"] < best_kind[c.noise].stats["val_loss_mean"]:
@@ -305,13 +351,21 @@ def table_rows(configs: list[Config]) -> tuple[list[str], list[list[str]]]:
 
 
 def excluded_lines(runs: list[Run]) -> list[str]:
-    return [f"{r.path}: {r.state}{': ' + r.error if r.error else ''}" for r in runs if r.state != "completed"]
+    lines = [f"{r.path}: {r.state}{': ' + r.error if r.error else ''}" for r in runs if r.state != "completed"]
+    dups = sum(r.state == "duplicate" for r in runs)
+    if dups:
+        lines.insert(0, f"{dups} duplicate run{'s' if dups > 1 else ''} set aside (each seed counts once per "
+                        "configuration)")
+    return lines
 
 
-LEGEND = ("val loss: final validation loss, mean ± std over seeds. gap: val - clean train loss. "
+LEGEND = ("val loss: final validation loss, mean ± std over seeds (each seed counted once). "
+          "gap: val - clean train loss. "
           "Δ vs none: difference in mean final val loss against the no-noise configuration of the same base "
-          "(`none`, else a kind at factor 0, which trains exactly like none), "
-          "with a 95 % t-interval (paired by seed where the seeds match); * where the interval excludes 0. "
+          "('none', else a kind at factor 0, which trains exactly like none), "
+          "with a plain 95 % t-interval (paired by seed where the seeds match, Welch's otherwise). "
+          "* where the p of that test, Holm-adjusted over all comparisons against the same baseline, is below "
+          "0.05 (so an interval may exclude 0 without a star when many configurations are compared). "
           "Δ best val: the same for each run's best val loss, which says whether the noise reached a better "
           "optimum or only held on to one longer (what early stopping also buys). "
           "best: lowest mean val loss overall, or for its noise kind.")
@@ -321,7 +375,11 @@ def render_markdown(configs: list[Config], runs: list[Run]) -> str:
     header, rows = table_rows(configs)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for c, r in zip(configs, rows):
-        cells = [f"**{x}**" if c.stats["best_overall"] and x else x for x in r]
+        cells = []
+        for x in r:
+            star = x.endswith(" *")  # escaped and outside the bold: `***` is not read as the star by CommonMark
+            x = x.removesuffix(" *")
+            cells.append((f"**{x}**" if c.stats["best_overall"] and x else x) + (" \\*" if star else ""))
         lines.append("| " + " | ".join(cells) + " |")
     out = "\n".join(lines) + "\n\n" + LEGEND + "\n"
     excluded = excluded_lines(runs)
@@ -355,6 +413,7 @@ def render_json(configs: list[Config], runs: list[Run]) -> str:
                                "best_val_loss": r.best_val} for r in c.runs]} for c in configs],
         "excluded": [{"path": str(r.path), "state": r.state, "error": r.error} for r in runs
                      if r.state != "completed"],
+        "duplicates": sum(r.state == "duplicate" for r in runs),
     }, indent=2) + "\n"
 
 

@@ -514,9 +514,6 @@ def _check_noise(spec: Spec, raw_entries: list, listed: bool, dataset, problems:
         if noise.kind == "token" and noise.factor > 1:
             problems.append(f"{where}.factor: token noise replaces each token with probability factor; "
                             f"must be in [0, 1], got {noise.factor}")
-        if noise.kind == "embedding" and spec.model.kind not in ("gpt", "hf"):
-            problems.append(f"{where}.kind: 'embedding' noise needs a model with input embeddings (gpt, hf), "
-                            f"not {spec.model.kind!r}")
         if noise.kind == "none" and len(spec.noise) > 1:
             problems.append(f"{where}.kind: 'none' cannot be combined with other kinds")
         if dataset is not None and entry.modalities and not (entry.modalities & dataset.modalities):

@@ -161,23 +161,31 @@ def test_token_unigram_draws_follow_training_frequencies_and_padding_is_untouche
     assert torch.allclose(empirical, target, atol=4 * math.sqrt(0.25 / drawn.numel()))
 
 
-def test_token_noise_leaves_targets_clean_in_training(tmp_path):
+def test_token_noise_never_reaches_the_targets_the_loss_receives(tmp_path, monkeypatch):
+    """Checked where it matters: the y handed to the loss, not the batcher's own y."""
+    import noisecli.trainer as trainer_module
+
     trainer = Trainer(load_spec(kind_spec(tmp_path, "token", factor=1.0)), tmp_path / "r", quiet=True).setup()
     seen = {}
-    real = trainer.batches.next
+    real_next, real_loss = trainer.batches.next, trainer_module.loss_fn
 
     def spy():
-        x, y = real()
+        x, y = real_next()
         seen["x"], seen["y"] = x.clone(), y.clone()
         return x, y
 
+    def loss_spy(out, y, task, reduction="mean"):
+        seen["loss_y"] = y.clone()
+        return real_loss(out, y, task, reduction)
+
     trainer.batches.next = spy
-    loss_inputs = []
-    real_model = trainer.model.forward
-    trainer.model.forward = lambda x: loss_inputs.append(x.clone()) or real_model(x)
+    monkeypatch.setattr(trainer_module, "loss_fn", loss_spy)
+    model_inputs = []
+    trainer.raw_model.register_forward_pre_hook(lambda m, args: model_inputs.append(args[0].clone()))
     trainer.train_step()
-    assert not torch.equal(loss_inputs[0], seen["x"])  # the model saw corrupted context ...
-    # ... and the targets are the untouched next characters of the clean windows
+    assert not torch.equal(model_inputs[0], seen["x"])  # the model saw corrupted context ...
+    assert (model_inputs[0] != seen["x"]).float().mean() > 0.5  # (p = 1: most tokens replaced)
+    assert torch.equal(seen["loss_y"], seen["y"])  # ... and the loss the true next characters
     assert torch.equal(seen["x"][:, 1:], seen["y"][:, :-1])
 
 
@@ -212,6 +220,11 @@ def test_neftune_scale_uses_each_examples_own_length_and_spares_padding():
         assert diff[i, :n].abs().max() <= bound + 1e-6
         assert diff[i, :n].abs().max() > 0.9 * bound  # scaled by L_i, not by the padded 16
         assert torch.equal(diff[i, n:], torch.zeros_like(diff[i, n:]))
+    # U(-1, 1), centred: on the full-length example diff / bound has mean 0, sd 1/sqrt(3), both signs
+    u = (diff[0] / (alpha / math.sqrt(16 * d))).flatten()  # 512 draws
+    assert abs(u.mean().item()) < 4 / math.sqrt(3 * u.numel())
+    assert u.std().item() == pytest.approx(1 / math.sqrt(3), rel=0.1)
+    assert 0.4 < (u < 0).float().mean().item() < 0.6
     model.eval()
     assert torch.equal(emb(ids), clean)  # evaluation is clean
     noise.detach()
@@ -219,11 +232,18 @@ def test_neftune_scale_uses_each_examples_own_length_and_spares_padding():
     assert torch.equal(emb(ids), clean) and not emb._forward_hooks
 
 
-def test_embedding_noise_needs_a_model_with_embeddings():
+def test_embedding_noise_on_data_without_tokens_is_refused_by_the_spec():
     with pytest.raises(SpecError) as e:
         spec_from_dict({"data": {"kind": "digits"}, "noise": {"kind": "embedding"}})
-    assert any("'embedding' noise needs a model with input embeddings" in p or "does not apply" in p
-               for p in e.value.problems)
+    assert e.value.problems == ["noise.kind: 'embedding' does not apply to data kind 'digits' (image/vector)"]
+
+
+def test_embedding_noise_on_a_model_without_input_embeddings_is_one_clear_error():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))  # no get_input_embeddings()
+    with pytest.raises(SpecError) as e:
+        noise_for(NoiseSpec(kind="embedding", factor=5.0), model, tokens_dataset(torch.zeros(1, 4, dtype=torch.long), 2))
+    assert e.value.problems == ["noise.kind: 'embedding' needs a model with input embeddings: Sequential "
+                                "has no get_input_embeddings()"]
 
 
 # ---------------------------------------------------------------- weight
@@ -340,6 +360,23 @@ def test_gradient_noise_variance_follows_eta_over_one_plus_t_to_the_gamma():
         noise.on_gradients(f)
         added = torch.cat([p.grad.flatten() for p in model.parameters()])
         assert added.var().item() == pytest.approx(0.3 / (1 + t) ** 0.55, rel=0.02)
+
+
+def test_gradient_noise_is_added_after_clipping(tmp_path):
+    """Neelakantan et al. add the noise to the clipped gradient: clipping must not shrink it."""
+    clip = 1e-4
+    trainer = Trainer(load_spec(kind_spec(tmp_path, "gradient", factor=1.0), [f"train.grad_clip={clip}"]),
+                      tmp_path / "r", quiet=True).setup()
+    at_step = []
+    real_step = trainer.optimizer.step
+    trainer.optimizer.step = lambda *a, **k: at_step.append(
+        torch.cat([p.grad.flatten() for p in trainer.params]).clone()) or real_step(*a, **k)
+    trainer.train_step()
+    grads = at_step[0]
+    # the clean gradient is clipped to norm 1e-4; the noise (sd 1 per element) is not
+    assert grads.norm().item() > 100 * clip
+    assert grads.std().item() == pytest.approx(1.0, rel=0.05)
+    assert trainer.sum_gn.item() > clip  # the logged norm is the clean gradient's, before clipping
 
 
 # ---------------------------------------------------------------- activation

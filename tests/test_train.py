@@ -1,6 +1,7 @@
 """The training loop and the run folder: files, determinism, resume, exit codes."""
 
 import csv
+import math
 import json
 import signal
 import time
@@ -257,18 +258,19 @@ def test_a_real_signal_saves_and_a_rerun_finishes_exactly(tmp_path, sig, code):
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
-def test_a_non_finite_gradient_with_a_finite_loss_is_divergence_too(tiny_spec, tmp_path):
+def test_an_infinite_gradient_behind_a_finite_loss_is_divergence(tiny_spec, tmp_path):
+    """A real infinite gradient, made in backward (the last step of an interval, so the loss it
+    came from was finite): the next evaluation names it and last.pt stays the last good state."""
     trainer = Trainer(load_spec(tiny_spec, ["train.eval_every=2"]), tmp_path / "runs", quiet=True).setup()
     trainer.open_run()
-    real_step = trainer.optimizer.step
-
-    def step_after_a_bad_gradient(*a, **k):  # the loss stays finite; one step sees an infinite gradient
-        if trainer.step == 2:
-            trainer.sum_gn += float("inf")
-        return real_step(*a, **k)
-
-    trainer.optimizer.step = step_after_a_bad_gradient
-    with pytest.raises(RunError, match="non-finite loss or gradient by step 4"):
+    trainer.params[0].register_hook(lambda g: torch.full_like(g, float("inf")) if trainer.step == 3 else g)
+    with pytest.raises(RunError, match="non-finite loss or gradient by step 4") as e:
         trainer.train()
     trainer.close()
-    assert json.loads((tmp_path / "runs" / "tiny" / "status.json").read_text())["state"] == "diverged"
+    assert "grad_norm=inf" in str(e.value)
+    row = trainer.rows[-1]
+    assert row["step"] == 4 and math.isfinite(row["train_loss"])  # the losses of steps 3-4 were finite
+    folder = tmp_path / "runs" / "tiny"
+    assert json.loads((folder / "status.json").read_text())["state"] == "diverged"
+    ckpt = torch.load(folder / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["step"] == 2 and all(torch.isfinite(v).all() for v in ckpt["model"].values())

@@ -20,7 +20,8 @@ from noisecli.spec import NoiseSpec
 def input_embedding(model: nn.Module) -> nn.Module:
     get = getattr(model, "get_input_embeddings", None)
     if get is None:
-        raise SpecError("noise.kind: 'embedding' needs a model with input embeddings (gpt)")
+        raise SpecError(f"noise.kind: 'embedding' needs a model with input embeddings: {type(model).__name__} "
+                        "has no get_input_embeddings()")
     return get()
 
 
