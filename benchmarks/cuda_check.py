@@ -19,11 +19,11 @@ import traceback
 
 import torch
 
+from noisecli.catalog import noise_kinds_for
 from noisecli.spec import spec_from_dict
 from noisecli.trainer import Trainer
 
-FACTORS = {"none": 0.0, "token": 0.1, "embedding": 5.0, "weight": 0.01, "activation": 0.1, "gradient": 0.01,
-           "anticorrelated": 0.01}
+FACTORS = {"none": 0.0, **noise_kinds_for("markov")}  # every kind that acts on text, at its example factor
 
 
 MODELS = {

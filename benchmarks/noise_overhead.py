@@ -18,26 +18,26 @@ import time
 
 import torch
 
+from noisecli.catalog import noise_kinds_for
 from noisecli.spec import spec_from_dict
 from noisecli.trainer import Trainer
 
+# each setup times every noise kind that applies to its data, at the kind's example factor
 SETUPS = {
     # nanoGPT's CPU Shakespeare model (4 layers, 4 heads, 128 wide, context 64, batch 12)
     "gpt": ({"data": {"kind": "markov", "vocab_size": 64, "n_tokens": 100_000, "block_size": 64},
              "model": {"kind": "gpt", "n_layer": 4, "n_head": 4, "n_embd": 128},
              "train": {"batch_size": 12, "lr": 1e-3}},
-            {"token": 0.1, "embedding": 5.0, "weight": 0.01, "activation": 0.1, "gradient": 0.01,
-             "anticorrelated": 0.01}),
+            noise_kinds_for("markov")),
     # the same shape as a transformers GPT-2 built from its config (dropout off, as in noise studies)
     "hf": ({"data": {"kind": "markov", "vocab_size": 64, "n_tokens": 100_000, "block_size": 64},
             "model": {"kind": "hf", "config": {"model_type": "gpt2", "n_layer": 4, "n_head": 4, "n_embd": 128,
                                                "resid_pdrop": 0, "embd_pdrop": 0, "attn_pdrop": 0}},
             "train": {"batch_size": 12, "lr": 1e-3}},
-           {"token": 0.1, "embedding": 5.0, "weight": 0.01, "activation": 0.1, "gradient": 0.01,
-            "anticorrelated": 0.01}),
+           noise_kinds_for("markov")),
     "mlp": ({"data": {"kind": "digits"}, "model": {"kind": "mlp", "hidden": [1024, 1024]},
              "train": {"batch_size": 256, "lr": 1e-3}},
-            {"input": 0.1, "weight": 0.01, "activation": 0.1, "gradient": 0.01, "anticorrelated": 0.01}),
+            noise_kinds_for("digits")),
 }
 
 

@@ -1,16 +1,43 @@
-"""What can be named in a spec: datasets, models, noise kinds.
+"""What can be named in a spec: datasets, models, noise kinds, each with its own options and rules.
 
-Torch-free on purpose: `noisecli --help`, `validate` and `list` read this table without
-paying for `import torch`. The code behind each entry is imported only when it is built.
-
-`options` lists the section keys that only this entry uses; validation refuses such a key
-when the entry that uses it is not the one chosen (a `block_size` next to `digits` is a
-mistake worth one line, not a silently ignored setting).
+One entry per kind, and everything the spec needs to know about that kind is in it: a
+one-line summary, the options only it takes (type, default, help, allowed values), what
+data it provides or accepts, and a `check` for rules that span keys. The code that builds
+the kind is named by `target` ("module:function") and imported only when a run starts, so
+`noisecli --help`, `validate` and `list` never pay for `import torch`. Adding a kind is
+its module plus one entry here; validation, `noisecli list`, the resolved spec.yaml and
+docs/reference.md all read from the entry.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+VECTOR, IMAGE, TOKENS = "vector", "image", "tokens"
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One key of a kind: its type (a typing annotation, checked by the spec loader), its default
+    and one line of help. `path` marks values that name something on disk, relative to the spec
+    file: 'file' and 'folder' must exist; 'local' is a folder or a Hugging Face name in the cache."""
+
+    type: Any
+    default: Any
+    help: str
+    choices: tuple | None = None
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    path: str | None = None
+
+
+# A check gets the section (DataSpec, ModelSpec or NoiseSpec), its dotted path, the whole spec
+# and the problem list; it appends a line per problem and never raises.
+Check = Callable[[Any, str, Any, list], None]
 
 
 @dataclass(frozen=True)
@@ -18,62 +45,169 @@ class Entry:
     name: str
     summary: str
     target: str  # "module:function" that builds it, imported lazily
-    options: tuple[str, ...] = ()
-    # datasets: what they provide; models and noise: what they accept
+    options: dict[str, Option] = field(default_factory=dict)
+    # datasets: what they provide; models and noise: what they accept (empty: anything)
     modalities: frozenset[str] = field(default_factory=frozenset)
+    check: Optional[Check] = None
     factor: str = ""  # noise only: what the factor means
     formula: str = ""  # noise only
+    note: str = ""  # noise only: a fact worth knowing before sweeping it (shown by `noisecli list`)
+    example_factor: float = 0.0  # noise only: a typical strength, used by benchmarks and examples
 
 
-VECTOR, IMAGE, TOKENS = "vector", "image", "tokens"
+# ----------------------------------------------------------------------------- datasets
+
+STANDARDIZE = Option(bool, True, "scale each input feature to zero mean, unit variance (train statistics)")
+BLOCK_SIZE = Option(int, 64, "context length, in characters (or tokens with data.tokenizer)", ge=2)
+TOKENIZER = Option(Optional[str], None, "a Hugging Face tokenizer, as a local folder or a name already in the "
+                                        "local cache (default: characters)", path="local")
+
+
+def _file(what: str) -> Option:
+    return Option(Optional[str], None, f"{what} (relative to the spec file)", path="file")
+
 
 DATASETS = {
     e.name: e
     for e in [
         Entry("digits", "8x8 handwritten digits, 1,797 images, 10 classes (scikit-learn, bundled)",
-              "noisecli.data.tabular:load_sklearn", ("standardize",), frozenset({VECTOR, IMAGE})),
+              "noisecli.data.tabular:load_digits", {"standardize": STANDARDIZE}, frozenset({VECTOR, IMAGE})),
         Entry("breast_cancer", "Wisconsin breast cancer, 569 x 30 features, 2 classes (scikit-learn, bundled)",
-              "noisecli.data.tabular:load_sklearn", ("standardize",), frozenset({VECTOR})),
+              "noisecli.data.tabular:load_breast_cancer", {"standardize": STANDARDIZE}, frozenset({VECTOR})),
         Entry("wine", "wine recognition, 178 x 13 features, 3 classes (scikit-learn, bundled)",
-              "noisecli.data.tabular:load_sklearn", ("standardize",), frozenset({VECTOR})),
+              "noisecli.data.tabular:load_wine", {"standardize": STANDARDIZE}, frozenset({VECTOR})),
         Entry("teacher", "synthetic regression or classification from a random teacher network",
-              "noisecli.data.synthetic:load_teacher",
-              ("n_samples", "n_features", "n_classes", "teacher_hidden", "label_noise", "standardize"),
-              frozenset({VECTOR})),
+              "noisecli.data.synthetic:load_teacher", {
+                  "standardize": STANDARDIZE,
+                  "n_samples": Option(int, 1000, "number of examples", ge=4),
+                  "n_features": Option(int, 20, "input dimension", ge=1),
+                  "n_classes": Option(int, 0, "0 for regression, else the number of classes", ge=0),
+                  "teacher_hidden": Option(int, 32, "hidden width of the random teacher network", ge=1),
+                  "label_noise": Option(float, 0.5, "std of the noise on regression targets, or the temperature "
+                                                    "of sampled class labels", ge=0),
+              }, frozenset({VECTOR})),
         Entry("pydoc", "character-level text of CPython's bundled pydoc topics (about 465k chars)",
-              "noisecli.data.text:load_pydoc", ("block_size", "tokenizer"), frozenset({TOKENS})),
-        Entry("markov", "synthetic character language with a known entropy rate (the best possible loss)",
-              "noisecli.data.synthetic:load_markov",
-              ("block_size", "vocab_size", "n_tokens", "concentration"), frozenset({TOKENS})),
-        Entry("text", "any UTF-8 text file, character-level or through data.tokenizer (data.path, data.block_size)",
-              "noisecli.data.text:load_text", ("path", "block_size", "tokenizer"), frozenset({TOKENS})),
-        Entry("hf", "the text column of a Hugging Face dataset saved with save_to_disk (data.path, data.column); "
-                    "needs datasets", "noisecli.data.text:load_hf", ("path", "column", "block_size", "tokenizer"),
+              "noisecli.data.text:load_pydoc", {"block_size": BLOCK_SIZE, "tokenizer": TOKENIZER},
               frozenset({TOKENS})),
+        Entry("markov", "synthetic character language with a known entropy rate (the best possible loss)",
+              "noisecli.data.synthetic:load_markov", {
+                  "block_size": BLOCK_SIZE,
+                  "vocab_size": Option(int, 16, "number of symbols", ge=2, le=256),
+                  "n_tokens": Option(int, 200_000, "length of the generated text", ge=100),
+                  "concentration": Option(float, 0.3, "Dirichlet concentration of each transition row "
+                                                      "(smaller = more predictable)", gt=0),
+              }, frozenset({TOKENS})),
+        Entry("text", "any UTF-8 text file, character-level or through data.tokenizer (data.path, data.block_size)",
+              "noisecli.data.text:load_text", {"path": _file("the UTF-8 text file"), "block_size": BLOCK_SIZE,
+                                               "tokenizer": TOKENIZER}, frozenset({TOKENS})),
+        Entry("hf", "the text column of a Hugging Face dataset saved with save_to_disk (data.path, data.column); "
+                    "needs datasets", "noisecli.data.text:load_hf", {
+                  "path": Option(Optional[str], None, "the folder written by save_to_disk (relative to the spec "
+                                                      "file)", path="folder"),
+                  "column": Option(str, "text", "the column that holds the text"),
+                  "block_size": BLOCK_SIZE, "tokenizer": TOKENIZER,
+              }, frozenset({TOKENS})),
         Entry("npz", "arrays x, y (and optionally x_val, y_val) from a .npz file (data.path)",
-              "noisecli.data.tabular:load_npz", ("path", "standardize"), frozenset({VECTOR})),
+              "noisecli.data.tabular:load_npz", {"path": _file("the .npz file"), "standardize": STANDARDIZE},
+              frozenset({VECTOR})),
         Entry("csv", "a CSV table with a header; data.target names the label column (default: the last)",
-              "noisecli.data.tabular:load_csv", ("path", "target", "task", "standardize"), frozenset({VECTOR})),
+              "noisecli.data.tabular:load_csv", {
+                  "path": _file("the CSV file"),
+                  "target": Option(Optional[str], None, "the label column (default: the last column)"),
+                  "task": Option(str, "auto", "auto | classification | regression",
+                                 choices=("auto", "classification", "regression")),
+                  "standardize": STANDARDIZE,
+              }, frozenset({VECTOR})),
     ]
 }
+
+# ----------------------------------------------------------------------------- models
+
+DROPOUT = Option(float, 0.0, "dropout probability", ge=0, lt=1)
+
+
+def _check_gpt(model, where: str, spec, problems: list[str]) -> None:
+    if model.n_embd % model.n_head:
+        problems.append(f"{where}.n_embd: {model.n_embd} must be a multiple of {where}.n_head ({model.n_head})")
+
+
+def _check_hf(model, where: str, spec, problems: list[str]) -> None:
+    """What can be checked without importing transformers; the rest is checked when the model
+    is built (and by `validate`), still before anything is written."""
+    config_refused = any(p.startswith((f"{where}.config:", f"{where}.path:")) for p in problems)
+    if model.path is None and model.config is None and not config_refused:
+        problems.append(f"{where}.path: model kind 'hf' needs {where}.path (a local folder or cached name) "
+                        f"or {where}.config (a transformers config to build a fresh model from)")
+    elif model.path is not None and model.config is not None:
+        problems.append(f"{where}.config: give {where}.path (pretrained weights) or {where}.config (a fresh "
+                        "model), not both")
+    if model.config is not None and not isinstance(model.config.get("model_type"), str):
+        problems.append(f"{where}.config.model_type: required, the transformers model type (e.g. gpt2, llama)")
+    dataset = DATASETS.get(spec.data.kind)
+    reads_text = dataset is not None and "tokenizer" in dataset.options  # characters unless told otherwise
+    if model.path is not None and reads_text and spec.data.tokenizer is None:
+        problems.append(f"data.tokenizer: a pretrained model reads the token ids of its own tokenizer, not "
+                        f"characters; set data.tokenizer (usually to {where}.path, {model.path!r})")
+
 
 MODELS = {
     e.name: e
     for e in [
         Entry("linear", "one linear layer on the flattened input", "noisecli.models.mlp:build_linear",
-              (), frozenset({VECTOR})),
+              {}, frozenset({VECTOR})),
         Entry("mlp", "multi-layer perceptron (model.hidden, model.activation, model.dropout)",
-              "noisecli.models.mlp:build_mlp", ("hidden", "activation", "dropout"), frozenset({VECTOR})),
+              "noisecli.models.mlp:build_mlp", {
+                  "hidden": Option(list[int], [256, 256], "hidden layer widths"),
+                  "activation": Option(str, "relu", "relu | gelu | tanh", choices=("relu", "gelu", "tanh")),
+                  "dropout": DROPOUT,
+              }, frozenset({VECTOR})),
         Entry("cnn", "small convolutional net for small images such as digits (model.channels)",
-              "noisecli.models.cnn:build_cnn", ("channels", "dropout"), frozenset({IMAGE})),
+              "noisecli.models.cnn:build_cnn", {
+                  "dropout": DROPOUT,
+                  "channels": Option(list[int], [16, 32], "channels of each 3x3 conv block"),
+              }, frozenset({IMAGE})),
         Entry("gpt", "small causal transformer (model.n_layer, n_head, n_embd, dropout; context = data.block_size)",
-              "noisecli.models.gpt:build_gpt", ("n_layer", "n_head", "n_embd", "dropout", "bias"),
-              frozenset({TOKENS})),
+              "noisecli.models.gpt:build_gpt", {
+                  "dropout": DROPOUT,
+                  "n_layer": Option(int, 4, "transformer blocks", ge=1),
+                  "n_head": Option(int, 4, "attention heads", ge=1),
+                  "n_embd": Option(int, 128, "embedding width (a multiple of n_head)", ge=1),
+                  "bias": Option(bool, False, "bias in linear and layer-norm layers"),
+              }, frozenset({TOKENS}), check=_check_gpt),
         Entry("hf", "a transformers causal language model: local folder or cached name (model.path), or a "
                     "fresh one from a config (model.config); needs transformers",
-              "noisecli.models.hf:build_hf", ("path", "config", "trust_remote_code"), frozenset({TOKENS})),
+              "noisecli.models.hf:build_hf", {
+                  "path": Option(Optional[str], None, "a transformers model, as a local folder or a name already "
+                                                      "in the local Hugging Face cache (nothing is downloaded)",
+                                 path="local"),
+                  "config": Option(Optional[dict], None, "build a fresh model from a transformers config instead: "
+                                                         "model_type plus that config's keys, e.g. "
+                                                         "{model_type: gpt2, n_layer: 2}"),
+                  "trust_remote_code": Option(bool, False, "run Python code shipped in the model's folder "
+                                                           "(never implied)"),
+              }, frozenset({TOKENS}), check=_check_hf),
     ]
 }
+
+# ----------------------------------------------------------------------------- noise
+
+PARAMETER_TARGETS = Option(Optional[list[str]], None, "parameter-name globs (default: the weights of linear, "
+                                                      "conv and embedding layers)")
+
+
+def _check_token(noise, where: str, spec, problems: list[str]) -> None:
+    if noise.factor > 1:
+        problems.append(f"{where}.factor: token noise replaces each token with probability factor; "
+                        f"must be in [0, 1], got {noise.factor}")
+
+
+def _check_input(noise, where: str, spec, problems: list[str]) -> None:
+    dataset = DATASETS.get(spec.data.kind)
+    if dataset is not None and TOKENS in dataset.modalities:
+        problems.append(f"{where}.kind: 'input' adds Gaussian noise to continuous inputs, but data kind "
+                        f"{dataset.name!r} gives integer token ids (noise of std 0.01 cast back to an id "
+                        "moves about half of them to id-1); use 'token' or 'embedding' instead")
+
 
 NOISE = {
     e.name: e
@@ -81,28 +215,58 @@ NOISE = {
         Entry("none", "no noise: the baseline every other kind is compared with",
               "noisecli.noise.base:NoNoise", factor="unused", formula="-"),
         Entry("input", "Gaussian (or uniform) noise added to continuous inputs",
-              "noisecli.noise.input:InputNoise", ("distribution",), frozenset({VECTOR, IMAGE}),
-              factor="standard deviation", formula="x + factor * N(0, 1)"),
+              "noisecli.noise.input:InputNoise", {
+                  "distribution": Option(str, "gaussian", "gaussian | uniform (same std)",
+                                         choices=("gaussian", "uniform")),
+              }, frozenset({VECTOR, IMAGE}), check=_check_input,
+              factor="standard deviation", formula="x + factor * N(0, 1)", example_factor=0.1),
         Entry("token", "each input token replaced by a random one (uniform or unigram); targets stay clean",
-              "noisecli.noise.token:TokenNoise", ("replace_with",), frozenset({TOKENS}),
-              factor="replacement probability p", formula="x_i -> random token with probability p"),
+              "noisecli.noise.token:TokenNoise", {
+                  "replace_with": Option(str, "uniform", "draw replacements uniformly or from the training "
+                                                         "split's unigram frequencies",
+                                         choices=("uniform", "unigram")),
+              }, frozenset({TOKENS}), check=_check_token,
+              factor="replacement probability p", formula="x_i -> random token with probability p",
+              example_factor=0.1),
         Entry("embedding", "NEFTune: uniform noise on the input embeddings, scaled by each example's length",
-              "noisecli.noise.embedding:EmbeddingNoise", ("distribution",), frozenset({TOKENS}),
-              factor="alpha (NEFTune used 5-15)", formula="e + alpha / sqrt(L_i * d) * U(-1, 1)"),
+              "noisecli.noise.embedding:EmbeddingNoise", {
+                  "distribution": Option(str, "uniform", "uniform (NEFTune) | gaussian, same scale",
+                                         choices=("gaussian", "uniform")),
+              }, frozenset({TOKENS}),
+              factor="alpha (NEFTune used 5-15)", formula="e + alpha / sqrt(L_i * d) * U(-1, 1)",
+              example_factor=5.0),
         Entry("weight", "Gaussian noise on the weights for forward and backward; the optimizer updates "
-              "the clean weights", "noisecli.noise.weight:WeightNoise", ("mode", "targets"),
-              factor="standard deviation", formula="grad at w + factor * N(0, 1), step on w"),
+              "the clean weights", "noisecli.noise.weight:WeightNoise", {
+                  "mode": Option(str, "additive", "w + factor*eps (additive) or w * (1 + factor*eps) "
+                                                  "(multiplicative)", choices=("additive", "multiplicative")),
+                  "targets": PARAMETER_TARGETS,
+              }, factor="standard deviation", formula="grad at w + factor * N(0, 1), step on w", example_factor=0.01),
         Entry("activation", "Gaussian noise on the outputs of chosen layers (forward hooks)",
-              "noisecli.noise.activation:ActivationNoise", ("targets",),
-              factor="standard deviation", formula="h + factor * N(0, 1)"),
+              "noisecli.noise.activation:ActivationNoise", {
+                  "targets": Option(Optional[list[str]], None, "module-name globs (default: every transformer "
+                                                               "block, else every hidden nonlinearity)"),
+              }, factor="standard deviation", formula="h + factor * N(0, 1)", example_factor=0.1),
         Entry("gradient", "annealed Gaussian noise on the clipped gradients (Neelakantan et al. 2015)",
-              "noisecli.noise.gradient:GradientNoise", ("gamma",),
-              factor="eta", formula="g + N(0, eta / (1 + t)^gamma)"),
-        Entry("anticorrelated", "Anti-PGD: the perturbation is the difference of two successive draws; with "
-              "train.weight_decay 0 it trains exactly like additive weight noise (sweep one, not both)",
-              "noisecli.noise.anticorrelated:AnticorrelatedNoise", ("targets",),
-              factor="standard deviation", formula="w + xi_{n+1} - xi_n, xi ~ N(0, factor^2)"),
+              "noisecli.noise.gradient:GradientNoise", {
+                  "gamma": Option(float, 0.55, "the variance decays as factor / (1 + t)^gamma", ge=0),
+              }, factor="eta", formula="g + N(0, eta / (1 + t)^gamma)", example_factor=0.01),
+        Entry("anticorrelated", "Anti-PGD: the perturbation is the difference of two successive draws",
+              "noisecli.noise.anticorrelated:AnticorrelatedNoise", {"targets": PARAMETER_TARGETS},
+              factor="standard deviation", formula="w + xi_{n+1} - xi_n, xi ~ N(0, factor^2)",
+              note="with train.weight_decay 0 it trains exactly like additive weight noise (sweep one, not both)",
+              example_factor=0.01),
     ]
 }
 
-SCHEDULES = ("constant", "linear", "cosine")
+TABLES = {"data": DATASETS, "model": MODELS, "noise": NOISE}
+
+
+def fits(entry: Entry, dataset: Entry) -> bool:
+    """Whether a model or noise kind can act on what `dataset` provides."""
+    return not entry.modalities or bool(entry.modalities & dataset.modalities)
+
+
+def noise_kinds_for(dataset_name: str) -> dict[str, float]:
+    """Every noise kind that applies to a dataset, with its example factor (benchmarks iterate this)."""
+    dataset = DATASETS[dataset_name]
+    return {e.name: e.example_factor for e in NOISE.values() if e.name != "none" and fits(e, dataset)}

@@ -269,7 +269,8 @@ def list_(what: Annotated[Optional[str], typer.Argument(help="models | datasets 
         for e in table.values():
             extra = f"  [{e.formula}; factor = {e.factor}]" if name == "noise" else ""
             options = f"  (options: {', '.join(e.options)})" if e.options else ""
-            print(f"  {e.name:<{width}}  {e.summary}{extra}{options}")
+            note = f"  Note: {e.note}." if e.note else ""
+            print(f"  {e.name:<{width}}  {e.summary}{extra}{options}{note}")
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -33,70 +33,84 @@ def opt(default: Any, help: str, *, choices=None, ge=None, gt=None, le=None, lt=
     return field(default=default, metadata=meta)
 
 
-@dataclass
-class DataSpec:
+class KindSection:
+    """A spec section whose keys depend on its `kind` (data, model, noise).
+
+    The fields every kind shares are dataclass fields; the options of the chosen kind
+    (declared, with defaults and help, in its catalog entry) live in `options` and read as
+    attributes: `spec.model.n_layer`. An option not set falls back to its declared default.
+    """
+
+    TABLE: ClassVar[str]  # "data" | "model" | "noise": which catalog table names the kinds
+
+    def __init__(self, **kwargs: Any):  # replaced per class by _with_options
+        raise NotImplementedError
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name == "options":
+            raise AttributeError(name)
+        options = self.__dict__.get("options", {})
+        if name in options:
+            return options[name]
+        entry = catalog.TABLES[self.TABLE].get(self.__dict__.get("kind"))
+        if entry is not None and name in entry.options:
+            return copy.deepcopy(entry.options[name].default)
+        raise AttributeError(f"{self.TABLE} kind {self.__dict__.get('kind')!r} has no option {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in {f.name for f in fields(self)} or name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            self.options[name] = value
+
+
+def _with_options(cls):
+    """Let the constructor take the kind's options as keywords: NoiseSpec(kind='weight', mode=...)."""
+    cls = dataclass(cls)
+    init, names = cls.__init__, {f.name for f in fields(cls)}
+
+    def __init__(self, **kwargs):
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k not in names}
+        init(self, **kwargs)
+        self.options.update(options)
+
+    cls.__init__ = __init__
+    return cls
+
+
+OPTIONS = field(default_factory=dict, metadata={"help": "the kind's own options", "internal": True})
+
+
+@_with_options
+class DataSpec(KindSection):
+    TABLE = "data"
     kind: str = opt("digits", "dataset name (noisecli list datasets)")
     val_fraction: float = opt(0.2, "share of the data held out for validation", gt=0, lt=1)
     train_size: Optional[int] = opt(None, "subsample the training split to this many examples "
                                           "(or token windows' worth of text)", ge=1)
     seed: int = opt(0, "seed of the split and of synthetic data; kept apart from the run's seed "
                        "so every seed of a sweep sees the same data")
-    standardize: bool = opt(True, "scale each input feature to zero mean, unit variance (train statistics)")
-    path: Optional[str] = opt(None, "file for text, npz and csv; folder for hf (relative to the spec file)")
-    column: str = opt("text", "hf: the column that holds the text")
-    block_size: int = opt(64, "context length of text datasets, in characters (or tokens with "
-                              "data.tokenizer)", ge=2)
-    tokenizer: Optional[str] = opt(None, "text, pydoc, hf: a Hugging Face tokenizer, as a local folder or a "
-                                         "name already in the local cache (default: characters)")
-    target: Optional[str] = opt(None, "csv: the label column (default: the last column)")
-    task: str = opt("auto", "csv: auto | classification | regression",
-                    choices=("auto", "classification", "regression"))
-    n_samples: int = opt(1000, "teacher: number of examples", ge=4)
-    n_features: int = opt(20, "teacher: input dimension", ge=1)
-    n_classes: int = opt(0, "teacher: 0 for regression, else the number of classes", ge=0)
-    teacher_hidden: int = opt(32, "teacher: hidden width of the random teacher network", ge=1)
-    label_noise: float = opt(0.5, "teacher: std of the noise on regression targets, or the "
-                                  "temperature of sampled class labels", ge=0)
-    vocab_size: int = opt(16, "markov: number of symbols", ge=2, le=256)
-    n_tokens: int = opt(200_000, "markov: length of the generated text", ge=100)
-    concentration: float = opt(0.3, "markov: Dirichlet concentration of each transition row "
-                                    "(smaller = more predictable)", gt=0)
+    options: dict = OPTIONS
 
 
-@dataclass
-class ModelSpec:
+@_with_options
+class ModelSpec(KindSection):
+    TABLE = "model"
     kind: str = opt("mlp", "model name (noisecli list models)")
-    hidden: list[int] = opt([256, 256], "mlp: hidden layer widths")
-    activation: str = opt("relu", "mlp: relu | gelu | tanh", choices=("relu", "gelu", "tanh"))
-    dropout: float = opt(0.0, "dropout probability (mlp, cnn, gpt)", ge=0, lt=1)
-    channels: list[int] = opt([16, 32], "cnn: channels of each 3x3 conv block")
-    n_layer: int = opt(4, "gpt: transformer blocks", ge=1)
-    n_head: int = opt(4, "gpt: attention heads", ge=1)
-    n_embd: int = opt(128, "gpt: embedding width (a multiple of n_head)", ge=1)
-    bias: bool = opt(False, "gpt: bias in linear and layer-norm layers")
-    path: Optional[str] = opt(None, "hf: a transformers model, as a local folder or a name already in the "
-                                    "local Hugging Face cache (nothing is downloaded)")
-    config: Optional[dict] = opt(None, "hf: build a fresh model from a transformers config instead: "
-                                       "model_type plus that config's keys, e.g. {model_type: gpt2, n_layer: 2}")
-    trust_remote_code: bool = opt(False, "hf: run Python code shipped in the model's folder (never implied)")
+    options: dict = OPTIONS
 
 
-@dataclass
-class NoiseSpec:
+@_with_options
+class NoiseSpec(KindSection):
+    TABLE = "noise"
     kind: str = opt("none", "noise kind (noisecli list noise)")
     factor: float = opt(0.01, "strength; its meaning depends on the kind (noisecli list noise)", ge=0)
     schedule: str = opt("constant", "how the factor changes over training: constant | linear | cosine "
                                     "(decay to 0 at the last step)", choices=catalog.SCHEDULES)
     warmup_steps: int = opt(0, "steps over which the factor ramps up from 0", ge=0)
-    distribution: Optional[str] = opt(None, "input: gaussian (default) | uniform, same std; embedding: "
-                                            "uniform (default, NEFTune) | gaussian", choices=("gaussian", "uniform"))
-    replace_with: str = opt("uniform", "token: draw replacements uniformly or from the training "
-                                       "split's unigram frequencies", choices=("uniform", "unigram"))
-    mode: str = opt("additive", "weight: w + factor*eps (additive) or w * (1 + factor*eps) "
-                                "(multiplicative)", choices=("additive", "multiplicative"))
-    targets: Optional[list[str]] = opt(None, "weight, anticorrelated: parameter-name globs; activation: "
-                                             "module-name globs (default: see noisecli list noise)")
-    gamma: float = opt(0.55, "gradient: the variance decays as factor / (1 + t)^gamma", ge=0)
+    options: dict = OPTIONS
+    # the entry's dotted path for messages: 'noise' for a single mapping, 'noise.N' in a list
+    where: str = field(default="noise", compare=False, repr=False, metadata={"internal": True})
 
 
 @dataclass
@@ -143,6 +157,7 @@ class Spec:
 
 
 SECTIONS = {"data": DataSpec, "model": ModelSpec, "train": TrainSpec, "output": OutputSpec}
+KIND_SECTIONS = {"data": DataSpec, "model": ModelSpec, "noise": NoiseSpec}
 
 
 # --------------------------------------------------------------------------- loading
@@ -344,6 +359,11 @@ def _check_range(value: Any, meta: dict, where: str, problems: list[str]) -> Non
                 return
 
 
+def _public_fields(cls) -> list:
+    """The fields a user may write (not `options`, which holds the kind's own keys, nor `where`)."""
+    return [f for f in fields(cls) if not f.metadata.get("internal")]
+
+
 def _build(cls, raw: Any, where: str, problems: list[str]):
     """Make a dataclass from a mapping: unknown keys, types and ranges checked."""
     if raw is None:
@@ -351,24 +371,66 @@ def _build(cls, raw: Any, where: str, problems: list[str]):
     if not isinstance(raw, dict):
         problems.append(f"{where}: must be a mapping of keys, got {_describe(raw)}")
         return cls()
-    hints = get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
-    kwargs = {}
-    for key, value in raw.items():
-        path = f"{where}.{key}" if where else str(key)
+    if issubclass(cls, KindSection):
+        return _build_kind(cls, raw, where, problems)
+    names = [f.name for f in _public_fields(cls)]
+    for key in raw:
         if key not in names:
             hint = suggest(key, names) or f" (valid keys: {', '.join(names)})"
-            problems.append(f"{path}: unknown key{hint}")
+            problems.append(f"{f'{where}.{key}' if where else key}: unknown key{hint}")
+    return cls(**_typed_fields(cls, raw, where, problems))
+
+
+def _typed_fields(cls, raw: dict, where: str, problems: list[str]) -> dict:
+    """The values of `raw` that are fields of `cls`, each checked against its type and range."""
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in _public_fields(cls)}
+    kwargs = {}
+    for f in (known[k] for k in raw if k in known):  # in the order written, as the messages are
+        path = f"{where}.{f.name}" if where else f.name
+        if is_dataclass(hints[f.name]):
+            kwargs[f.name] = _build(hints[f.name], raw[f.name], path, problems)
             continue
-        f = next(f for f in fields(cls) if f.name == key)
-        if is_dataclass(hints[key]):
-            kwargs[key] = _build(hints[key], value, path, problems)
-            continue
-        converted = _coerce(value, hints[key], path, problems)
+        converted = _coerce(raw[f.name], hints[f.name], path, problems)
         if converted is not MISSING:
             _check_range(converted, f.metadata, path, problems)
-            kwargs[key] = converted
-    return cls(**kwargs)
+            kwargs[f.name] = converted
+    return kwargs
+
+
+def _build_kind(cls, raw: dict, where: str, problems: list[str]):
+    """A data, model or noise section: the shared keys, then the options of its kind, each
+    checked against the kind's own declaration. A key that belongs to another kind says so."""
+    shared = [f.name for f in _public_fields(cls) if f.name != "options"]
+    section = cls(**_typed_fields(cls, {k: v for k, v in raw.items() if k in shared}, where, problems))
+    table = catalog.TABLES[cls.TABLE]
+    entry = table.get(section.kind)
+    owners: dict[str, list[str]] = {}
+    for e in table.values():
+        for name in e.options:
+            owners.setdefault(name, []).append(e.name)
+    for key, value in raw.items():
+        if key in shared:
+            continue
+        path = f"{where}.{key}"
+        if entry is not None and key in entry.options:
+            option = entry.options[key]
+            converted = _coerce(value, option.type, path, problems)
+            if converted is not MISSING:
+                _check_range(converted, vars(option), path, problems)
+                section.options[key] = converted
+        elif key in owners:
+            if entry is not None:  # (with an unknown kind, the kind's own line says what is wrong)
+                problems.append(f"{path}: does not apply to {cls.TABLE} kind {entry.name!r} "
+                                f"(used by {', '.join(owners[key])})")
+        else:
+            names = shared + list(entry.options if entry else [])
+            problems.append(f"{path}: unknown key{suggest(key, names) or ' (valid keys: ' + ', '.join(names) + ')'}")
+    if entry is not None:
+        for name, option in entry.options.items():
+            section.options.setdefault(name, copy.deepcopy(option.default))
+        section.options = {name: section.options[name] for name in entry.options}  # the declared order
+    return section
 
 
 def _check_kind(section: str, kind: str, table: dict, what: str, problems: list[str]) -> bool:
@@ -379,21 +441,6 @@ def _check_kind(section: str, kind: str, table: dict, what: str, problems: list[
     return False
 
 
-def _check_options(section: str, raw: Any, entry: catalog.Entry, cls, problems: list[str]) -> None:
-    """A key that only another kind uses is a mistake: say which kinds use it."""
-    if not isinstance(raw, dict):
-        return
-    owners: dict[str, list[str]] = {}
-    table = {DataSpec: catalog.DATASETS, ModelSpec: catalog.MODELS, NoiseSpec: catalog.NOISE}[cls]
-    for e in table.values():
-        for o in e.options:
-            owners.setdefault(o, []).append(e.name)
-    for key in raw:
-        if key in owners and key not in entry.options:
-            problems.append(f"{section}.{key}: does not apply to {section.split('.')[0]} kind "
-                            f"{entry.name!r} (used by {', '.join(owners[key])})")
-
-
 def spec_from_dict(raw: dict, base_dir: Path | None = None) -> Spec:
     """Validate a raw mapping (already overridden) and return the Spec. Collects every problem."""
     problems: list[str] = []
@@ -402,12 +449,14 @@ def spec_from_dict(raw: dict, base_dir: Path | None = None) -> Spec:
     spec = _build(Spec, {k: v for k, v in raw.items()}, "", problems)
 
     # noise: one mapping, or a list of mappings applied together
-    entries = noise_raw if isinstance(noise_raw, list) else [noise_raw]
+    listed = isinstance(noise_raw, list)
+    entries = noise_raw if listed else [noise_raw]
     noises = []
     for i, entry in enumerate(entries):
-        where = f"noise.{i}" if isinstance(noise_raw, list) else "noise"
-        noises.append(_build(NoiseSpec, entry, where, problems))
-    if isinstance(noise_raw, list) and not noise_raw:
+        noise = _build(NoiseSpec, entry, f"noise.{i}" if listed else "noise", problems)
+        noise.where = f"noise.{i}" if listed else "noise"
+        noises.append(noise)
+    if listed and not noise_raw:
         problems.append("noise: an empty list; write `kind: none` for no noise")
         noises = [NoiseSpec()]
     spec.noise = noises
@@ -418,29 +467,22 @@ def spec_from_dict(raw: dict, base_dir: Path | None = None) -> Spec:
     if not DEVICE_RE.match(spec.device):
         problems.append(f"device: must be auto, cpu, cuda, cuda:N or mps; got {spec.device!r}")
 
-    data_ok = _check_kind("data", spec.data.kind, catalog.DATASETS, "dataset", problems)
-    model_ok = _check_kind("model", spec.model.kind, catalog.MODELS, "model", problems)
-    dataset = catalog.DATASETS.get(spec.data.kind)
-    if data_ok:
-        _check_options("data", raw.get("data"), dataset, DataSpec, problems)
-        _check_data_files(spec, dataset, base_dir, problems)
-        if spec.data.tokenizer is not None:
-            spec.data.tokenizer = _local_folder(spec.data.tokenizer, "data.tokenizer", base_dir or Path.cwd(),
-                                                problems)
-    if model_ok:
+    base = base_dir or Path.cwd()
+    dataset = model = None
+    if _check_kind("data", spec.data.kind, catalog.DATASETS, "dataset", problems):
+        dataset = catalog.DATASETS[spec.data.kind]
+        _resolve_paths(spec.data, "data", dataset, base, problems)
+    if _check_kind("model", spec.model.kind, catalog.MODELS, "model", problems):
         model = catalog.MODELS[spec.model.kind]
-        _check_options("model", raw.get("model"), model, ModelSpec, problems)
-        if data_ok and not (model.modalities & dataset.modalities):
-            fits = [m.name for m in catalog.MODELS.values() if m.modalities & dataset.modalities]
+        _resolve_paths(spec.model, "model", model, base, problems)
+        if dataset is not None and not catalog.fits(model, dataset):
+            fits = [m.name for m in catalog.MODELS.values() if catalog.fits(m, dataset)]
             problems.append(f"model.kind: {model.name!r} cannot read data kind {dataset.name!r} "
                             f"({'/'.join(sorted(dataset.modalities))}); use one of: {', '.join(fits)}")
-        if model.name == "hf":
-            _check_hf(spec, base_dir, problems)
-        if model.name == "gpt" and spec.model.n_embd % spec.model.n_head:
-            problems.append(f"model.n_embd: {spec.model.n_embd} must be a multiple of "
-                            f"model.n_head ({spec.model.n_head})")
-    _check_noise(spec, raw_entries=entries, listed=isinstance(noise_raw, list),
-                 dataset=dataset if data_ok else None, problems=problems)
+    for section, entry, where in ((spec.data, dataset, "data"), (spec.model, model, "model")):
+        if entry is not None and entry.check is not None:
+            entry.check(section, where, spec, problems)
+    _check_noise(spec, dataset, problems)
 
     t = spec.train
     if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
@@ -452,20 +494,26 @@ def spec_from_dict(raw: dict, base_dir: Path | None = None) -> Spec:
     return spec
 
 
-def _check_data_files(spec: Spec, dataset: catalog.Entry, base_dir: Path | None, problems) -> None:
-    if "path" not in dataset.options:
-        return
-    if spec.data.path is None:
-        problems.append(f"data.path: required for data kind {dataset.name!r}")
-        return
-    path = Path(spec.data.path).expanduser()
-    if not path.is_absolute():
-        path = (base_dir or Path.cwd()) / path
-    folder = dataset.name == "hf"  # a `save_to_disk` folder
-    if not (path.is_dir() if folder else path.is_file()):
-        problems.append(f"data.path: {'folder' if folder else 'file'} not found: {path}")
-        return
-    spec.data.path = str(path.resolve())
+def _resolve_paths(section: KindSection, where: str, entry: catalog.Entry, base: Path, problems: list[str]) -> None:
+    """Options that name files or folders, made absolute against the spec file's folder: a
+    `file` or `folder` must exist; a `local` value is a folder or a Hugging Face cache name."""
+    for name, option in entry.options.items():
+        value = section.options.get(name)
+        if option.path is None:
+            continue
+        if option.path == "local":
+            if value is not None:
+                section.options[name] = _local_folder(value, f"{where}.{name}", base, problems)
+            continue
+        if value is None:
+            problems.append(f"{where}.{name}: required for {where} kind {entry.name!r}")
+            continue
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else base / path
+        if not (path.is_dir() if option.path == "folder" else path.is_file()):
+            problems.append(f"{where}.{name}: {option.path} not found: {path}")
+            continue
+        section.options[name] = str(path.resolve())
 
 
 def _local_folder(value: str, where: str, base: Path, problems: list[str]) -> str:
@@ -476,82 +524,50 @@ def _local_folder(value: str, where: str, base: Path, problems: list[str]) -> st
     return resolved
 
 
-def _check_hf(spec: Spec, base_dir: Path | None, problems: list[str]) -> None:
-    """What can be checked without importing transformers; the rest is checked when the model
-    is built, still before anything is written."""
-    m, base = spec.model, base_dir or Path.cwd()
-    config_refused = any(p.startswith(("model.config:", "model.path:")) for p in problems)
-    if m.path is None and m.config is None and not config_refused:
-        problems.append("model.path: model kind 'hf' needs model.path (a local folder or cached name) "
-                        "or model.config (a transformers config to build a fresh model from)")
-    elif m.path is not None and m.config is not None:
-        problems.append("model.config: give model.path (pretrained weights) or model.config (a fresh "
-                        "model), not both")
-    if m.config is not None and not isinstance(m.config.get("model_type"), str):
-        problems.append("model.config.model_type: required, the transformers model type (e.g. gpt2, llama)")
-    if m.path is not None:
-        m.path = _local_folder(m.path, "model.path", base, problems)
-    dataset = catalog.DATASETS.get(spec.data.kind)
-    reads_text = dataset is not None and "tokenizer" in dataset.options  # characters unless told otherwise
-    if m.path is not None and spec.data.tokenizer is None and reads_text:
-        problems.append(f"data.tokenizer: a pretrained model reads the token ids of its own tokenizer, not "
-                        f"characters; set data.tokenizer (usually to model.path, {m.path!r})")
-
-
-def _check_noise(spec: Spec, raw_entries: list, listed: bool, dataset, problems: list[str]) -> None:
+def _check_noise(spec: Spec, dataset: catalog.Entry | None, problems: list[str]) -> None:
     seen: set[str] = set()
-    for i, (noise, raw) in enumerate(zip(spec.noise, raw_entries)):
-        where = f"noise.{i}" if listed else "noise"
+    for noise in spec.noise:
+        where = noise.where
         if not _check_kind(where, noise.kind, catalog.NOISE, "noise kind", problems):
             continue
         entry = catalog.NOISE[noise.kind]
-        _check_options(where, raw, entry, NoiseSpec, problems)
-        if "distribution" in entry.options and noise.distribution is None:
-            noise.distribution = "uniform" if noise.kind == "embedding" else "gaussian"
         if noise.kind in seen:
             problems.append(f"{where}.kind: {noise.kind!r} is listed twice; give it once")
         seen.add(noise.kind)
-        if noise.kind == "token" and noise.factor > 1:
-            problems.append(f"{where}.factor: token noise replaces each token with probability factor; "
-                            f"must be in [0, 1], got {noise.factor}")
         if noise.kind == "none" and len(spec.noise) > 1:
             problems.append(f"{where}.kind: 'none' cannot be combined with other kinds")
-        if dataset is not None and entry.modalities and not (entry.modalities & dataset.modalities):
-            if noise.kind == "input" and catalog.TOKENS in dataset.modalities:
-                problems.append(
-                    f"{where}.kind: 'input' adds Gaussian noise to continuous inputs, but data kind "
-                    f"{dataset.name!r} gives integer token ids (noise of std 0.01 cast back to an id "
-                    "moves about half of them to id-1); use 'token' or 'embedding' instead")
-            else:
-                problems.append(f"{where}.kind: {noise.kind!r} does not apply to data kind "
-                                f"{dataset.name!r} ({'/'.join(sorted(dataset.modalities))})")
+        before = len(problems)
+        if entry.check is not None:
+            entry.check(noise, where, spec, problems)
+        kind_refused = any(p.startswith(f"{where}.kind:") for p in problems[before:])
+        if dataset is not None and not catalog.fits(entry, dataset) and not kind_refused:
+            problems.append(f"{where}.kind: {noise.kind!r} does not apply to data kind "
+                            f"{dataset.name!r} ({'/'.join(sorted(dataset.modalities))})")
 
 
 # --------------------------------------------------------------------------- writing
 
 
-def _section_dict(obj, entry: catalog.Entry | None, table: dict | None) -> dict:
-    """Fields of a section, without the options that only other kinds use."""
-    foreign = set()
-    if table is not None:
-        for e in table.values():
-            foreign |= set(e.options)
-        foreign -= set(entry.options) if entry else set()
-    return {f.name: copy.deepcopy(getattr(obj, f.name)) for f in fields(obj) if f.name not in foreign}
+def _section_dict(obj) -> dict:
+    """A section as the resolved spec writes it: its shared keys, then its kind's options."""
+    out = {f.name: copy.deepcopy(getattr(obj, f.name)) for f in _public_fields(obj)}
+    if isinstance(obj, KindSection):
+        out.update(copy.deepcopy(obj.options))
+    return out
 
 
 def spec_to_dict(spec: Spec) -> dict:
     """The resolved spec, every default filled in; loads back to an equal Spec."""
-    noise = [_section_dict(n, catalog.NOISE.get(n.kind), catalog.NOISE) for n in spec.noise]
+    noise = [_section_dict(n) for n in spec.noise]
     return {
         "name": spec.name,
         "seed": spec.seed,
         "device": spec.device,
-        "data": _section_dict(spec.data, catalog.DATASETS.get(spec.data.kind), catalog.DATASETS),
-        "model": _section_dict(spec.model, catalog.MODELS.get(spec.model.kind), catalog.MODELS),
+        "data": _section_dict(spec.data),
+        "model": _section_dict(spec.model),
         "noise": noise[0] if len(noise) == 1 else noise,
-        "train": _section_dict(spec.train, None, None),
-        "output": _section_dict(spec.output, None, None),
+        "train": _section_dict(spec.train),
+        "output": _section_dict(spec.output),
     }
 
 

@@ -45,19 +45,32 @@ def test_console_script_entry_point_runs(tmp_path):
     assert proc.returncode == 0 and "train" in proc.stdout and "validate" in proc.stdout
 
 
-def test_readme_documents_every_spec_key_and_every_kind():
+def test_the_reference_in_docs_is_generated_from_the_code():
+    """docs/reference.md must be what `python -m noisecli.reference` prints: every key, default
+    and meaning come from the dataclasses and the catalog, so code and docs cannot disagree."""
+    from noisecli.reference import render
+
+    assert (ROOT / "docs" / "reference.md").read_text() == render(), \
+        "docs/reference.md is stale: python -m noisecli.reference > docs/reference.md"
+
+
+def test_the_reference_names_every_key_and_every_kind():
     from dataclasses import fields
 
-    from noisecli.catalog import DATASETS, MODELS, NOISE
-    from noisecli.spec import DataSpec, ModelSpec, NoiseSpec, OutputSpec, Spec, TrainSpec
+    from noisecli.catalog import TABLES
+    from noisecli.reference import render
+    from noisecli.spec import SECTIONS, Spec
 
-    readme = (ROOT / "README.md").read_text()
-    sections = {"": Spec, "data.": DataSpec, "model.": ModelSpec, "noise.": NoiseSpec, "train.": TrainSpec,
-                "output.": OutputSpec}
-    for prefix, cls in sections.items():
+    text = render()
+    for f in fields(Spec):
+        if f.name not in ("data", "model", "noise", "train", "output"):
+            assert f"| `{f.name}` |" in text
+    for section, cls in SECTIONS.items():
         for f in fields(cls):
-            if cls is Spec and f.name in ("data", "model", "noise", "train", "output"):
-                continue
-            assert f"| `{prefix}{f.name}` |" in readme, f"README lacks {prefix}{f.name}"
-    for name in [*DATASETS, *MODELS, *NOISE]:
-        assert f"`{name}`" in readme, name
+            if not f.metadata.get("internal"):
+                assert f"| `{section}.{f.name}` |" in text, f"{section}.{f.name}"
+    for section, table in TABLES.items():
+        for entry in table.values():
+            assert f"### {section}.kind: `{entry.name}`" in text
+            for option in entry.options:
+                assert f"| `{section}.{option}` |" in text

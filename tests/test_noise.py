@@ -44,6 +44,28 @@ def noise_for(spec: NoiseSpec, model, ds, total=100):
 # ---------------------------------------------------------------- shared properties
 
 
+def test_every_noise_kind_in_the_catalog_is_tested_here():
+    from noisecli.catalog import NOISE
+
+    assert set(KINDS) == set(NOISE) - {"none"}
+
+
+def test_a_problem_in_a_list_of_kinds_names_the_entry_by_its_index(tmp_path):
+    """Entry 0 too: 'noise.0.targets', not 'noise.targets' (which names no key of a list)."""
+    spec = write_spec(tmp_path, {**TABLE, "noise": [{"kind": "weight", "targets": ["nothing*"]},
+                                                    {"kind": "activation", "targets": ["nothing*"]}]})
+    for index in (0, 1):
+        with pytest.raises(SpecError) as e:
+            Trainer(load_spec(spec, [f"noise.{1 - index}.targets=null"]), tmp_path / "r", quiet=True).setup()
+        assert e.value.problems[0].startswith(f"noise.{index}.targets: ['nothing*'] match no ")
+
+
+def test_list_noise_says_anti_pgd_without_decay_is_weight_noise(cli):
+    code, out, _ = cli("list", "noise")
+    line = next(x for x in out.splitlines() if x.strip().startswith("anticorrelated"))
+    assert code == 0 and "with train.weight_decay 0 it trains exactly like additive weight noise" in line
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_factor_zero_is_bitwise_none(tmp_path, kind):
     noisy = train_run(kind_spec(tmp_path, kind, factor=0.0), tmp_path / "a")

@@ -73,16 +73,26 @@ def read_sklearn_file(kind: str) -> tuple[np.ndarray, np.ndarray] | None:
     return x, y.astype(np.int64)
 
 
-def load_sklearn(spec: DataSpec) -> Dataset:
-    arrays = read_sklearn_file(spec.kind)
+def _load_sklearn(spec: DataSpec, name: str, image_shape: tuple[int, ...] | None = None) -> Dataset:
+    arrays = read_sklearn_file(name)
     if arrays is None:
         from sklearn import datasets as skd  # bundled files, no download
 
-        loader = {"digits": skd.load_digits, "breast_cancer": skd.load_breast_cancer, "wine": skd.load_wine}
-        bunch = loader[spec.kind]()
+        bunch = getattr(skd, f"load_{name}")()
         arrays = bunch.data, bunch.target
-    shape = (1, 8, 8) if spec.kind == "digits" else None
-    return make_table_dataset(spec, *arrays, "classification", image_shape=shape)
+    return make_table_dataset(spec, *arrays, "classification", image_shape=image_shape)
+
+
+def load_digits(spec: DataSpec) -> Dataset:
+    return _load_sklearn(spec, "digits", image_shape=(1, 8, 8))  # rows are 8x8 images: cnn can read them
+
+
+def load_breast_cancer(spec: DataSpec) -> Dataset:
+    return _load_sklearn(spec, "breast_cancer")
+
+
+def load_wine(spec: DataSpec) -> Dataset:
+    return _load_sklearn(spec, "wine")
 
 
 def _labels(y: np.ndarray, what: str) -> tuple[np.ndarray, str]:

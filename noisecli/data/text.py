@@ -15,17 +15,18 @@ from noisecli.spec import DataSpec, suggest
 def encode(spec: DataSpec, texts: list[str]) -> tuple[list[torch.Tensor], int, dict]:
     """Token ids of each text, the vocabulary size and a note: the sorted characters of all the
     texts by default, or the ids of `data.tokenizer` (a Hugging Face tokenizer, for pretrained
-    `hf` models)."""
-    if spec.tokenizer is None:
+    `hf` models). A kind without a `tokenizer` option (markov) is characters."""
+    tokenizer_name = getattr(spec, "tokenizer", None)
+    if tokenizer_name is None:
         chars = sorted(set().union(*map(set, texts)))
         stoi = {c: i for i, c in enumerate(chars)}
         return [torch.tensor([stoi[c] for c in t], dtype=torch.long) for t in texts], len(chars), {}
     from noisecli.hub import import_transformers, load_local
 
     transformers = import_transformers("data.tokenizer")
-    tokenizer = load_local(transformers.AutoTokenizer, spec.tokenizer, "data.tokenizer")
+    tokenizer = load_local(transformers.AutoTokenizer, tokenizer_name, "data.tokenizer")
     ids = [torch.tensor(tokenizer(t, add_special_tokens=False)["input_ids"], dtype=torch.long) for t in texts]
-    return ids, len(tokenizer), {"tokenizer": spec.tokenizer, "tokens": sum(len(i) for i in ids)}
+    return ids, len(tokenizer), {"tokenizer": tokenizer_name, "tokens": sum(len(i) for i in ids)}
 
 
 def make_text_dataset(spec: DataSpec, text: str, info: dict | None = None, val_text: str | None = None) -> Dataset:
@@ -39,7 +40,7 @@ def make_text_dataset(spec: DataSpec, text: str, info: dict | None = None, val_t
         (train, val), vocab_size, note = encode(spec, [text, val_text])
     block = spec.block_size
     if len(val) <= block or len(train) <= block:
-        unit = "characters" if spec.tokenizer is None else "tokens"
+        unit = "characters" if getattr(spec, "tokenizer", None) is None else "tokens"
         raise SpecError(f"data.block_size: {block} is too long for this text ({len(train)} train and "
                         f"{len(val)} validation {unit}); lower data.block_size"
                         + (" or data.val_fraction" if val_text is None else ""))

@@ -34,7 +34,7 @@ def default_activation_targets(model: nn.Module) -> list[str]:
 class ActivationNoise(Noise):
     def __init__(self, spec: NoiseSpec, ctx: NoiseContext, index: int = 0):
         super().__init__(spec, ctx, index)
-        where = f"noise.{index}" if index else "noise"
+        where = spec.where
         modules = dict(ctx.model.named_modules())
         if spec.targets is None:
             self.names = default_activation_targets(ctx.model)

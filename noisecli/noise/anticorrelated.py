@@ -26,7 +26,7 @@ class AnticorrelatedNoise(Noise):
 
     def __init__(self, spec: NoiseSpec, ctx: NoiseContext, index: int = 0):
         super().__init__(spec, ctx, index)
-        self.params = select_parameters(ctx.model, spec.targets, f"noise.{index}" if index else "noise")
+        self.params = select_parameters(ctx.model, spec.targets, spec.where)
         self.buffer = FlatNoise(self.params)
         self.xi: list[torch.Tensor] | None = None  # the perturbation now in the parameters
         self.z = [torch.empty_like(p) for p in self.params]  # the clean point, valid while xi is set

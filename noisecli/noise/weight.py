@@ -18,8 +18,7 @@ from noisecli.spec import NoiseSpec
 class WeightNoise(Noise):
     def __init__(self, spec: NoiseSpec, ctx: NoiseContext, index: int = 0):
         super().__init__(spec, ctx, index)
-        self.where = f"noise.{index}" if index else "noise"
-        self.params = select_parameters(ctx.model, spec.targets, self.where)
+        self.params = select_parameters(ctx.model, spec.targets, spec.where)
         self.buffer = FlatNoise(self.params)
         self.clean = [torch.empty_like(p) for p in self.params]
         self.perturbed = False
