@@ -131,9 +131,12 @@ def sweep(spec: Annotated[Path, typer.Argument(help="a sweep spec, or a plain sp
 
         sweep_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(sweep_dir / "sweep.json", json.dumps(plan.to_dict(), indent=2, default=str) + "\n")
-        display = SweepDisplay(plan.name, len(points), quiet)
+        from noisecli.signals import StopRequest
+
+        stop = StopRequest()
+        display = SweepDisplay(plan.name, len(points), quiet, stop=stop)
         with display:
-            outcomes = SweepRunner(points, sweep_dir, display, jobs, device_list, fail_fast).run()
+            outcomes = SweepRunner(points, sweep_dir, display, jobs, device_list, fail_fast, stop).run()
         display.summary(outcomes, sweep_dir)
         failed = [o for o in outcomes if o.state in FAILED]
         if failed:

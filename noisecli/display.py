@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import contextmanager
+import signal
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
 from rich.console import Console
 from rich.table import Table
@@ -38,17 +39,35 @@ def metrics_table(rows: list[dict[str, Any]], title: str | None = None) -> Table
     return table
 
 
+class Bar(Protocol):
+    def advance(self) -> None: ...  # one step done
+    def show(self, row: dict) -> None: ...  # an evaluation's row
+
+
+class Display(Protocol):
+    """What a trainer shows, and the only way it shows anything."""
+
+    def note(self, text: str) -> None: ...  # progress news (quiet hides it)
+    def warn(self, text: str) -> None: ...  # damaged files and the like, always on stderr
+    def progress(self, total: int, done: int, name: str) -> AbstractContextManager[Bar]: ...
+    def summary(self, rows: list[dict], classification: bool, path: Path) -> None: ...
+
+
 class _PipeConsole(Console):
     """Stdout whose reader may go away (`noisecli train ... | head`). Rich's answer is to exit on
     the spot, which would leave the run marked `running` with its last steps unsaved; this one
-    goes quiet and raises a flag, and the trainer then saves and stops as it does on a signal."""
+    goes quiet and asks for a stop as SIGPIPE would, and the trainer saves and stops as it does
+    on a signal."""
 
-    stdout_closed = False
+    def __init__(self, *args, stop=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stop = stop
 
     def on_broken_pipe(self) -> None:
         self.quiet = True
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # later writes go nowhere
-        self.stdout_closed = True
+        if self.stop is not None:
+            self.stop.request(signal.SIGPIPE)
 
 
 class _Bar:
@@ -69,17 +88,19 @@ class _Bar:
             self.console.print(text, highlight=False)
 
 
-class TrainDisplay:
-    def __init__(self, quiet: bool = False):
-        self.quiet = quiet
-        self.console = _PipeConsole(highlight=False)
-        if not self.console.is_terminal:  # logs and pipes: wide enough that no column is cut
-            self.console = _PipeConsole(highlight=False, width=130)
-        self.err = Console(stderr=True, highlight=False)
+def _console(stop) -> _PipeConsole:
+    console = _PipeConsole(highlight=False, stop=stop)
+    if not console.is_terminal:  # logs and pipes: wide enough that no column is cut
+        console = _PipeConsole(highlight=False, width=130, stop=stop)
+    return console
 
-    @property
-    def stdout_closed(self) -> bool:
-        return self.console.stdout_closed
+
+class TrainDisplay:
+    """`train` on a terminal, in a log or behind a pipe; `stop` hears when the pipe closes."""
+
+    def __init__(self, quiet: bool = False, stop=None):
+        self.quiet = quiet
+        self.console = _console(stop)
 
     def note(self, text: str) -> None:
         if not self.quiet:
@@ -123,9 +144,9 @@ class SweepDisplay:
     """A sweep's progress: points done / running / failed / left with a time estimate, and a
     bar for each running point. On a pipe, one line per finished point; --quiet, nothing."""
 
-    def __init__(self, name: str, total: int, quiet: bool = False):
+    def __init__(self, name: str, total: int, quiet: bool = False, stop=None):
         self.name, self.total, self.quiet = name, total, quiet
-        self.console = TrainDisplay(quiet).console
+        self.console = _console(stop)
         self.done = self.failed = 0
         self.running: dict[str, Any] = {}
         self._progress = None
@@ -145,10 +166,6 @@ class SweepDisplay:
     def __exit__(self, *exc) -> None:
         if self._progress is not None:
             self._progress.__exit__(*exc)
-
-    @property
-    def stdout_closed(self) -> bool:
-        return self.console.stdout_closed
 
     def _describe(self) -> str:
         left = self.total - self.done - len(self.running)

@@ -1,4 +1,13 @@
-"""The exception types the CLI maps to exit codes (see the contract's table)."""
+"""The exception types the CLI maps to exit codes (see the contract's table).
+
+    NoisecliError                 exit 1 unless a subclass says otherwise
+    |-- BadInput                  exit 2: something a person gave or left is wrong; one line each
+    |   |-- SpecError             a spec key or value, an override, an option, a path
+    |   |-- DamagedFile           a checkpoint, status or metrics file that cannot be read
+    |   `-- RunLocked             another live process holds the run
+    |-- RunError                  exit 1: the run itself failed (diverged, an error in training)
+    `-- Interrupted               exit 128 + N: stopped on signal N after saving its state
+"""
 
 
 class NoisecliError(Exception):
@@ -7,8 +16,8 @@ class NoisecliError(Exception):
     exit_code = 1
 
 
-class SpecError(NoisecliError):
-    """Bad input: a spec key, a value, an override, a path. Exit 2, one line per problem."""
+class BadInput(NoisecliError):
+    """Exit 2, one line per problem, nothing written."""
 
     exit_code = 2
 
@@ -17,7 +26,15 @@ class SpecError(NoisecliError):
         super().__init__("\n".join(self.problems))
 
 
-class RunLocked(SpecError):
+class SpecError(BadInput):
+    """A spec key, a value, an override, a command-line option or a path."""
+
+
+class DamagedFile(BadInput):
+    """A run folder's file that cannot be read (truncated, corrupt, foreign); names the file and the fix."""
+
+
+class RunLocked(BadInput):
     """Another live process holds the run's lock (a sweep skips such a point)."""
 
 

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from noisecli.errors import RunLocked, SpecError
+from noisecli.errors import DamagedFile, RunLocked, SpecError
+from noisecli.spec import dump_yaml as _dump_yaml, read_saved_spec, spec_diff
 
 STATES = ("running", "completed", "failed", "diverged", "interrupted")
 METRIC_COLUMNS = ["epoch", "step", "train_loss", "clean_train_loss", "val_loss", "val_acc", "lr",
@@ -100,10 +101,10 @@ class RunFolder:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as e:
-            raise SpecError(f"{p}: unreadable status file ({e}); delete it to let the run resume "
+            raise DamagedFile(f"{p}: unreadable status file ({e}); delete it to let the run resume "
                             "from its checkpoint") from None
         if not isinstance(status, dict) or status.get("state") not in STATES:
-            raise SpecError(f"{p}: not a noisecli status file; delete it to let the run resume "
+            raise DamagedFile(f"{p}: not a noisecli status file; delete it to let the run resume "
                             "from its checkpoint")
         return status
 
@@ -115,7 +116,7 @@ class RunFolder:
     def read_status_quiet(self) -> dict[str, Any]:
         try:
             return self.read_status()
-        except SpecError:
+        except DamagedFile:
             return {}
 
     # ---------------------------------------------------------------- files
@@ -147,7 +148,7 @@ class RunFolder:
                 try:
                     rows.append(json.loads(line))
                 except ValueError:
-                    raise SpecError(f"{p}:{i}: corrupt line; rerun `noisecli train` on this run "
+                    raise DamagedFile(f"{p}:{i}: corrupt line; rerun `noisecli train` on this run "
                                     "to rewrite it from the checkpoint") from None
         return rows
 
@@ -203,7 +204,7 @@ class RunFolder:
                 warn(f"warning: {problems[0]}; resuming from {p.name} (step {state['step']}) instead")
             return state
         if problems:
-            raise SpecError(problems + [f"no loadable checkpoint in {self.ckpt_dir}: use --restart to start "
+            raise DamagedFile(problems + [f"no loadable checkpoint in {self.ckpt_dir}: use --restart to start "
                                         "over (the damaged run is kept under .archive/)"])
         return None
 
@@ -215,6 +216,63 @@ class RunFolder:
                     p.unlink(missing_ok=True)
                 for p in folder.glob(".*.new*"):
                     p.unlink(missing_ok=True)
+
+    # ---------------------------------------------------------------- claiming a run
+
+    def claim(self, resolved: dict, restart: bool, display) -> tuple[str, dict, dict | None]:
+        """Lock the folder and decide, under the lock: ('fresh' | 'resume' | 'completed', the old
+        status, the checkpoint to resume from). Refuses a run trained with a different spec.
+
+        Deciding under the lock means two processes (sweep workers, shards) never train the same
+        run, and a run another process just completed is not redone. The caller must `release_lock`.
+        """
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.acquire_lock()
+        except OSError as e:
+            raise SpecError(f"--runs-dir: cannot create {self.path}: {e.strerror or e}") from None
+        try:
+            return self._decide(resolved, restart, display)
+        except BaseException:
+            self.release_lock()  # a refusal leaves the folder as it was, unlocked
+            raise
+
+    def _decide(self, resolved: dict, restart: bool, display) -> tuple[str, dict, dict | None]:
+        if restart and (self.exists() or self.ckpt_dir.exists()):
+            self.release_lock()
+            display.note(f"--restart: previous run moved to {self.archive()}")
+            self.path.mkdir(parents=True)
+            self.acquire_lock()
+        self.clean_temporaries()
+        try:
+            status = self.read_status()
+        except DamagedFile as e:  # the checkpoint, not the status file, is what resuming needs
+            display.warn(f"warning: {e.problems[0].split(';')[0]}; rebuilding it from the checkpoint")
+            status = {}
+        state = self.load_checkpoint(warn=display.warn)
+        changed = self.changed_keys(resolved, state)
+        if changed:
+            raise SpecError(f"run {self.name!r} exists with a different spec ({', '.join(changed)}); "
+                            "use --restart to start it over (the old run is kept under "
+                            f"{self.path.parent / '.archive'}) or give it another name (name=NEW)")
+        if status.get("state") == "completed":
+            return "completed", status, state
+        if status.get("state") in ("diverged", "failed"):
+            display.warn(f"note: this run {status['state']} before ({status.get('error')}); resuming from "
+                         "its last good checkpoint repeats that unless the cause is gone")
+        self.write_text("spec.yaml", _dump_yaml(resolved))
+        return ("fresh" if state is None else "resume"), status, state
+
+    def changed_keys(self, resolved: dict, state: dict | None) -> list[str]:
+        """Keys whose value differs from the run's saved spec (name and device aside).
+
+        spec.yaml is the reference; if it is missing or damaged, the copy inside the
+        checkpoint is; with neither there is nothing trained to protect.
+        """
+        old = read_saved_spec(self.path / "spec.yaml")
+        if old is None and state:
+            old = state.get("spec")
+        return spec_diff(old, resolved) if isinstance(old, dict) else []
 
     # ---------------------------------------------------------------- lock
 
@@ -247,10 +305,16 @@ class RunFolder:
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
             return
-        raise SpecError(f"could not take the lock {self.lock_path}")
+        raise RunLocked(f"could not take the lock {self.lock_path}: it keeps changing hands")
 
     def release_lock(self) -> None:
-        self.lock_path.unlink(missing_ok=True)
+        """Remove the lock if this process holds it (never another process's)."""
+        try:
+            holder = json.loads(self.lock_path.read_text())
+        except (OSError, ValueError):
+            return
+        if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+            self.lock_path.unlink(missing_ok=True)
 
     def archive(self) -> Path:
         """Move this run aside (for --restart): nothing trained is deleted."""

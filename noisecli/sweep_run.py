@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from noisecli.errors import Interrupted, RunError, RunLocked, SpecError
+from noisecli.errors import BadInput, Interrupted, RunError, RunLocked
+from noisecli.signals import StopRequest
 from noisecli.spec import Spec, spec_from_dict, spec_to_dict
 
 FAILED = ("failed", "diverged")
@@ -50,9 +51,8 @@ class _PointBar:
 
 
 class PointDisplay:
-    """What a trainer inside a sweep shows: nothing of its own, only progress reports."""
-
-    stdout_closed = False  # it writes nothing; the sweep's own display watches stdout
+    """What a trainer inside a sweep shows (a `display.Display`): nothing of its own, only
+    progress reports to the sweep's screen, and warnings on stderr."""
 
     def __init__(self, report: Callable[[str, int, int], None]):
         self.report = report
@@ -71,11 +71,11 @@ class PointDisplay:
         pass
 
 
-def train_point(spec: Spec, runs_dir: Path, report: Callable[[str, int, int], None]) -> Outcome:
+def train_point(spec: Spec, runs_dir: Path, report: Callable[[str, int, int], None],
+                stop: StopRequest | None = None) -> Outcome:
     from noisecli.trainer import Trainer
 
-    trainer = Trainer(spec, runs_dir, quiet=True)
-    trainer.display = PointDisplay(report)
+    trainer = Trainer(spec, runs_dir, display=PointDisplay(report), stop=stop)
     try:
         trainer.setup()
         if trainer.open_run() == "completed":
@@ -88,7 +88,7 @@ def train_point(spec: Spec, runs_dir: Path, report: Callable[[str, int, int], No
         return Outcome(spec.name, "interrupted", str(e))
     except RunError as e:
         return Outcome(spec.name, trainer.run.read_status_quiet().get("state", "failed"), str(e))
-    except SpecError as e:
+    except BadInput as e:
         return Outcome(spec.name, "failed", "; ".join(e.problems))
     finally:
         trainer.close()
@@ -120,38 +120,28 @@ def _worker(payload: list[dict], runs_dir: str, device: str | None, threads: int
 
 
 class SweepRunner:
+    """Runs the points; a signal, or stdout's reader going away (`noisecli sweep ... | head`),
+    arrives as a request on `stop` (shared with the display) and stops the sweep the same way:
+    running points save, the rest wait for the next run."""
+
     def __init__(self, points: list, runs_dir: Path, display, jobs: int = 1, devices: list[str] | None = None,
-                 fail_fast: bool = False):
+                 fail_fast: bool = False, stop: StopRequest | None = None):
         self.points, self.runs_dir, self.display = points, runs_dir, display
         self.devices = devices or []
         self.jobs = max(jobs, len(self.devices) or 1)
         self.fail_fast = fail_fast
-        self.stop_signal: int | None = None
+        self.stop = stop or StopRequest()
         self.fail_fast_stopped = False
         self.outcomes: list[Outcome] = []
 
-    def _on_signal(self, signum, frame) -> None:
-        self.stop_signal = signum
-
-    def _stopping(self) -> bool:
-        """A signal came, or stdout's reader went away (`noisecli sweep ... | head`), which
-        stops the sweep the same way: running points save, the rest wait for the next run."""
-        if self.stop_signal is None and self.display.stdout_closed:
-            self.stop_signal = signal.SIGPIPE
-        return self.stop_signal is not None
-
     def run(self) -> list[Outcome]:
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
+        with self.stop.catching(second_sigint_stops_now=False):
             if self.jobs == 1 and not self.devices:
                 self._run_here()
             else:
                 self._run_workers()
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-        if self.stop_signal is not None or any(o.state == "interrupted" for o in self.outcomes):
-            raise Interrupted(self.stop_signal or signal.SIGINT,
+        if self.stop.requested or any(o.state == "interrupted" for o in self.outcomes):
+            raise Interrupted(self.stop.signum or signal.SIGINT,
                               "sweep stopped; running points saved their state. Run the same command "
                               "again to resume")
         return self.outcomes
@@ -164,10 +154,10 @@ class SweepRunner:
 
     def _run_here(self) -> None:
         for point in self.points:
-            if self._stopping():
+            if self.stop.requested:
                 return
             self.display.started(point.name)
-            outcome = train_point(point.spec, self.runs_dir, self.display.progress)
+            outcome = train_point(point.spec, self.runs_dir, self.display.progress, self.stop)
             if self._finish(outcome) or outcome.state == "interrupted":
                 return
 
@@ -193,10 +183,10 @@ class SweepRunner:
         pending = len(self.points)
         try:
             while (pending and any(p.is_alive() for p in workers)) or not results.empty():
-                if self._stopping() and not forwarded:
+                if self.stop.requested and not forwarded:
                     forwarded = True
                     # workers save on SIGINT and SIGTERM; Python ignores SIGPIPE, so that one is sent as SIGTERM
-                    forward = signal.SIGTERM if self.stop_signal == signal.SIGPIPE else self.stop_signal
+                    forward = signal.SIGTERM if self.stop.signum == signal.SIGPIPE else self.stop.signum
                     for proc in workers:
                         if proc.is_alive():
                             os.kill(proc.pid, forward)
@@ -216,7 +206,7 @@ class SweepRunner:
                 pending -= 1
                 if self._finish(outcome) and not forwarded:
                     forwarded = True  # fail-fast: the others save and stop
-                    self.stop_signal = None
+                    self.stop.clear()
                     for proc in workers:
                         if proc.is_alive():
                             os.kill(proc.pid, signal.SIGTERM)
@@ -227,7 +217,7 @@ class SweepRunner:
                 if proc.is_alive():
                     proc.kill()
         reported = {o.name for o in self.outcomes}
-        if self.stop_signal is None and not self.fail_fast_stopped:
+        if not self.stop.requested and not self.fail_fast_stopped:
             for p in self.points:  # a worker that died without a word (killed, out of memory)
                 if p.name not in reported:
                     self._finish(Outcome(p.name, "failed", "its worker process died; run the sweep again"))

@@ -2,9 +2,11 @@
 
 Lifecycle (torchtune's): `setup()` builds everything from the spec in memory and raises
 SpecError on bad input before anything is written; `open_run()` claims the run folder
-(fresh, resume or already completed); `train()` runs the loop; the lock is released in
-`close()`. The step never reads a value back to the host: losses and grad norms are
-summed on the device and read once per evaluation.
+through `RunFolder.claim` (fresh, resume or already completed); `train()` runs the loop;
+the lock is released in `close()`. The step never reads a value back to the host: losses
+and grad norms are summed on the device and read once per evaluation. What the user sees
+goes through `display` (a `display.Display`), and why to stop early comes through `stop`
+(a `signals.StopRequest`), so the loop knows neither terminals nor signals.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from torch.nn import functional as F
 
 from noisecli.data import Dataset, load_dataset
 from noisecli.data.batches import Batches
-from noisecli.display import TrainDisplay
+from noisecli.display import Display, TrainDisplay
 from noisecli.errors import Interrupted, RunError, SpecError
 from noisecli.models import build_model
 from noisecli.noise import NoiseContext, build_noises
 from noisecli.runs import RunFolder
-from noisecli.spec import Spec, TrainSpec, dump_yaml, read_saved_spec, spec_diff, spec_to_dict
+from noisecli.signals import StopRequest
+from noisecli.spec import Spec, TrainSpec, spec_to_dict
 
 CHECKPOINT_FORMAT = 2  # 2: the model is the evaluated (clean) one for every kind
 
@@ -69,11 +72,12 @@ def loss_fn(out: torch.Tensor, y: torch.Tensor, task: str, reduction: str = "mea
 
 
 class Trainer:
-    def __init__(self, spec: Spec, runs_dir: Path | str = "runs", quiet: bool = False):
+    def __init__(self, spec: Spec, runs_dir: Path | str = "runs", quiet: bool = False,
+                 display: Display | None = None, stop: StopRequest | None = None):
         self.spec = spec
         self.run = RunFolder(Path(runs_dir) / spec.name)
-        self.display = TrainDisplay(quiet=quiet)
-        self.stop_signal: int | None = None
+        self.stop = stop or StopRequest()
+        self.display = display or TrainDisplay(quiet=quiet, stop=self.stop)
         self._locked = False
 
     # ------------------------------------------------------------------ setup (writes nothing)
@@ -143,67 +147,20 @@ class Trainer:
     # ------------------------------------------------------------------ the run folder
 
     def open_run(self, restart: bool = False) -> str:
-        """Lock the folder, then decide: 'fresh', 'resume' or 'completed'. Refuses a changed spec.
-
-        Everything is decided under the lock, so two processes (sweep workers, shards)
-        never train the same run, and a run another process just completed is not redone.
-        """
-        run = self.run
-        resolved = spec_to_dict(self.spec)
-        try:
-            run.path.mkdir(parents=True, exist_ok=True)
-            run.acquire_lock()
-        except OSError as e:
-            raise SpecError(f"--runs-dir: cannot create {run.path}: {e.strerror or e}") from None
+        """Claim the run folder: 'fresh', 'resume' (state loaded) or 'completed'."""
+        outcome, status, state = self.run.claim(spec_to_dict(self.spec), restart, self.display)
         self._locked = True
-        if restart and (run.exists() or run.ckpt_dir.exists()):
-            run.release_lock()
-            self.display.note(f"--restart: previous run moved to {run.archive()}")
-            run.path.mkdir(parents=True)
-            run.acquire_lock()
-        run.clean_temporaries()
-        try:
-            status = run.read_status()
-        except SpecError as e:  # the checkpoint, not the status file, is what resuming needs
-            self.display.warn(f"warning: {e.problems[0].split(';')[0]}; rebuilding it from the checkpoint")
-            status = {}
-        state = run.load_checkpoint(warn=self.display.warn)
-        changed = self._changed_keys(resolved, state)
-        if changed:
-            raise SpecError(f"run {run.name!r} exists with a different spec ({', '.join(changed)}); "
-                            "use --restart to start it over (the old run is kept under "
-                            f"{run.path.parent / '.archive'}) or give it another name (name=NEW)")
-        if status.get("state") == "completed":
-            return "completed"
-        if status.get("state") in ("diverged", "failed"):
-            self.display.warn(f"note: this run {status['state']} before ({status.get('error')}); resuming from "
-                              "its last good checkpoint repeats that unless the cause is gone")
-        run.write_text("spec.yaml", dump_yaml(resolved))
-        starts = status.get("starts", 0) + 1  # how many times training began or resumed
-        if state is None:
-            run.write_metrics([])
-            run.write_status(state="running", starts=starts, epoch=0, step=0, total_steps=self.total_steps,
-                             steps_per_epoch=self.steps_per_epoch, best_val_loss=None, error=None,
-                             dataset=self.data.info, device=str(self.device), precision=self.precision)
-            return "fresh"
-        self._load_state(state)
-        run.write_metrics(self.rows)  # rows past the checkpoint (a crash after writing them) are dropped
-        run.write_status(state="running", starts=starts, step=self.step, epoch=self.epoch, error=None,
-                         total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
-                         best_val_loss=None if math.isinf(self.best_val) else self.best_val,
-                         dataset=self.data.info, device=str(self.device), precision=self.precision)
-        return "resume"
-
-    def _changed_keys(self, resolved: dict, state: dict | None) -> list[str]:
-        """Keys whose value differs from the run's saved spec (name and device aside).
-
-        spec.yaml is the reference; if it is missing or damaged, the copy inside the
-        checkpoint is; with neither there is nothing trained to protect.
-        """
-        old = read_saved_spec(self.run.path / "spec.yaml")
-        if old is None and state:
-            old = state.get("spec")
-        return spec_diff(old, resolved) if isinstance(old, dict) else []
+        if outcome == "completed":
+            return outcome
+        if state is not None:
+            self._load_state(state)
+        self.run.write_metrics(self.rows)  # rows past the checkpoint (a crash after writing them) are dropped
+        self.run.write_status(state="running", starts=status.get("starts", 0) + 1, step=self.step,
+                              epoch=self.epoch, error=None, total_steps=self.total_steps,
+                              steps_per_epoch=self.steps_per_epoch,
+                              best_val_loss=None if math.isinf(self.best_val) else self.best_val,
+                              dataset=self.data.info, device=str(self.device), precision=self.precision)
+        return outcome
 
     def close(self) -> None:
         if self._locked:
@@ -308,28 +265,13 @@ class Trainer:
         return lr, factors
 
     def train(self) -> dict[str, Any]:
-        handlers = self._catch_signals()
+        """Train to the end (or to a stop request), then mark the run completed."""
         for noise in self.noises:
             noise.attach(self.raw_model)
         self.model.train()
         try:
-            with self.display.progress(self.total_steps, self.step, self.run.name) as bar:
-                tick = time.perf_counter()
-                while self.step < self.total_steps and self.stop_signal is None:
-                    lr, factors = self.train_step()
-                    bar.advance()
-                    if self.step % self.eval_every == 0 or self.step == self.total_steps:
-                        row = self._evaluate(lr, factors, time.perf_counter() - tick)
-                        bar.show(row)
-                        tick = time.perf_counter()
-                    if self.display.stdout_closed:  # `| head` has read enough: stop as SIGPIPE would
-                        self.stop_signal = signal.SIGPIPE
-                if self.stop_signal is not None:
-                    self.elapsed += time.perf_counter() - tick
-                    self.save_checkpoint()
-                    self.run.write_status(state="interrupted", step=self.step, epoch=self.epoch)
-                    raise Interrupted(self.stop_signal, f"state saved at step {self.step} of "
-                                      f"{self.total_steps} in {self.run.path}; run the same command to resume")
+            with self.stop.catching():
+                self._loop()
         except (Interrupted, RunError, SpecError):
             raise
         except KeyboardInterrupt:  # a second Ctrl-C: stop now, the last checkpoint stands
@@ -346,7 +288,6 @@ class Trainer:
         finally:
             for noise in self.noises:
                 noise.detach()
-            self._restore_signals(handlers)
 
         if self.spec.output.checkpoint == "none":
             for p in self.run.ckpt_dir.glob("*.pt"):
@@ -355,6 +296,25 @@ class Trainer:
                                        best_val_loss=self.best_val)
         self.display.summary(self.rows, self.data.task == "classification", self.run.path)
         return status
+
+    def _loop(self) -> None:
+        """step, evaluate every eval_every steps and at the end, checkpoint at each evaluation;
+        on a stop request, save where we are and raise Interrupted."""
+        with self.display.progress(self.total_steps, self.step, self.run.name) as bar:
+            tick = time.perf_counter()
+            while self.step < self.total_steps and not self.stop.requested:
+                lr, factors = self.train_step()
+                bar.advance()
+                if self.step % self.eval_every == 0 or self.step == self.total_steps:
+                    row = self._evaluate(lr, factors, time.perf_counter() - tick)
+                    bar.show(row)
+                    tick = time.perf_counter()
+            if self.stop.requested:
+                self.elapsed += time.perf_counter() - tick
+                self.save_checkpoint()
+                self.run.write_status(state="interrupted", step=self.step, epoch=self.epoch)
+                raise Interrupted(self.stop.signum, f"state saved at step {self.step} of {self.total_steps} "
+                                  f"in {self.run.path}; run the same command to resume")
 
     @torch.no_grad()
     def measure(self, split: str) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -417,27 +377,3 @@ class Trainer:
         self.run.write_status(state="running", step=self.step, epoch=self.epoch, best_val_loss=self.best_val,
                               val_loss=row["val_loss"])
         return row
-
-    # ------------------------------------------------------------------ signals
-
-    def _catch_signals(self) -> dict:
-        """First SIGINT/SIGTERM: finish the step, save, exit 130/143. A second SIGINT: stop now."""
-
-        def handler(signum, frame):
-            if self.stop_signal is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self.stop_signal = signum
-
-        old = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                old[sig] = signal.signal(sig, handler)
-            except ValueError:  # not the main thread: leave signals to the caller
-                pass
-        return old
-
-    @staticmethod
-    def _restore_signals(old: dict) -> None:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-

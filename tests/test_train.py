@@ -28,7 +28,7 @@ def train_run(spec_path, runs, overrides=(), stop_after=None):
         def next_batch():
             calls[0] += 1
             if calls[0] == stop_after:
-                trainer.stop_signal = signal.SIGINT
+                trainer.stop.request(signal.SIGINT)
             return real_next()
 
         trainer.batches.next = next_batch
