@@ -14,8 +14,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from noisecli.spec import DEVICE_RE
-
 from noisecli.errors import Interrupted, NoisecliError, RunError, SpecError
 
 app = typer.Typer(
@@ -104,44 +102,18 @@ def sweep(spec: Annotated[Path, typer.Argument(help="a sweep spec, or a plain sp
           dry_run: Annotated[bool, typer.Option("--dry-run", help="print the expanded plan; run nothing")] = False,
           quiet: QuietOpt = False) -> None:
     """Run every point of a grid of spec keys x seeds; rerunning skips finished points."""
-    from noisecli.sweep import check_existing, load_plan, shard_points
+    from noisecli.sweep import load_plan, parse_devices, plan_text, shard_points
 
     with exit_codes():
         plan = load_plan(spec, grid, seeds, list(overrides or []), name)
         points = shard_points(plan.points, shard)
-        device_list = [d.strip() for d in devices.split(",")] if devices else []
-        bad = [d for d in device_list if not DEVICE_RE.match(d) or d == "auto"]
-        if bad:
-            raise SpecError(f"--devices: {', '.join(map(repr, bad))} is not cpu, cuda, cuda:N or mps")
-        sweep_dir = runs_dir / plan.name
+        device_list = parse_devices(devices)
         if dry_run:
-            print(f"sweep {plan.name}: {len(plan.points)} points ({len(plan.grid)} grid keys x "
-                  f"{len(plan.seeds)} seeds{f', {plan.merged} merged as identical' if plan.merged else ''})"
-                  f"{f'; shard {shard}: {len(points)} points' if shard else ''} -> {sweep_dir}")
-            for p in points:
-                settings = ", ".join(f"{k}={v}" for k, v in p.settings.items())
-                print(f"  {p.name}  ({settings})")
+            print(plan_text(plan, points, shard, runs_dir / plan.name), end="")
             return
-        check_existing(plan, sweep_dir)
-        import json
+        from noisecli.sweep_run import run_sweep
 
-        from noisecli.display import SweepDisplay
-        from noisecli.runs import atomic_write
-        from noisecli.sweep_run import FAILED, SweepRunner
-
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(sweep_dir / "sweep.json", json.dumps(plan.to_dict(), indent=2, default=str) + "\n")
-        from noisecli.signals import StopRequest
-
-        stop = StopRequest()
-        display = SweepDisplay(plan.name, len(points), quiet, stop=stop)
-        with display:
-            outcomes = SweepRunner(points, sweep_dir, display, jobs, device_list, fail_fast, stop).run()
-        display.summary(outcomes, sweep_dir)
-        failed = [o for o in outcomes if o.state in FAILED]
-        if failed:
-            raise RunError(f"{len(failed)} of {len(points)} points failed: {', '.join(o.name for o in failed[:5])}"
-                           f"{', ...' if len(failed) > 5 else ''}")
+        run_sweep(plan, points, runs_dir / plan.name, jobs, device_list, fail_fast, quiet)
 
 
 class Format(str, Enum):
@@ -165,21 +137,7 @@ def report(dirs: Annotated[Optional[list[Path]], typer.Argument(help="run folder
         dirs = list(dirs or [Path("runs")])
         if output is not None and not output.parent.is_dir():
             raise SpecError(f"--output: folder {output.parent} does not exist")
-        single = len(dirs) == 1 and (dirs[0] / "status.json").exists() and fmt != Format.html
-        if single:
-            text = rep.render_single(rep.find_runs(dirs)[0], fmt.value)
-        else:
-            configs, runs = rep.build(dirs)
-            if fmt == Format.table:
-                text = rep.rich_table(configs, runs)
-            elif fmt == Format.md:
-                text = rep.render_markdown(configs, runs)
-            elif fmt == Format.csv:
-                text = rep.render_csv(configs)
-            elif fmt == Format.json:
-                text = rep.render_json(configs, runs)
-            else:
-                text = rep.render_html(configs, runs, f"noisecli report: {', '.join(map(str, dirs))}")
+        text = rep.render(dirs, fmt.value, f"noisecli report: {', '.join(map(str, dirs))}")
         if not isinstance(text, str):  # a rich renderable
             from rich.console import Console
 

@@ -152,8 +152,8 @@ class Spec:
 
     @property
     def noise_label(self) -> str:
-        """The noise kinds joined by '+', as the report names them."""
-        return "+".join(n.kind for n in self.noise)
+        """'input 0.3', 'token+weight 0.1/0.01' or 'none': the one way noise is named."""
+        return noise_label([{"kind": n.kind, "factor": n.factor} for n in self.noise])
 
 
 SECTIONS = {"data": DataSpec, "model": ModelSpec, "train": TrainSpec, "output": OutputSpec}
@@ -569,6 +569,39 @@ def spec_to_dict(spec: Spec) -> dict:
         "train": _section_dict(spec.train),
         "output": _section_dict(spec.output),
     }
+
+
+def noise_entries(d: dict) -> list[dict]:
+    """A resolved spec's noise entries as a list (one mapping, or a list of them)."""
+    noise = d.get("noise", {"kind": "none"})
+    return noise if isinstance(noise, list) else [noise]
+
+
+def noise_parts(entries: list[dict]) -> tuple[str, str]:
+    """('input+weight', '0.1/0.01'): the kinds joined by '+' and their factors by '/'; none has no factor."""
+    kinds = "+".join(str(e.get("kind", "none")) for e in entries)
+    if kinds == "none":
+        return kinds, ""
+    return kinds, "/".join(f"{float(e.get('factor', NoiseSpec.__dataclass_fields__['factor'].default)):g}"
+                           for e in entries)
+
+
+def noise_label(entries: list[dict]) -> str:
+    kinds, factors = noise_parts(entries)
+    return f"{kinds} {factors}".strip()
+
+
+def canonical(d: dict, keep_seed: bool = True) -> dict:
+    """A resolved spec reduced to what shapes the result: without its name and device (a run
+    may move), without the factor of `none` (it cannot matter), and with `keep_seed=False`
+    without its seed (what makes runs of one configuration). Sweeps name points by it, and
+    reports group runs by it."""
+    d = copy.deepcopy(d)
+    for key in ("name", "device") + (() if keep_seed else ("seed",)):
+        d.pop(key, None)
+    entries = [{"kind": "none"} if e.get("kind") == "none" else e for e in noise_entries(d)]
+    d["noise"] = entries[0] if len(entries) == 1 else entries
+    return d
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:

@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 
 from noisecli.errors import SpecError
-from noisecli.spec import (NAME_RE, Spec, apply_overrides, flatten, read_saved_spec, read_yaml, set_dotted,
-                           spec_diff, spec_from_dict, spec_to_dict, suggest)
+from noisecli.spec import (DEVICE_RE, NAME_RE, Spec, apply_overrides, canonical, flatten, read_saved_spec, read_yaml,
+                           set_dotted, spec_diff, spec_from_dict, spec_to_dict, suggest)
 
 SWEEP_KEYS = ("name", "base", "grid", "seeds")
 
@@ -81,74 +81,86 @@ def parse_seeds(value: Any, where: str) -> list[int]:
     raise SpecError(f"{where}: must be a count or a non-empty list of integers, got {value!r}")
 
 
+@dataclass
+class _SweepSource:
+    """What a sweep file (or a plain spec swept by --grid) says, before the command line adds to it."""
+
+    base_raw: dict | None
+    base_dir: Path
+    grid: dict[str, Any]
+    name: Any
+    seeds: Any
+
+
 def load_plan(path: Path | str, grid_options: list[str] | None = None, seeds: str | None = None,
               overrides: list[str] | None = None, name: str | None = None) -> Plan:
     """Read a sweep spec (or a plain spec swept by --grid), validate every point, merge duplicates."""
     path = Path(path)
-    raw = read_yaml(path)
     problems: list[str] = []
-    if is_sweep_file(raw):
-        for key in raw:
-            if key not in SWEEP_KEYS:
-                problems.append(f"{key}: unknown sweep key{suggest(key, SWEEP_KEYS) or ' (valid: ' + ', '.join(SWEEP_KEYS) + ')'}")
-        base = raw.get("base")
-        if isinstance(base, str):
-            base_path = path.parent / base
-            base_raw = read_yaml(base_path) if base_path.exists() else None
-            if base_raw is None:
-                problems.append(f"base: file not found: {base_path}")
-            base_dir = base_path.parent
-        elif isinstance(base, dict):
-            base_raw, base_dir = base, path.parent
-        else:
-            problems.append("base: must be a spec file (relative to this file) or an inline spec mapping"
-                            + ("" if base is None else f", got {base!r}"))
-            base_raw, base_dir = None, path.parent
-        grid = raw.get("grid") or {}
-        if not isinstance(grid, dict):
-            problems.append(f"grid: must be a mapping of dotted keys to lists of values, got {grid!r}")
-            grid = {}
-        sweep_name = raw.get("name", path.stem)
-        seed_value = raw.get("seeds", 1)
-    else:  # a plain spec: the grid comes from --grid
-        base_raw, base_dir, grid = raw, path.parent, {}
-        sweep_name = f"{raw.get('name', path.stem)}-sweep"
-        seed_value = 1
-    grid = dict(grid)
-    for key, values in list(grid.items()):
-        if not isinstance(values, list) or not values:
-            problems.append(f"grid.{key}: must be a non-empty list of values, got {values!r}")
-            grid.pop(key)
-    for text in grid_options or []:
-        try:
-            key, values = parse_grid_option(text)
-            grid[key] = values
-        except SpecError as e:
-            problems += e.problems
+    source = _read_source(read_yaml(path), path, problems)
+    grid = _merge_grid(source.grid, grid_options or [], problems)
     try:
-        seed_list = parse_seeds(seeds if seeds is not None else seed_value, "seeds" if seeds is None else "--seeds")
+        seed_list = parse_seeds(seeds if seeds is not None else source.seeds, "seeds" if seeds is None else "--seeds")
     except SpecError as e:
         problems += e.problems
         seed_list = [0]
-    sweep_name = name or sweep_name
+    sweep_name = name or source.name
     if not isinstance(sweep_name, str) or not NAME_RE.match(sweep_name):
         problems.append(f"name: {sweep_name!r} must be 1-100 letters, digits, '.', '_' or '-', starting with a "
                         "letter or digit (it names a folder under the runs folder)")
-    if "seed" in grid:
-        problems.append("grid.seed: list seeds under `seeds:` (or --seeds), not in the grid")
-    if problems or base_raw is None:
+    if problems or source.base_raw is None:
         raise SpecError(problems)
-    try:
-        base_raw = apply_overrides(base_raw, overrides or [])
-    except SpecError as e:
-        raise SpecError(e.problems) from None
+    base_raw = apply_overrides(source.base_raw, overrides or [])
     plan = Plan(sweep_name, grid, seed_list)
-    _expand(plan, base_raw, base_dir)
+    _expand(plan, base_raw, source.base_dir)
     if any(p.spec.model.kind == "hf" for p in plan.points):
         from noisecli.models.hf import check_hf_models
 
         check_hf_models([p.spec for p in plan.points])
     return plan
+
+
+def _read_source(raw: dict, path: Path, problems: list[str]) -> _SweepSource:
+    if not is_sweep_file(raw):  # a plain spec: the grid comes from --grid
+        return _SweepSource(raw, path.parent, {}, f"{raw.get('name', path.stem)}-sweep", 1)
+    for key in raw:
+        if key not in SWEEP_KEYS:
+            problems.append(f"{key}: unknown sweep key{suggest(key, SWEEP_KEYS) or ' (valid: ' + ', '.join(SWEEP_KEYS) + ')'}")
+    base, base_raw, base_dir = raw.get("base"), None, path.parent
+    if isinstance(base, str):
+        base_path = path.parent / base
+        base_raw = read_yaml(base_path) if base_path.exists() else None
+        if base_raw is None:
+            problems.append(f"base: file not found: {base_path}")
+        base_dir = base_path.parent
+    elif isinstance(base, dict):
+        base_raw = base
+    else:
+        problems.append("base: must be a spec file (relative to this file) or an inline spec mapping"
+                        + ("" if base is None else f", got {base!r}"))
+    grid = raw.get("grid") or {}
+    if not isinstance(grid, dict):
+        problems.append(f"grid: must be a mapping of dotted keys to lists of values, got {grid!r}")
+        grid = {}
+    return _SweepSource(base_raw, base_dir, grid, raw.get("name", path.stem), raw.get("seeds", 1))
+
+
+def _merge_grid(grid: dict, grid_options: list[str], problems: list[str]) -> dict[str, list]:
+    """The file's grid, each value a non-empty list, with --grid options added or replacing."""
+    grid = dict(grid)
+    for key, values in list(grid.items()):
+        if not isinstance(values, list) or not values:
+            problems.append(f"grid.{key}: must be a non-empty list of values, got {values!r}")
+            grid.pop(key)
+    for text in grid_options:
+        try:
+            key, values = parse_grid_option(text)
+            grid[key] = values
+        except SpecError as e:
+            problems += e.problems
+    if "seed" in grid:
+        problems.append("grid.seed: list seeds under `seeds:` (or --seeds), not in the grid")
+    return grid
 
 
 def _expand(plan: Plan, base_raw: dict, base_dir: Path) -> None:
@@ -172,12 +184,11 @@ def _expand(plan: Plan, base_raw: dict, base_dir: Path) -> None:
             except SpecError as e:
                 problems += [f"grid point {label}: {p}" for p in e.problems]
                 continue
-            canon = canonical(spec)
-            key = json.dumps(canon, sort_keys=True, default=str)
+            key = canonical_key(spec)
             if key in seen:
                 plan.merged += 1
                 continue
-            flat = flatten(canon)
+            flat = flatten(json.loads(key))
             relevant = {k: v for k, v in settings.items() if any(f == k or f.startswith(k + ".") for f in flat)}
             spec.name = point_name(relevant, short, seed)
             seen[key] = spec.name
@@ -187,19 +198,13 @@ def _expand(plan: Plan, base_raw: dict, base_dir: Path) -> None:
     names = [p.name for p in plan.points]
     if len(set(names)) != len(names):  # two settings that print alike: fall back to a hash suffix
         for p in plan.points:
-            digest = hashlib.sha1(json.dumps(canonical(p.spec), sort_keys=True, default=str).encode()).hexdigest()
+            digest = hashlib.sha1(canonical_key(p.spec).encode()).hexdigest()
             p.name = p.spec.name = f"{p.name[:90]}_{digest[:8]}"
 
 
-def canonical(spec: Spec) -> dict:
-    """The resolved spec without its name, and without settings that cannot matter."""
-    d = spec_to_dict(spec)
-    d.pop("name")
-    d.pop("device")
-    entries = d["noise"] if isinstance(d["noise"], list) else [d["noise"]]
-    entries = [{"kind": "none"} if e["kind"] == "none" else e for e in entries]
-    d["noise"] = entries[0] if len(entries) == 1 else entries
-    return d
+def canonical_key(spec: Spec) -> str:
+    """Points with equal keys would train the same thing (the factor of `none` cannot matter)."""
+    return json.dumps(canonical(spec_to_dict(spec)), sort_keys=True, default=str)
 
 
 def _short_names(keys: list[str]) -> dict[str, str]:
@@ -253,3 +258,22 @@ def shard_points(points: list[Point], shard: str | None) -> list[Point]:
         raise SpecError(f"--shard: must be K/N with 1 <= K <= N (e.g. 2/4), got {shard!r}")
     k, n = int(m.group(1)), int(m.group(2))
     return points[k - 1::n]
+
+
+def parse_devices(text: str | None) -> list[str]:
+    """--devices cuda:0,cuda:1 -> ['cuda:0', 'cuda:1']."""
+    devices = [d.strip() for d in text.split(",")] if text else []
+    bad = [d for d in devices if not DEVICE_RE.match(d) or d == "auto"]
+    if bad:
+        raise SpecError(f"--devices: {', '.join(map(repr, bad))} is not cpu, cuda, cuda:N or mps")
+    return devices
+
+
+def plan_text(plan: Plan, points: list[Point], shard: str | None, sweep_dir: Path) -> str:
+    """What --dry-run prints: the plan's size, then one line per point with its settings."""
+    merged = f", {plan.merged} merged as identical" if plan.merged else ""
+    sharded = f"; shard {shard}: {len(points)} points" if shard else ""
+    lines = [f"sweep {plan.name}: {len(plan.points)} points ({len(plan.grid)} grid keys x {len(plan.seeds)} "
+             f"seeds{merged}){sharded} -> {sweep_dir}"]
+    lines += [f"  {p.name}  ({', '.join(f'{k}={v}' for k, v in p.settings.items())})" for p in points]
+    return "\n".join(lines) + "\n"

@@ -166,56 +166,70 @@ class SweepRunner:
 
         ctx = mp.get_context("spawn")  # torch and fork do not mix
         tasks, results, progress = ctx.Queue(), ctx.Queue(), ctx.Queue()
-        payload = [spec_to_dict(p.spec) for p in self.points]
-        for i in range(len(self.points)):
-            tasks.put(i)
-        workers = []
-        n_workers = min(self.jobs, len(self.points))
-        threads = max(1, (os.cpu_count() or 1) // n_workers)
-        for w in range(n_workers):
-            device = self.devices[w % len(self.devices)] if self.devices else None
-            workers.append(ctx.Process(target=_worker, args=(payload, str(self.runs_dir), device, threads, tasks,
-                                                             results, progress), daemon=False))
-            tasks.put(None)
-        for proc in workers:
-            proc.start()
-        forwarded = False
-        pending = len(self.points)
+        workers = self._start_workers(ctx, tasks, results, progress)
         try:
-            while (pending and any(p.is_alive() for p in workers)) or not results.empty():
-                if self.stop.requested and not forwarded:
-                    forwarded = True
-                    # workers save on SIGINT and SIGTERM; Python ignores SIGPIPE, so that one is sent as SIGTERM
-                    forward = signal.SIGTERM if self.stop.signum == signal.SIGPIPE else self.stop.signum
-                    for proc in workers:
-                        if proc.is_alive():
-                            os.kill(proc.pid, forward)
-                while True:
-                    try:
-                        name, done, total = progress.get_nowait()
-                    except queue.Empty:
-                        break
-                    self.display.progress(name, done, total)
-                try:
-                    kind, name, outcome = results.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                if kind == "start":
-                    self.display.started(name)
-                    continue
-                pending -= 1
-                if self._finish(outcome) and not forwarded:
-                    forwarded = True  # fail-fast: the others save and stop
-                    self.stop.clear()
-                    for proc in workers:
-                        if proc.is_alive():
-                            os.kill(proc.pid, signal.SIGTERM)
-                    self.fail_fast_stopped = True
+            self._follow(workers, results, progress)
         finally:
             for proc in workers:
                 proc.join(timeout=120)
                 if proc.is_alive():
                     proc.kill()
+        self._account_for_the_rest()
+
+    def _start_workers(self, ctx, tasks, results, progress) -> list:
+        payload = [spec_to_dict(p.spec) for p in self.points]
+        for i in range(len(self.points)):
+            tasks.put(i)
+        n_workers = min(self.jobs, len(self.points))
+        # each worker gets its share of the cores: N workers x all cores each oversubscribes the CPU
+        threads = max(1, (os.cpu_count() or 1) // n_workers)
+        workers = []
+        for w in range(n_workers):
+            device = self.devices[w % len(self.devices)] if self.devices else None
+            workers.append(ctx.Process(target=_worker, args=(payload, str(self.runs_dir), device, threads, tasks,
+                                                             results, progress), daemon=False))
+            tasks.put(None)  # one stop marker per worker, after the points
+        for proc in workers:
+            proc.start()
+        return workers
+
+    def _signal_workers(self, workers: list, signum: int) -> None:
+        for proc in workers:
+            if proc.is_alive():
+                os.kill(proc.pid, signum)
+
+    def _follow(self, workers: list, results, progress) -> None:
+        """Show the workers' progress and record their outcomes until every point is reported
+        or every worker is gone; pass a stop request on to them once."""
+        forwarded = False
+        pending = len(self.points)
+        while (pending and any(p.is_alive() for p in workers)) or not results.empty():
+            if self.stop.requested and not forwarded:
+                forwarded = True
+                # workers save on SIGINT and SIGTERM; Python ignores SIGPIPE, so that one is sent as SIGTERM
+                self._signal_workers(workers, signal.SIGTERM if self.stop.signum == signal.SIGPIPE
+                                     else self.stop.signum)
+            while True:
+                try:
+                    name, done, total = progress.get_nowait()
+                except queue.Empty:
+                    break
+                self.display.progress(name, done, total)
+            try:
+                kind, name, outcome = results.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if kind == "start":
+                self.display.started(name)
+                continue
+            pending -= 1
+            if self._finish(outcome) and not forwarded:
+                forwarded = True  # fail-fast: the others save and stop
+                self.stop.clear()
+                self._signal_workers(workers, signal.SIGTERM)
+                self.fail_fast_stopped = True
+
+    def _account_for_the_rest(self) -> None:
         reported = {o.name for o in self.outcomes}
         if not self.stop.requested and not self.fail_fast_stopped:
             for p in self.points:  # a worker that died without a word (killed, out of memory)
@@ -225,3 +239,29 @@ class SweepRunner:
             self.outcomes = [o for o in self.outcomes if o.state != "interrupted"] + \
                             [Outcome(o.name, "stopped", "stopped by --fail-fast; resumes on the next run")
                              for o in self.outcomes if o.state == "interrupted"]
+
+def run_sweep(plan, points: list, sweep_dir: Path, jobs: int, devices: list[str], fail_fast: bool,
+              quiet: bool) -> list[Outcome]:
+    """Run a sweep's points under `sweep_dir` with its screen; RunError if any point failed.
+
+    A point folder trained with other settings is refused before anything runs; the plan is
+    written to sweep.json."""
+    import json
+
+    from noisecli.display import SweepDisplay
+    from noisecli.runs import atomic_write
+    from noisecli.sweep import check_existing
+
+    check_existing(plan, sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(sweep_dir / "sweep.json", json.dumps(plan.to_dict(), indent=2, default=str) + "\n")
+    stop = StopRequest()
+    display = SweepDisplay(plan.name, len(points), quiet, stop=stop)
+    with display:
+        outcomes = SweepRunner(points, sweep_dir, display, jobs, devices, fail_fast, stop).run()
+    display.summary(outcomes, sweep_dir)
+    failed = [o for o in outcomes if o.state in FAILED]
+    if failed:
+        raise RunError(f"{len(failed)} of {len(points)} points failed: {', '.join(o.name for o in failed[:5])}"
+                       f"{', ...' if len(failed) > 5 else ''}")
+    return outcomes

@@ -134,9 +134,8 @@ class Trainer:
                      f"context {d.block_size}")
         else:
             sizes = f"{d.x_train.shape[0]:,} train / {d.x_val.shape[0]:,} val examples, {d.task}"
-        noise = " + ".join(n.kind if n.kind == "none" else f"{n.kind} {n.factor:g}" for n in spec.noise)
         return (f"{self.run.name}: {d.name} ({sizes}); {spec.model.kind} "
-                f"({sum(p.numel() for p in self.params):,} parameters); noise {noise}; "
+                f"({sum(p.numel() for p in self.params):,} parameters); noise {spec.noise_label}; "
                 f"{self.device.type} {self.precision}; {self.total_steps:,} steps")
 
     def _reset_interval(self) -> None:

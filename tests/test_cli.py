@@ -8,7 +8,7 @@ from tests.conftest import ROOT, run_process, write_spec
 
 def test_validate_ok_and_bad(cli, tiny_spec, tmp_path):
     code, out, _ = cli("validate", tiny_spec)
-    assert code == 0 and out.startswith(f"ok: {tiny_spec} (run 'tiny': data digits, model mlp, noise input)")
+    assert code == 0 and out.startswith(f"ok: {tiny_spec} (run 'tiny': data digits, model mlp, noise input 0.3)")
     code, out, _ = cli("validate", tiny_spec, "--show")
     assert "factor: 0.3" in out and "epochs: 3" in out
     bad = write_spec(tmp_path, {"data": {"kind": "digit"}, "train": {"lr": "x"}}, "bad.yaml")

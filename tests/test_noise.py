@@ -455,7 +455,7 @@ def test_a_list_of_kinds_applies_each(tmp_path):
     combo = train_run(spec, tmp_path / "c")
     only_input = train_run(spec, tmp_path / "i", ["noise.1.factor=0"])
     assert untimed(combo.rows) != untimed(only_input.rows)
-    assert combo.spec.noise_label == "input+weight"
+    assert combo.spec.noise_label == "input+weight 0.3/0.05"
 
 
 def test_embedding_defaults_to_neftunes_uniform_and_input_to_gaussian():

@@ -1,0 +1,262 @@
+"""Reports, layer 3: configurations and their statistics rendered as a terminal table,
+Markdown, CSV, JSON or an HTML page with plots; and one run's own table."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from typing import Any
+
+from noisecli.errors import SpecError
+from noisecli.report.load import Config, Run, factor_value
+
+CSV_COLUMNS = ["noise", "factor", "n", "val_loss_mean", "val_loss_std", "best_val_loss_mean", "best_val_loss_std",
+               "clean_train_loss_mean", "gap_mean", "val_acc_mean", "delta_vs_none", "delta_ci_low",
+               "delta_ci_high", "paired", "p_value", "p_adjusted", "significant", "delta_best_vs_none",
+               "delta_best_ci_low", "delta_best_ci_high", "best_p_value", "best_p_adjusted", "best_significant",
+               "best_in_kind", "best_overall", "config"]
+def _f(v: Any, fmt: str = ".4f") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return format(v, fmt)
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{_f(mean)} ± {_f(std)}" if not math.isnan(std) else _f(mean)
+
+
+def _delta_text(s: dict, best: bool = False) -> str:
+    key, low, high, mark = (("delta_best_vs_none", "delta_best_ci_low", "delta_best_ci_high", "best_significant")
+                            if best else ("delta_vs_none", "delta_ci_low", "delta_ci_high", "significant"))
+    if s[key] is None:
+        return "baseline" if s.get("baseline") else "-"
+    ci = "" if s[low] is None or math.isnan(s[low]) else f" [{s[low]:+.4f}, {s[high]:+.4f}]"
+    return f"{s[key]:+.4f}{ci}{' *' if s[mark] else ''}"
+
+
+def table_rows(configs: list[Config]) -> tuple[list[str], list[list[str]]]:
+    has_acc = any(c.stats["val_acc_mean"] is not None for c in configs)
+    has_extra = any(c.extra for c in configs)
+    header = ["noise", "factor"] + (["config"] if has_extra else []) + \
+             ["n", "val loss", "best val", "clean train", "gap"] + (["val acc"] if has_acc else []) + \
+             ["Δ vs none [95% CI]", "Δ best val vs none", "best"]
+    rows = []
+    for c in configs:
+        s = c.stats
+        mark = "overall" if s["best_overall"] else ("kind" if s["best_in_kind"] else "")
+        rows.append([c.noise, c.factor or "-"] + ([c.extra] if has_extra else []) +
+                    [str(s["n"]), _pm(s["val_loss_mean"], s["val_loss_std"]),
+                     _pm(s["best_val_loss_mean"], s["best_val_loss_std"]), _f(s["clean_train_loss_mean"]),
+                     _f(s["gap_mean"], "+.4f")] + ([_f(s["val_acc_mean"], ".3f")] if has_acc else []) +
+                    [_delta_text(s), _delta_text(s, best=True), mark])
+    return header, rows
+
+
+def excluded_lines(runs: list[Run]) -> list[str]:
+    lines = [f"{r.path}: {r.state}{': ' + r.error if r.error else ''}" for r in runs if r.state != "completed"]
+    dups = sum(r.state == "duplicate" for r in runs)
+    if dups:
+        lines.insert(0, f"{dups} duplicate run{'s' if dups > 1 else ''} set aside (each seed counts once per "
+                        "configuration)")
+    return lines
+
+
+LEGEND = ("val loss: final validation loss, mean ± std over seeds (each seed counted once). "
+          "gap: val - clean train loss. "
+          "Δ vs none: difference in mean final val loss against the no-noise configuration of the same base "
+          "('none', else a kind at factor 0, which trains exactly like none), "
+          "with a plain 95 % t-interval (paired by seed where the seeds match, Welch's otherwise). "
+          "* where the p of that test, Holm-adjusted over all comparisons against the same baseline, is below "
+          "0.05 (so an interval may exclude 0 without a star when many configurations are compared). "
+          "Δ best val: the same for each run's best val loss, which says whether the noise reached a better "
+          "optimum or only held on to one longer (what early stopping also buys). "
+          "best: lowest mean val loss overall, or for its noise kind.")
+
+
+def render_markdown(configs: list[Config], runs: list[Run]) -> str:
+    header, rows = table_rows(configs)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for c, r in zip(configs, rows):
+        cells = []
+        for x in r:
+            star = x.endswith(" *")  # escaped and outside the bold: `***` is not read as the star by CommonMark
+            x = x.removesuffix(" *")
+            cells.append((f"**{x}**" if c.stats["best_overall"] and x else x) + (" \\*" if star else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    out = "\n".join(lines) + "\n\n" + LEGEND + "\n"
+    excluded = excluded_lines(runs)
+    if excluded:
+        out += "\nNot in the statistics:\n" + "".join(f"- {line}\n" for line in excluded)
+    return out
+
+
+def render_csv(configs: list[Config]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for c in configs:
+        s = {**c.stats, "noise": c.noise, "factor": c.factor, "config": c.extra}
+        w.writerow(["" if s[k] is None or (isinstance(s[k], float) and math.isnan(s[k])) else s[k]
+                    for k in CSV_COLUMNS])
+    return buf.getvalue()
+
+
+def render_json(configs: list[Config], runs: list[Run]) -> str:
+    def clean(v):
+        return None if isinstance(v, float) and math.isnan(v) else v
+
+    return json.dumps({
+        "configs": [{"noise": c.noise, "factor": c.factor, "config": c.extra,
+                     **{k: clean(v) for k, v in c.stats.items()},
+                     "runs": [{"path": str(r.path), "seed": r.seed, "val_loss": r.final["val_loss"],
+                               "best_val_loss": r.best_val} for r in c.runs]} for c in configs],
+        "excluded": [{"path": str(r.path), "state": r.state, "error": r.error} for r in runs
+                     if r.state != "completed"],
+        "duplicates": sum(r.state == "duplicate" for r in runs),
+    }, indent=2) + "\n"
+
+
+def rich_table(configs: list[Config], runs: list[Run]):
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    header, rows = table_rows(configs)
+    table = Table(title="noise comparison", title_justify="left", show_lines=True)
+    for h in header:
+        table.add_column(h, justify="left" if h in ("noise", "config", "best") else "right")
+    deltas = [i for i, h in enumerate(header) if h.startswith("Δ")]
+    for c, r in zip(configs, rows):
+        style = "bold green" if c.stats["best_overall"] else ("bold" if c.stats["best_in_kind"] else None)
+        r = [x.replace(" [", "\n[") if i in deltas else x for i, x in enumerate(r)]  # narrow: CI below
+        table.add_row(*r, style=style)
+    parts = [table, Text(LEGEND, style="dim")]
+    excluded = excluded_lines(runs)
+    if excluded:
+        parts.append(Text("Not in the statistics:\n" + "\n".join("  " + e for e in excluded)))
+    return Group(*parts)
+
+
+# --------------------------------------------------------------------------- plots and html
+
+
+def plots(configs: list[Config]) -> dict[str, str]:
+    """Two PNGs as base64: val loss against factor per kind (error bars), and loss curves."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = {}
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for c in configs:
+        if c.noise == "none":
+            m, s = c.stats["val_loss_mean"], c.stats["val_loss_std"]
+            ax.axhline(m, color="black", linestyle="--", label=f"none{' ' + c.extra if c.extra else ''}")
+            if not math.isnan(s):
+                ax.axhspan(m - s, m + s, color="black", alpha=0.08)
+    kinds: dict[str, list[Config]] = {}
+    for c in configs:
+        if c.noise != "none":
+            kinds.setdefault(f"{c.noise}{' ' + c.extra if c.extra else ''}", []).append(c)
+    for label, cs in kinds.items():
+        cs = sorted(cs, key=lambda c: factor_value(c.factor))
+        ax.errorbar([factor_value(c.factor) for c in cs], [c.stats["val_loss_mean"] for c in cs],
+                    yerr=[0 if math.isnan(c.stats["val_loss_std"]) else c.stats["val_loss_std"] for c in cs],
+                    marker="o", capsize=3, label=label)
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlabel("noise factor")
+    ax.set_ylabel("final val loss (mean ± std over seeds)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    out["factor"] = _png(fig, plt, base64, io)
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for c in configs:
+        steps = [r["step"] for r in c.runs[0].rows]
+        curves = [[row["val_loss"] for row in r.rows] for r in c.runs if len(r.rows) == len(steps)]
+        mean = [statistics.fmean(v) for v in zip(*curves)]
+        line, = ax.plot(steps, mean, label=c.label, linewidth=2.2 if c.noise == "none" else 1.2)
+        train = [[row["clean_train_loss"] for row in r.rows] for r in c.runs if len(r.rows) == len(steps)]
+        ax.plot(steps, [statistics.fmean(v) for v in zip(*train)], color=line.get_color(), linestyle=":",
+                linewidth=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("val loss (solid), clean train loss (dotted)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    out["curves"] = _png(fig, plt, base64, io)
+    return out
+
+
+def _png(fig, plt, base64, io) -> str:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def render_html(configs: list[Config], runs: list[Run], title: str) -> str:
+    from html import escape
+
+    header, rows = table_rows(configs)
+    images = plots(configs) if configs else {}
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join(
+        f"<tr class='{'best' if c.stats['best_overall'] else ('kind' if c.stats['best_in_kind'] else '')}'>"
+        + "".join(f"<td>{escape(x)}</td>" for x in r) + "</tr>" for c, r in zip(configs, rows))
+    excluded = "".join(f"<li>{escape(e)}</li>" for e in excluded_lines(runs))
+    imgs = "".join(f"<figure><img alt='{k}' src='data:image/png;base64,{v}'></figure>" for k, v in images.items())
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; font-variant-numeric: tabular-nums; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }}
+tr.best {{ background: #d9f2d9; font-weight: bold; }} tr.kind {{ font-weight: bold; }}
+p.legend {{ color: #555; max-width: 60em; }} figure {{ display: inline-block; margin: 1em 1em 0 0; }}
+</style></head><body>
+<h1>{escape(title)}</h1>
+<table><tr>{head}</tr>{body}</table>
+<p class="legend">{escape(LEGEND)}</p>
+{f'<h2>Not in the statistics</h2><ul>{excluded}</ul>' if excluded else ''}
+{imgs}
+</body></html>
+"""
+
+
+def render_single(run: Run, fmt: str):
+    """One run: its per-evaluation table."""
+    from noisecli.display import metrics_table
+
+    if run.state == "unreadable":
+        raise SpecError(f"report: {run.path}: unreadable run ({run.error})")
+    status = f"{run.path}: {run.state}{' (' + run.error + ')' if run.error else ''}"
+    if fmt == "json":
+        return json.dumps({"path": str(run.path), "state": run.state, "rows": run.rows}, indent=2) + "\n"
+    if fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        cols = list(dict.fromkeys(k for r in run.rows for k in r))
+        w = csv.DictWriter(buf, cols, lineterminator="\n")
+        w.writeheader()
+        w.writerows(run.rows)
+        return buf.getvalue()
+    if fmt == "md":
+        cols = list(dict.fromkeys(k for r in run.rows for k in r))
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(_f(r.get(c), ".4g") if isinstance(r.get(c), float) else str(r.get(c, "-"))
+                                    for c in cols) + " |" for r in run.rows]
+        return status + "\n\n" + "\n".join(lines) + "\n"
+    return metrics_table(run.rows, title=status)

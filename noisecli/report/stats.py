@@ -1,0 +1,145 @@
+"""Reports, layer 2: statistics over configurations.
+
+Each configuration is compared with the baseline of its base (its `none` configuration,
+else one at factor 0): the difference of mean final val loss, and of mean best val loss,
+with a plain 95 % t-interval, paired by seed where both have the same seeds, Welch's
+otherwise, and the p of the same test. p values are Holm-adjusted over the comparisons
+against one baseline; a comparison is significant where the adjusted p is below ALPHA.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from noisecli.report.load import Config, factor_is_zero
+
+ALPHA = 0.05  # intervals are 95 %; a comparison is significant where its Holm-adjusted p is below this
+
+
+def t975(df: float) -> float:
+    """The 0.975 quantile of Student's t with `df` (possibly fractional) degrees of freedom."""
+    if math.isnan(df) or df <= 0:
+        return math.nan
+    from scipy.stats import t
+
+    return float(t.ppf(1 - ALPHA / 2, df))
+
+
+def _two_sided_p(mean: float, se: float, df: float) -> float:
+    """The two-sided p of a t statistic mean/se; with no spread at all, 0 for a nonzero mean, 1 for zero."""
+    if se == 0:
+        return 1.0 if mean == 0 else 0.0
+    from scipy.stats import t
+
+    return float(2 * t.sf(abs(mean / se), df))
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+@dataclass
+class Comparison:
+    """A configuration against its baseline: the difference of means, its 95 % t-interval and
+    the p of the same test (paired t where the seeds match, Welch's t otherwise)."""
+
+    delta: float
+    low: float
+    high: float
+    paired: bool
+    p: float
+
+
+def delta_ci(cfg: dict[int, float], none: dict[int, float]) -> Comparison:
+    """cfg minus none in mean value, keyed by seed."""
+    common = sorted(set(cfg) & set(none))
+    if len(common) >= 2 and len(common) == len(cfg) == len(none):
+        diffs = [cfg[s] - none[s] for s in common]
+        mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+        se, df = sd / math.sqrt(len(diffs)), len(diffs) - 1
+        half = t975(df) * se
+        return Comparison(mean, mean - half, mean + half, True, _two_sided_p(mean, se, df))
+    a, b = list(cfg.values()), list(none.values())
+    delta = statistics.fmean(a) - statistics.fmean(b)
+    if len(a) < 2 or len(b) < 2:
+        return Comparison(delta, math.nan, math.nan, False, math.nan)
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if va + vb == 0:
+        return Comparison(delta, delta, delta, False, _two_sided_p(delta, 0.0, 1))
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))  # Welch-Satterthwaite
+    se = math.sqrt(va + vb)
+    half = t975(df) * se
+    return Comparison(delta, delta - half, delta + half, False, _two_sided_p(delta, se, df))
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment (controls the family-wise error rate); NaN stays NaN."""
+    order = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
+    m, running = len(order), 0.0
+    adjusted = [math.nan] * len(pvalues)
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def analyze(configs: list[Config]) -> None:
+    for c in configs:
+        finals = [r.final for r in c.runs]
+        vm, vs = _mean_std([r["val_loss"] for r in finals])
+        bm, bs = _mean_std([r.best_val for r in c.runs])
+        accs = [r["val_acc"] for r in finals if "val_acc" in r]
+        c.stats = {
+            "n": len(c.runs), "val_loss_mean": vm, "val_loss_std": vs, "best_val_loss_mean": bm,
+            "best_val_loss_std": bs,
+            "clean_train_loss_mean": _mean_std([r["clean_train_loss"] for r in finals])[0],
+            "gap_mean": _mean_std([r["val_loss"] - r["clean_train_loss"] for r in finals])[0],
+            "val_acc_mean": _mean_std(accs)[0] if accs else None,
+            "delta_vs_none": None, "delta_ci_low": None, "delta_ci_high": None, "paired": None,
+            "p_value": None, "p_adjusted": None, "significant": None, "delta_best_vs_none": None,
+            "delta_best_ci_low": None, "delta_best_ci_high": None, "best_p_value": None,
+            "best_p_adjusted": None, "best_significant": None,
+            "best_in_kind": False, "best_overall": False, "baseline": False,
+        }
+    # the baseline of a base: its `none` configuration, else one whose factors are all 0 (a
+    # kind at factor 0 trains bitwise like `none`, so a grid of factors 0, 0.1, ... has one)
+    nones = {c.base: c for c in configs if c.noise == "none"}
+    for c in configs:
+        if c.base not in nones and c.factor and all(factor_is_zero(f) for f in c.factor.split("/")):
+            nones[c.base] = c
+    for c in nones.values():
+        c.stats["baseline"] = True
+    for c in configs:
+        none = nones.get(c.base)
+        if none is None or none is c:
+            continue
+        final = delta_ci({r.seed: r.final["val_loss"] for r in c.runs},
+                         {r.seed: r.final["val_loss"] for r in none.runs})
+        c.stats.update(delta_vs_none=final.delta, delta_ci_low=final.low, delta_ci_high=final.high,
+                       paired=final.paired, p_value=final.p)
+        # the same for each run's best val loss: does the noise reach a better optimum, or
+        # only hold on to it longer (what early stopping would also buy)?
+        best = delta_ci({r.seed: r.best_val for r in c.runs}, {r.seed: r.best_val for r in none.runs})
+        c.stats.update(delta_best_vs_none=best.delta, delta_best_ci_low=best.low, delta_best_ci_high=best.high,
+                       best_p_value=best.p)
+    # Holm within each baseline's family of comparisons, separately for final and best val loss:
+    # a grid of 28 configurations at 95 % would otherwise star about 1.4 of them by chance
+    for base in nones:
+        family = [c for c in configs if c.base == base and c.stats["p_value"] is not None]
+        for p_key, adj_key, mark in (("p_value", "p_adjusted", "significant"),
+                                     ("best_p_value", "best_p_adjusted", "best_significant")):
+            for c, adj in zip(family, holm([c.stats[p_key] for c in family])):
+                c.stats[adj_key] = adj
+                c.stats[mark] = None if math.isnan(adj) else adj < ALPHA
+    best_kind: dict[str, Config] = {}
+    for c in configs:
+        if c.noise not in best_kind or c.stats["val_loss_mean"] < best_kind[c.noise].stats["val_loss_mean"]:
+            best_kind[c.noise] = c
+    for c in best_kind.values():
+        c.stats["best_in_kind"] = True
+    if configs:
+        min(configs, key=lambda c: c.stats["val_loss_mean"]).stats["best_overall"] = True
