@@ -88,53 +88,69 @@ def holm(pvalues: list[float]) -> list[float]:
 
 
 def analyze(configs: list[Config]) -> None:
+    """Fill each configuration's `stats`: spread over seeds, comparisons against its baseline with
+    Holm-adjusted p values, and which configurations are best (overall and per kind)."""
     for c in configs:
-        finals = [r.final for r in c.runs]
-        vm, vs = _mean_std([r["val_loss"] for r in finals])
-        bm, bs = _mean_std([r.best_val for r in c.runs])
-        accs = [r["val_acc"] for r in finals if "val_acc" in r]
-        c.stats = {
-            "n": len(c.runs), "val_loss_mean": vm, "val_loss_std": vs, "best_val_loss_mean": bm,
-            "best_val_loss_std": bs,
-            "clean_train_loss_mean": _mean_std([r["clean_train_loss"] for r in finals])[0],
-            "gap_mean": _mean_std([r["val_loss"] - r["clean_train_loss"] for r in finals])[0],
-            "val_acc_mean": _mean_std(accs)[0] if accs else None,
-            "delta_vs_none": None, "delta_ci_low": None, "delta_ci_high": None, "paired": None,
-            "p_value": None, "p_adjusted": None, "significant": None, "delta_best_vs_none": None,
-            "delta_best_ci_low": None, "delta_best_ci_high": None, "best_p_value": None,
-            "best_p_adjusted": None, "best_significant": None,
-            "best_in_kind": False, "best_overall": False, "baseline": False,
-        }
-    # the baseline of a base: its `none` configuration, else one whose factors are all 0 (a
-    # kind at factor 0 trains bitwise like `none`, so a grid of factors 0, 0.1, ... has one)
-    nones = {c.base: c for c in configs if c.noise == "none"}
+        c.stats = _summary(c)
+    baselines = _baselines(configs)
     for c in configs:
-        if c.base not in nones and c.factor and all(factor_is_zero(f) for f in c.factor.split("/")):
-            nones[c.base] = c
-    for c in nones.values():
-        c.stats["baseline"] = True
-    for c in configs:
-        none = nones.get(c.base)
-        if none is None or none is c:
-            continue
-        final = delta_ci({r.seed: r.final["val_loss"] for r in c.runs},
-                         {r.seed: r.final["val_loss"] for r in none.runs})
-        c.stats.update(delta_vs_none=final.delta, delta_ci_low=final.low, delta_ci_high=final.high,
-                       paired=final.paired, p_value=final.p)
-        # the same for each run's best val loss: does the noise reach a better optimum, or
-        # only hold on to it longer (what early stopping would also buy)?
-        best = delta_ci({r.seed: r.best_val for r in c.runs}, {r.seed: r.best_val for r in none.runs})
-        c.stats.update(delta_best_vs_none=best.delta, delta_best_ci_low=best.low, delta_best_ci_high=best.high,
-                       best_p_value=best.p)
+        none = baselines.get(c.base)
+        if none is not None and none is not c:
+            c.stats.update(_comparisons(c, none))
     # Holm within each baseline's family of comparisons, separately for final and best val loss:
     # a grid of 28 configurations at 95 % would otherwise star about 1.4 of them by chance
-    for base in nones:
+    for base in baselines:
         family = [c for c in configs if c.base == base and c.stats["p_value"] is not None]
         for p_key, adj_key, mark in (("p_value", "p_adjusted", "significant"),
                                      ("best_p_value", "best_p_adjusted", "best_significant")):
             for c, adj in zip(family, holm([c.stats[p_key] for c in family])):
                 c.stats[adj_key] = adj
                 c.stats[mark] = None if math.isnan(adj) else adj < ALPHA
+    _mark_best(configs)
+
+
+def _summary(c: Config) -> dict:
+    finals = [r.final for r in c.runs]
+    vm, vs = _mean_std([r["val_loss"] for r in finals])
+    bm, bs = _mean_std([r.best_val for r in c.runs])
+    accs = [r["val_acc"] for r in finals if "val_acc" in r]
+    return {
+        "n": len(c.runs), "val_loss_mean": vm, "val_loss_std": vs, "best_val_loss_mean": bm,
+        "best_val_loss_std": bs,
+        "clean_train_loss_mean": _mean_std([r["clean_train_loss"] for r in finals])[0],
+        "gap_mean": _mean_std([r["val_loss"] - r["clean_train_loss"] for r in finals])[0],
+        "val_acc_mean": _mean_std(accs)[0] if accs else None,
+        "delta_vs_none": None, "delta_ci_low": None, "delta_ci_high": None, "paired": None,
+        "p_value": None, "p_adjusted": None, "significant": None, "delta_best_vs_none": None,
+        "delta_best_ci_low": None, "delta_best_ci_high": None, "best_p_value": None,
+        "best_p_adjusted": None, "best_significant": None,
+        "best_in_kind": False, "best_overall": False, "baseline": False,
+    }
+
+
+def _baselines(configs: list[Config]) -> dict[str, Config]:
+    """The baseline of each base: its `none` configuration, else one whose factors are all 0 (a
+    kind at factor 0 trains bitwise like `none`, so a grid of factors 0, 0.1, ... has one)."""
+    baselines = {c.base: c for c in configs if c.noise == "none"}
+    for c in configs:
+        if c.base not in baselines and c.factor and all(factor_is_zero(f) for f in c.factor.split("/")):
+            baselines[c.base] = c
+    for c in baselines.values():
+        c.stats["baseline"] = True
+    return baselines
+
+
+def _comparisons(c: Config, none: Config) -> dict:
+    final = delta_ci({r.seed: r.final["val_loss"] for r in c.runs}, {r.seed: r.final["val_loss"] for r in none.runs})
+    # the same for each run's best val loss: does the noise reach a better optimum, or only
+    # hold on to it longer (what early stopping would also buy)?
+    best = delta_ci({r.seed: r.best_val for r in c.runs}, {r.seed: r.best_val for r in none.runs})
+    return {"delta_vs_none": final.delta, "delta_ci_low": final.low, "delta_ci_high": final.high,
+            "paired": final.paired, "p_value": final.p, "delta_best_vs_none": best.delta,
+            "delta_best_ci_low": best.low, "delta_best_ci_high": best.high, "best_p_value": best.p}
+
+
+def _mark_best(configs: list[Config]) -> None:
     best_kind: dict[str, Config] = {}
     for c in configs:
         if c.noise not in best_kind or c.stats["val_loss_mean"] < best_kind[c.noise].stats["val_loss_mean"]:
