@@ -64,22 +64,9 @@ def train(spec: SpecArg, overrides: OverridesArg = None, runs_dir: RunsDirOpt = 
 
     with exit_codes():
         resolved = load_spec(spec, list(overrides or []) + ([f"device={device}"] if device else []))
-        from noisecli.trainer import Trainer  # torch from here on
+        from noisecli.trainer import train_run  # torch from here on
 
-        trainer = Trainer(resolved, runs_dir, quiet=quiet).setup()
-        try:
-            outcome = trainer.open_run(restart=restart)
-            if outcome == "completed":
-                trainer.display.note(f"run {resolved.name!r} is already completed ({trainer.run.path}); "
-                                     "nothing to do. Use --restart to train it again.")
-                return
-            trainer.display.note(trainer.describe())
-            if outcome == "resume":
-                trainer.display.note(f"resuming {resolved.name!r} from step {trainer.step} of "
-                                     f"{trainer.total_steps}")
-            trainer.train()
-        finally:
-            trainer.close()
+        train_run(resolved, runs_dir, quiet=quiet, restart=restart)
 
 
 @app.command()
@@ -191,23 +178,10 @@ def eval_(run_dir: Annotated[Path, typer.Argument(help="a run folder (runs/NAME)
 def validate(spec: SpecArg, overrides: OverridesArg = None,
              show: Annotated[bool, typer.Option("--show", help="print the resolved spec")] = False) -> None:
     """Check a spec without training: exit 0 if valid, 2 with one line per problem if not."""
-    from noisecli.spec import dump_yaml, load_spec, read_yaml, spec_to_dict
-    from noisecli.sweep import is_sweep_file, load_plan
+    from noisecli.sweep import validate_file
 
     with exit_codes():
-        if is_sweep_file(read_yaml(spec)):
-            plan = load_plan(spec, overrides=list(overrides or []))
-            print(f"ok: {spec} (sweep {plan.name!r}: {len(plan.points)} points)")
-            return
-        resolved = load_spec(spec, list(overrides or []))
-        if resolved.model.kind == "hf":  # transformers' own checks too; only these specs import it
-            from noisecli.models.hf import check_hf_models
-
-            check_hf_models([resolved])
-        if show:
-            print(dump_yaml(spec_to_dict(resolved)), end="")
-        print(f"ok: {spec} (run {resolved.name!r}: data {resolved.data.kind}, model {resolved.model.kind}, "
-              f"noise {resolved.noise_label})")
+        print(validate_file(spec, list(overrides or []), show), end="")
 
 
 @app.command("list")

@@ -277,3 +277,21 @@ def plan_text(plan: Plan, points: list[Point], shard: str | None, sweep_dir: Pat
              f"seeds{merged}){sharded} -> {sweep_dir}"]
     lines += [f"  {p.name}  ({', '.join(f'{k}={v}' for k, v in p.settings.items())})" for p in points]
     return "\n".join(lines) + "\n"
+
+
+def validate_file(path: Path, overrides: list[str], show: bool = False) -> str:
+    """`noisecli validate`: a spec or a sweep spec checked as a run would check it (for `hf`
+    models, transformers' own config checks too); the text to print, or SpecError."""
+    from noisecli.spec import dump_yaml, load_spec
+
+    if is_sweep_file(read_yaml(path)):
+        plan = load_plan(path, overrides=overrides)
+        return f"ok: {path} (sweep {plan.name!r}: {len(plan.points)} points)\n"
+    resolved = load_spec(path, overrides)
+    if resolved.model.kind == "hf":  # only these specs import transformers
+        from noisecli.models.hf import check_hf_models
+
+        check_hf_models([resolved])
+    text = dump_yaml(spec_to_dict(resolved)) if show else ""
+    return text + (f"ok: {path} (run {resolved.name!r}: data {resolved.data.kind}, model {resolved.model.kind}, "
+                   f"noise {resolved.noise_label})\n")

@@ -376,3 +376,21 @@ class Trainer:
         self.run.write_status(state="running", step=self.step, epoch=self.epoch, best_val_loss=self.best_val,
                               val_loss=row["val_loss"])
         return row
+
+
+def train_run(spec: Spec, runs_dir: Path | str, quiet: bool = False, restart: bool = False) -> dict[str, Any] | None:
+    """`noisecli train`: build, claim the run folder, say what is trained, train (or resume);
+    a completed run is left as it is. Returns the final status, or None if there was nothing to do."""
+    trainer = Trainer(spec, runs_dir, quiet=quiet).setup()
+    try:
+        outcome = trainer.open_run(restart=restart)
+        if outcome == "completed":
+            trainer.display.note(f"run {spec.name!r} is already completed ({trainer.run.path}); "
+                                 "nothing to do. Use --restart to train it again.")
+            return None
+        trainer.display.note(trainer.describe())
+        if outcome == "resume":
+            trainer.display.note(f"resuming {spec.name!r} from step {trainer.step} of {trainer.total_steps}")
+        return trainer.train()
+    finally:
+        trainer.close()
