@@ -63,6 +63,17 @@ TOKENIZER = Option(Optional[str], None, "a Hugging Face tokenizer, as a local fo
                                         "local cache (default: characters)", path="local")
 
 
+def _python_options(returns: str) -> dict[str, Option]:
+    return {
+        "target": Option(Optional[str], None, f"FILE.py:FUNCTION (relative to the spec file) or "
+                                              f"package.module:FUNCTION; the function returns {returns}",
+                         path="code"),
+        "args": Option(dict, {}, "keyword arguments for the function"),
+        "code_sha256": Option(Optional[str], None, "filled in by noisecli: the hash of the target's file, "
+                                                   "so a run whose code changed is refused on resume"),
+    }
+
+
 def _file(what: str) -> Option:
     return Option(Optional[str], None, f"{what} (relative to the spec file)", path="file")
 
@@ -110,6 +121,10 @@ DATASETS = {
         Entry("npz", "arrays x, y (and optionally x_val, y_val) from a .npz file (data.path)",
               "noisecli.data.tabular:load_npz", {"path": _file("the .npz file"), "standardize": STANDARDIZE},
               frozenset({VECTOR})),
+        Entry("python", "your own data: a Python function (data.target) returning a mapping of x, y and "
+                        "optionally x_val, y_val (tensors or numpy arrays; as for npz)",
+              "noisecli.data.python:load_python", {**_python_options("a mapping with x, y (x_val, y_val)"),
+                                                   "standardize": STANDARDIZE}, frozenset({VECTOR})),
         Entry("csv", "a CSV table with a header; data.target names the label column (default: the last)",
               "noisecli.data.tabular:load_csv", {
                   "path": _file("the CSV file"),
@@ -186,6 +201,11 @@ MODELS = {
                   "trust_remote_code": Option(bool, False, "run Python code shipped in the model's folder "
                                                            "(never implied)"),
               }, frozenset({TOKENS}), check=_check_hf),
+        Entry("python", "your own model: a Python function (model.target) returning a torch.nn.Module whose "
+                        "forward(x) gives logits or predictions like the built-in models",
+              "noisecli.models.python:build_python",
+              _python_options("an nn.Module; it also receives whichever of n_inputs, n_outputs, task, vocab_size, "
+                              "block_size its signature names")),
     ]
 }
 

@@ -252,7 +252,9 @@ class RunFolder:
         state = self.load_checkpoint(warn=display.warn)
         changed = self.changed_keys(resolved, state)
         if changed:
-            raise SpecError(f"run {self.name!r} exists with a different spec ({', '.join(changed)}); "
+            code = [k.split(".")[0] for k in changed if k.split(":")[0].endswith(".code_sha256")]
+            why = f"; the code {code[0]}.target names has changed since" if code else ""
+            raise SpecError(f"run {self.name!r} exists with a different spec ({', '.join(changed)}{why}); "
                             "use --restart to start it over (the old run is kept under "
                             f"{self.path.parent / '.archive'}) or give it another name (name=NEW)")
         if status.get("state") == "completed":

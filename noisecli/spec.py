@@ -505,6 +505,16 @@ def _resolve_paths(section: KindSection, where: str, entry: catalog.Entry, base:
             if value is not None:
                 section.options[name] = _local_folder(value, f"{where}.{name}", base, problems)
             continue
+        if option.path == "code":  # a kind: python target, hashed so that a changed file is noticed
+            if value is None:
+                problems.append(f"{where}.{name}: required for {where} kind {entry.name!r} "
+                                "(FILE.py:FUNCTION or package.module:FUNCTION)")
+                continue
+            from noisecli.code import resolve_target
+
+            section.options[name], section.options["code_sha256"] = resolve_target(value, f"{where}.{name}",
+                                                                                  base, problems)
+            continue
         if value is None:
             problems.append(f"{where}.{name}: required for {where} kind {entry.name!r}")
             continue

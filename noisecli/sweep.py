@@ -113,11 +113,22 @@ def load_plan(path: Path | str, grid_options: list[str] | None = None, seeds: st
     base_raw = apply_overrides(source.base_raw, overrides or [])
     plan = Plan(sweep_name, grid, seed_list)
     _expand(plan, base_raw, source.base_dir)
-    if any(p.spec.model.kind == "hf" for p in plan.points):
+    check_buildable([p.spec for p in plan.points])
+    return plan
+
+
+def check_buildable(specs: list[Spec]) -> None:
+    """The checks only the components themselves can make, before anything runs: transformers'
+    own config checks for `hf` models, and building whatever names user code (`kind: python`).
+    Only such specs import transformers or the user's code."""
+    if any(s.model.kind == "hf" for s in specs):
         from noisecli.models.hf import check_hf_models
 
-        check_hf_models([p.spec for p in plan.points])
-    return plan
+        check_hf_models(specs)
+    if any("python" in (s.data.kind, s.model.kind) for s in specs):
+        from noisecli.code import check_python_specs
+
+        check_python_specs(specs)
 
 
 def _read_source(raw: dict, path: Path, problems: list[str]) -> _SweepSource:
@@ -288,10 +299,7 @@ def validate_file(path: Path, overrides: list[str], show: bool = False) -> str:
         plan = load_plan(path, overrides=overrides)
         return f"ok: {path} (sweep {plan.name!r}: {len(plan.points)} points)\n"
     resolved = load_spec(path, overrides)
-    if resolved.model.kind == "hf":  # only these specs import transformers
-        from noisecli.models.hf import check_hf_models
-
-        check_hf_models([resolved])
+    check_buildable([resolved])
     text = dump_yaml(spec_to_dict(resolved)) if show else ""
     return text + (f"ok: {path} (run {resolved.name!r}: data {resolved.data.kind}, model {resolved.model.kind}, "
                    f"noise {resolved.noise_label})\n")

@@ -113,26 +113,35 @@ def _labels(y: np.ndarray, what: str) -> tuple[np.ndarray, str]:
 def load_npz(spec: DataSpec) -> Dataset:
     path = Path(spec.path)
     try:
-        arrays = np.load(path, allow_pickle=False)  # never unpickle objects from a file
-        names = set(arrays.files)
+        npz = np.load(path, allow_pickle=False)  # never unpickle objects from a file
+        arrays = {name: npz[name] for name in npz.files}
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input to fix
         raise SpecError(f"data.path: cannot read {path} as .npz: {e}") from None
+    return table_from_arrays(spec, arrays, f"data.path: {path.name}")
+
+
+def table_from_arrays(spec: DataSpec, arrays: dict[str, np.ndarray], where: str) -> Dataset:
+    """x, y and optionally x_val, y_val, checked (float y is regression, integer y
+    classification) and made a dataset; `where` starts every message (the file, or the target)."""
+    names = set(arrays)
     missing = {"x", "y"} - names
     if missing:
-        raise SpecError(f"data.path: {path} lacks array(s) {', '.join(sorted(missing))} "
+        raise SpecError(f"{where}: lacks array(s) {', '.join(sorted(missing))} "
                         f"(found: {', '.join(sorted(names)) or 'none'})")
     if ("x_val" in names) != ("y_val" in names):
-        raise SpecError(f"data.path: {path} has only one of x_val, y_val; give both or neither")
-    x, (y, task) = arrays["x"], _labels(arrays["y"], f"data.path: {path.name}: y")
+        raise SpecError(f"{where}: has only one of x_val, y_val; give both or neither")
+    x, (y, task) = arrays["x"], _labels(arrays["y"], f"{where}: y")
+    if x.ndim < 2:
+        raise SpecError(f"{where}: x must have one row per example (2 or more dimensions), got shape {x.shape}")
     if len(x) != len(y):
-        raise SpecError(f"data.path: {path.name}: x has {len(x)} rows but y has {len(y)}")
+        raise SpecError(f"{where}: x has {len(x)} rows but y has {len(y)}")
     x_val = y_val = None
     if "x_val" in names:
-        x_val, (y_val, task_val) = arrays["x_val"], _labels(arrays["y_val"], f"data.path: {path.name}: y_val")
+        x_val, (y_val, task_val) = arrays["x_val"], _labels(arrays["y_val"], f"{where}: y_val")
         if task_val != task or len(x_val) != len(y_val) or x_val.shape[1:] != x.shape[1:]:
-            raise SpecError(f"data.path: {path.name}: x_val/y_val do not match x/y in shape or label type")
+            raise SpecError(f"{where}: x_val/y_val do not match x/y in shape or label type")
     if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
-        raise SpecError(f"data.path: {path.name}: x must be finite numbers")
+        raise SpecError(f"{where}: x must be finite numbers")
     return make_table_dataset(spec, x, y, task, x_val, y_val)
 
 
