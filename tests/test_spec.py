@@ -81,7 +81,7 @@ def test_input_noise_on_token_ids_is_refused_with_the_reason():
 
 def test_model_must_read_the_data():
     (p,) = problems({"data": {"kind": "wine"}, "model": {"kind": "cnn"}})
-    assert p == "model.kind: 'cnn' cannot read data kind 'wine' (vector); use one of: linear, mlp"
+    assert p == "model.kind: 'cnn' cannot read data kind 'wine' (vector); use one of: linear, mlp, python"
     (p,) = problems({"data": {"kind": "digits"}, "model": {"kind": "gpt"}})
     assert p.startswith("model.kind: 'gpt' cannot read data kind 'digits'")
 
