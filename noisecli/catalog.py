@@ -125,6 +125,20 @@ DATASETS = {
                         "optionally x_val, y_val (tensors or numpy arrays; as for npz)",
               "noisecli.data.python:load_python", {**_python_options("a mapping with x, y (x_val, y_val)"),
                                                    "standardize": STANDARDIZE}, frozenset({VECTOR})),
+        Entry("sft", "instruction data: prompt/response pairs (or chat messages) from a JSONL, JSON or CSV file or a "
+                     "save_to_disk folder; one padded sequence each, loss on the response tokens only",
+              "noisecli.data.sft:load_sft", {
+                  "path": Option(Optional[str], None, "a .jsonl, .json or .csv file of examples, or a save_to_disk "
+                                                      "folder (relative to the spec file)", path="any"),
+                  "prompt": Option(str, "prompt", "the column that holds the prompt"),
+                  "response": Option(str, "response", "the column that holds the response (the loss is on it)"),
+                  "messages": Option(Optional[str], None, "instead of prompt/response: a column of chat messages "
+                                                          "({role, content}), rendered with the tokenizer's chat "
+                                                          "template; the last assistant message is the response"),
+                  "max_length": Option(Optional[int], None, "pad every example to this many tokens, truncating "
+                                                            "longer responses (default: the longest example)", ge=2),
+                  "tokenizer": TOKENIZER,
+              }, frozenset({TOKENS})),
         Entry("csv", "a CSV table with a header; data.target names the label column (default: the last)",
               "noisecli.data.tabular:load_csv", {
                   "path": _file("the CSV file"),
@@ -245,6 +259,8 @@ NOISE = {
                   "replace_with": Option(str, "uniform", "draw replacements uniformly or from the training "
                                                          "split's unigram frequencies",
                                          choices=("uniform", "unigram")),
+                  "include_prompt": Option(bool, True, "instruction data (sft): replace prompt tokens too, not only "
+                                                       "the response's (padding is never replaced)"),
               }, frozenset({TOKENS}), check=_check_token,
               factor="replacement probability p", formula="x_i -> random token with probability p",
               example_factor=0.1),
@@ -252,6 +268,10 @@ NOISE = {
               "noisecli.noise.embedding:EmbeddingNoise", {
                   "distribution": Option(str, "uniform", "uniform (NEFTune) | gaussian, same scale",
                                          choices=("gaussian", "uniform")),
+                  "length": Option(str, "example", "L in the scale: each example's own unpadded length, padding "
+                                                   "left clean (NEFTune's code), or the padded length with noise "
+                                                   "on padding too (transformers' hook, issue 34659)",
+                                   choices=("example", "padded")),
               }, frozenset({TOKENS}),
               factor="alpha (NEFTune used 5-15)", formula="e + alpha / sqrt(L_i * d) * U(-1, 1)",
               example_factor=5.0),

@@ -105,9 +105,10 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")[:300]
 
 
-def check_python_specs(specs: list) -> None:
-    """Build each distinct run that names user code (data, model and noise, in memory, on the CPU)
-    so that broken code fails in `validate` and before a sweep starts, not at its first point."""
+def check_python_specs(specs: list, kinds: tuple[str, ...] = ("python",)) -> None:
+    """Build each distinct run whose data or model kind is in `kinds` (data, model and noise, in
+    memory, on the CPU), so that broken code or data fails in `validate` and before a sweep
+    starts, not at its first point."""
     import copy
     import json
 
@@ -117,7 +118,7 @@ def check_python_specs(specs: list) -> None:
     problems: list[str] = []
     seen: set[str] = set()
     for spec in specs:
-        if "python" not in (spec.data.kind, spec.model.kind):
+        if spec.data.kind not in kinds and spec.model.kind not in kinds:
             continue
         d = spec_to_dict(spec)
         key = json.dumps([d["data"], d["model"], d["noise"]], sort_keys=True, default=str)

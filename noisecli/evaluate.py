@@ -70,7 +70,7 @@ def evaluate(run_dir: Path, checkpoint: str = "last", split: str = "val", device
         noise.before_eval()
     trainer.model.eval()
     total, correct, count = trainer.measure(split)
-    loss, correct = torch.stack([total, correct]).tolist()
+    loss, correct, count = torch.stack([total, correct, count]).tolist()
 
     out: dict[str, Any] = {"run": str(run_dir), "checkpoint": str(path), "step": state.get("step"),
                            "epoch": state.get("epoch"), "split": split}

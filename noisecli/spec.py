@@ -271,6 +271,8 @@ def load_spec(path: Path | str, overrides: list[str] | None = None) -> Spec:
     """Read, override and validate a spec file; raises SpecError listing every problem."""
     path = Path(path)
     raw = read_yaml(path)
+    if "grid" in raw or "base" in raw:
+        raise SpecError(f"{path}: this is a sweep spec (base, grid, seeds); run it with: noisecli sweep {path}")
     raw = apply_overrides(raw, overrides or [])
     raw.setdefault("name", path.stem)
     return spec_from_dict(raw, base_dir=path.parent)
@@ -520,8 +522,10 @@ def _resolve_paths(section: KindSection, where: str, entry: catalog.Entry, base:
             continue
         path = Path(value).expanduser()
         path = path if path.is_absolute() else base / path
-        if not (path.is_dir() if option.path == "folder" else path.is_file()):
-            problems.append(f"{where}.{name}: {option.path} not found: {path}")
+        exists = {"folder": path.is_dir, "file": path.is_file, "any": path.exists}[option.path]()
+        if not exists:
+            problems.append(f"{where}.{name}: {'file or folder' if option.path == 'any' else option.path} "
+                            f"not found: {path}")
             continue
         section.options[name] = str(path.resolve())
 

@@ -119,16 +119,17 @@ def load_plan(path: Path | str, grid_options: list[str] | None = None, seeds: st
 
 def check_buildable(specs: list[Spec]) -> None:
     """The checks only the components themselves can make, before anything runs: transformers'
-    own config checks for `hf` models, and building whatever names user code (`kind: python`).
-    Only such specs import transformers or the user's code."""
+    own config checks for `hf` models, and building whatever names user code (`kind: python`)
+    or reads instruction data (`sft`). Only such specs import transformers or the user's code."""
     if any(s.model.kind == "hf" for s in specs):
         from noisecli.models.hf import check_hf_models
 
         check_hf_models(specs)
-    if any("python" in (s.data.kind, s.model.kind) for s in specs):
+    built = ("python", "sft")  # user code, and instruction files whose problems show only when read
+    if any(s.data.kind in built or s.model.kind in built for s in specs):
         from noisecli.code import check_python_specs
 
-        check_python_specs(specs)
+        check_python_specs(specs, built)
 
 
 def _read_source(raw: dict, path: Path, problems: list[str]) -> _SweepSource:

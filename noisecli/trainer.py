@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from noisecli.data import Dataset, load_dataset
+from noisecli.data import IGNORE, Dataset, load_dataset
 from noisecli.data.batches import Batches
 from noisecli.display import Display, TrainDisplay
 from noisecli.errors import Interrupted, RunError, SpecError
@@ -129,9 +129,12 @@ class Trainer:
     def describe(self) -> str:
         """One line saying what is about to be trained, so a wrong setting shows before the run does."""
         d, spec = self.data, self.spec
-        if d.is_tokens:
+        if d.is_stream:
             sizes = (f"{d.x_train.numel():,} train / {d.x_val.numel():,} val tokens, vocab {d.n_outputs}, "
                      f"context {d.block_size}")
+        elif d.is_tokens:
+            sizes = (f"{d.x_train.shape[0]:,} train / {d.x_val.shape[0]:,} val examples padded to "
+                     f"{d.block_size} tokens, vocab {d.n_outputs}, loss on response tokens")
         else:
             sizes = f"{d.x_train.shape[0]:,} train / {d.x_val.shape[0]:,} val examples, {d.task}"
         return (f"{self.run.name}: {d.name} ({sizes}); {spec.model.kind} "
@@ -239,7 +242,7 @@ class Trainer:
 
         x, y = self.batches.next()
         for noise, f in zip(self.noises, factors):
-            x = noise.transform_input(x, f)
+            x = noise.transform_input(x, f, y)
         for noise, f in zip(self.noises, factors):
             noise.before_forward(f)
         with self.autocast:
@@ -316,18 +319,19 @@ class Trainer:
                                   f"in {self.run.path}; run the same command to resume")
 
     @torch.no_grad()
-    def measure(self, split: str) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Summed loss and correct predictions over a split, noise off (eval mode), on the device."""
+    def measure(self, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Summed loss, correct predictions and the number of targets over a split, noise off
+        (eval mode), all on the device. Padded examples count their response tokens only."""
         total = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
-        count = 0
+        count = torch.zeros((), device=self.device)
         for x, y in self.batches.eval_batches(split):
             with self.autocast:
                 out = self.model(x)
-            total += loss_fn(out, y, self.data.task, reduction="sum")
+            total += loss_fn(out, y, self.data.task, reduction="sum")  # IGNORE targets add nothing
             if self.data.task == "classification":
                 correct += (out.argmax(-1) == y).sum()
-            count += y.numel()
+            count += (y != IGNORE).sum() if self.data.task == "sft" else y.numel()
         return total, correct, count
 
     def _evaluate(self, lr: float, factors: list[float], seconds: float) -> dict[str, Any]:
@@ -340,9 +344,9 @@ class Trainer:
             noise.after_eval()
         self.model.train()
         # one host sync for everything this interval accumulated
-        train_loss, grad_norm, val_sum, val_correct, train_sum = torch.stack(
+        train_loss, grad_norm, val_sum, val_correct, train_sum, n_val, n_train = torch.stack(
             [self.sum_loss / self.interval_steps, self.sum_gn / self.interval_steps,
-             val_sum, val_correct, train_sum]).tolist()
+             val_sum, val_correct, train_sum, n_val, n_train]).tolist()
         self.elapsed += seconds
         row: dict[str, Any] = {
             "epoch": self.epoch, "step": self.step,

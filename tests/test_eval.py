@@ -54,7 +54,7 @@ def test_every_anti_pgd_checkpoint_holds_the_clean_point_not_the_iterate(tmp_pat
         state = torch.load(path, weights_only=True)
         fresh.raw_model.load_state_dict(state["model"])
         total, _, count = fresh.measure("val")
-        assert total.item() / count == pytest.approx(row["val_loss"], abs=1e-5), path.name
+        assert total.item() / count.item() == pytest.approx(row["val_loss"], abs=1e-5), path.name
 
 
 def test_eval_bad_input_is_one_line_and_exit_2(tmp_path, cli, tiny_spec):

@@ -105,7 +105,7 @@ def test_train_loss_is_noisy_and_evaluation_is_clean(tmp_path):
     clean = Trainer(load_spec(spec, ["noise.kind=none"]), tmp_path / "other", quiet=True).setup()
     clean.raw_model.load_state_dict(noisy.raw_model.state_dict())
     total, _, count = clean.measure("val")
-    assert total.item() / count == pytest.approx(last["val_loss"], rel=1e-6)
+    assert total.item() / count.item() == pytest.approx(last["val_loss"], rel=1e-6)
 
 
 @pytest.mark.parametrize("stop_after", [1, 5, 8, 13, 24])

@@ -17,22 +17,31 @@ from noisecli.errors import SpecError
 from noisecli.spec import DataSpec
 
 
+IGNORE = -100  # a target the loss and every evaluation skip (F.cross_entropy's ignore_index)
+
+
 @dataclass
 class Dataset:
     name: str
-    task: str  # "classification" | "regression" | "lm"
-    x_train: torch.Tensor  # (N, D) features, or (T,) token ids for "lm"
-    y_train: torch.Tensor | None  # (N,) labels, (N, K) targets, or None for "lm"
+    task: str  # "classification" | "regression" | "lm" (a token stream) | "sft" (padded examples)
+    x_train: torch.Tensor  # (N, D) features, (T,) token ids for "lm", (N, T) padded ids for "sft"
+    y_train: torch.Tensor | None  # (N,) labels, (N, K) targets, None for "lm", (N, T) next ids or IGNORE for "sft"
     x_val: torch.Tensor
     y_val: torch.Tensor | None
     n_outputs: int  # classes, regression targets, or vocabulary size
     image_shape: tuple[int, ...] | None = None  # (C, H, W) when the rows are images
-    block_size: int | None = None  # "lm" only
-    pad_id: int | None = None  # a padding id that noise must leave alone (none in the built-in text)
+    block_size: int | None = None  # "lm": the context; "sft": the padded length
+    pad_id: int | None = None  # a padding id that noise must leave alone
     info: dict[str, Any] = field(default_factory=dict)  # shown to the user, saved in the run
 
     @property
     def is_tokens(self) -> bool:
+        """Inputs are token ids (a stream cut into windows, or padded examples)."""
+        return self.task in ("lm", "sft")
+
+    @property
+    def is_stream(self) -> bool:
+        """One long token stream, batched as random windows of block_size."""
         return self.task == "lm"
 
     @property
@@ -41,8 +50,8 @@ class Dataset:
 
     @property
     def n_train(self) -> int:
-        """Examples in the training split; for text, the number of distinct windows."""
-        if self.is_tokens:
+        """Examples in the training split; for a text stream, the number of distinct windows."""
+        if self.is_stream:
             return int(self.x_train.numel()) - self.block_size
         return int(self.x_train.shape[0])
 

@@ -21,7 +21,7 @@ class Batches:
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.perm: torch.Tensor | None = None
         self.pos = 0
-        if ds.is_tokens:
+        if ds.is_stream:
             self.steps_per_epoch = max(1, ds.x_train.numel() // (batch_size * ds.block_size))
             # fixed evaluation windows, the same for every run and seed, so runs compare on equal terms
             g = torch.Generator().manual_seed(12345)
@@ -41,7 +41,7 @@ class Batches:
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next training batch (x, y)."""
         ds, b = self.ds, self.batch_size
-        if ds.is_tokens:
+        if ds.is_stream:
             starts = torch.randint(ds.x_train.numel() - ds.block_size, (b,), generator=self.generator,
                                    device=self.device)
             return self._windows(ds.x_train, starts)
@@ -54,13 +54,13 @@ class Batches:
 
     def eval_batches(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         ds = self.ds
-        if ds.is_tokens:
+        if ds.is_stream:
             tokens = ds.x_train if split == "train" else ds.x_val
             for starts in self._eval_starts[split].split(self.batch_size):
                 yield self._windows(tokens, starts)
             return
         x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_val, ds.y_val)
-        size = max(self.batch_size, 1024)
+        size = self.batch_size if ds.is_tokens else max(self.batch_size, 1024)  # padded sequences are big
         for i in range(0, x.shape[0], size):
             yield x[i: i + size], y[i: i + size]
 

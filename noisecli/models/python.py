@@ -30,8 +30,11 @@ def build_python(spec: ModelSpec, ds: Dataset) -> nn.Module:
 
 @torch.no_grad()
 def _check_forward(model: nn.Module, target: str, ds: Dataset) -> None:
-    if ds.is_tokens:
+    if ds.is_stream:
         x = torch.stack([ds.x_train[i: i + ds.block_size] for i in (0, 1)])  # (2, T)
+        expected = (2, ds.block_size, ds.n_outputs)
+    elif ds.is_tokens:
+        x = ds.x_train[:2]  # (2, T) padded examples
         expected = (2, ds.block_size, ds.n_outputs)
     else:
         x = ds.x_train[:2]

@@ -3,7 +3,7 @@
 A kind touches the training step only through these hooks, called by the trainer in
 this order within one step (each a no-op unless a kind overrides it):
 
-    x = transform_input(x, f)     # input, token: a noised copy of the batch
+    x = transform_input(x, f, y)  # input, token: a noised copy of the batch (targets stay clean)
     before_forward(f)             # weight: perturb the parameters in place
     loss = model(x) ... backward  # forward hooks (embedding, activation) act here
     after_backward(f)             # weight: restore the clean parameters
@@ -70,8 +70,8 @@ class Noise:
     # ---- hooks (no-ops here)
     def attach(self, model: nn.Module) -> None: ...
     def detach(self) -> None: ...
-    def transform_input(self, x: torch.Tensor, factor: float) -> torch.Tensor:
-        return x
+    def transform_input(self, x: torch.Tensor, factor: float, y: torch.Tensor | None = None) -> torch.Tensor:
+        return x  # y: the batch's targets, for kinds that must tell prompt from response (sft)
     def before_forward(self, factor: float) -> None: ...
     def after_backward(self, factor: float) -> None: ...
     def on_gradients(self, factor: float) -> None: ...

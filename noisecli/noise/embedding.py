@@ -3,8 +3,9 @@
 emb <- emb + alpha / sqrt(L_i * d) * U(-1, 1) on the input embeddings, L_i the number of
 non-padding tokens of example i, d the embedding width; padded positions stay clean.
 (The authors' code scales per example; transformers' Trainer hook uses the padded length,
-which mis-scales under padding and packing: transformers issue 34659.) With
-`distribution: gaussian` the draw is N(0, 1) instead of U(-1, 1), same scale.
+which mis-scales under padding and packing: transformers issue 34659; `length: padded`
+reproduces it, L = T for every example and noise on padding too, so the two can be compared
+in one sweep.) With `distribution: gaussian` the draw is N(0, 1) instead of U(-1, 1).
 """
 
 from __future__ import annotations
@@ -47,11 +48,11 @@ class EmbeddingNoise(Noise):
     def noise_for(self, ids: torch.Tensor, emb: torch.Tensor, alpha: float) -> torch.Tensor:
         """The NEFTune noise for embeddings `emb` (B, T, d) of token ids `ids` (B, T)."""
         d = emb.shape[-1]
-        if self.pad_id is None:
+        if self.pad_id is None or self.spec.length == "padded":  # transformers' hook: L = T, padding too
             keep = torch.ones(ids.shape, dtype=emb.dtype, device=emb.device)
         else:
             keep = (ids != self.pad_id).to(emb.dtype)
-        lengths = keep.sum(1, keepdim=True).clamp_min(1)  # (B, 1): each example's unpadded length
+        lengths = keep.sum(1, keepdim=True).clamp_min(1)  # (B, 1): each example's length L_i
         scale = alpha / torch.sqrt(lengths * d)  # (B, 1)
         if self.spec.distribution in (None, "uniform"):  # NEFTune's own choice is the default
             draw = torch.rand(emb.shape, generator=self.generator, device=emb.device, dtype=emb.dtype) * 2 - 1

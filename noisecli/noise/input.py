@@ -15,7 +15,7 @@ from noisecli.noise.base import Noise
 
 
 class InputNoise(Noise):
-    def transform_input(self, x: torch.Tensor, factor: float) -> torch.Tensor:
+    def transform_input(self, x: torch.Tensor, factor: float, y: torch.Tensor | None = None) -> torch.Tensor:
         if factor == 0:
             return x
         if self.spec.distribution == "uniform":
