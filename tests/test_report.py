@@ -261,3 +261,15 @@ def test_a_corrupt_run_is_listed_not_fatal(cli, tmp_path):
     (bad / "metrics.jsonl").write_text('{"val_loss": 1.0\n')
     code, out, _ = cli("report", root, "-f", "md")
     assert code == 0 and "bad: unreadable" in out
+
+
+def test_noise_options_that_vary_within_a_kind_name_the_configuration(tmp_path):
+    """NEFTune's own length against transformers' padded length: same kind, same factor, two
+    configurations, told apart by the option; the `none` row gets no such label."""
+    root = tmp_path / "runs"
+    make_run(root, "none", 0, {"kind": "none"}, [1.0])
+    make_run(root, "ex", 0, {"kind": "embedding", "factor": 5, "length": "example"}, [0.9])
+    make_run(root, "pad", 0, {"kind": "embedding", "factor": 5, "length": "padded"}, [0.8])
+    configs, _ = build([root])
+    assert sorted((c.noise, c.factor, c.extra) for c in configs) == [
+        ("embedding", "5", "noise.length=example"), ("embedding", "5", "noise.length=padded"), ("none", "", "")]

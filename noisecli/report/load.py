@@ -156,9 +156,16 @@ def factor_value(text: str) -> float:
 
 
 def _label_extras(configs: list[Config]) -> None:
-    """Name what else differs between configurations (model width, lr, ...) beside the noise."""
-    flats = [{k: v for k, v in json.loads(c.key).items() if not k.startswith("noise")} for c in configs]
-    keys = sorted({k for f in flats for k in f})
-    varying = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flats}) > 1]
-    for c, f in zip(configs, flats):
-        c.extra = " ".join(f"{k}={f.get(k)}" for k in varying)
+    """Name what else differs between configurations beside the noise kind and factor: other
+    settings (model width, lr, ...), and noise options that vary among configurations of the
+    same kind (NEFTune's `length: example` against `padded`)."""
+    flats = [json.loads(c.key) for c in configs]
+    base = [{k: v for k, v in f.items() if not k.startswith("noise")} for f in flats]
+    keys = sorted({k for f in base for k in f})
+    varying = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in base}) > 1]
+    for c, f, b in zip(configs, flats, base):
+        options = {k: v for k, v in f.items() if k.startswith("noise") and k.split(".")[-1] not in ("kind", "factor")}
+        same_kind = [json.loads(o.key) for o in configs if o.noise == c.noise]
+        differ = [k for k in sorted(options)
+                  if len({json.dumps(o.get(k), default=str) for o in same_kind}) > 1]
+        c.extra = " ".join([f"{k}={b.get(k)}" for k in varying] + [f"{k}={options[k]}" for k in differ])
