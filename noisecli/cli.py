@@ -32,7 +32,9 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing but
 
 
 def error(text: str) -> None:
-    print(f"error: {text}", file=sys.stderr)
+    from noisecli.display import say  # rich is imported there; error lines are rare
+
+    say(f"error: {text}")
 
 
 @contextmanager
@@ -41,7 +43,9 @@ def exit_codes():
     try:
         yield
     except Interrupted as e:
-        print(f"interrupted: {e}", file=sys.stderr)
+        from noisecli.display import say
+
+        say(f"interrupted: {e}")
         raise typer.Exit(e.exit_code) from None
     except NoisecliError as e:
         for line in getattr(e, "problems", [str(e)]):

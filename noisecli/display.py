@@ -13,6 +13,15 @@ from typing import Any, Iterator, Protocol
 from rich.console import Console
 from rich.table import Table
 
+def say(text: str) -> None:
+    """One line on stderr. If stderr is a pipe whose reader went away (`2>&1 | head`), the line
+    is dropped: the exit code still says what happened."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+
+
 COLUMNS = [("epoch", "epoch", "{:d}"), ("step", "step", "{:d}"), ("train_loss", "train loss", "{:.4f}"),
            ("clean_train_loss", "clean train", "{:.4f}"), ("val_loss", "val loss", "{:.4f}"),
            ("val_acc", "val acc", "{:.3f}"), ("lr", "lr", "{:.2e}"), ("noise_factor", "noise", "{:.3g}"),
@@ -108,7 +117,7 @@ class TrainDisplay:
 
     def warn(self, text: str) -> None:
         """Damaged files and the like: always said, on stderr, even with --quiet."""
-        print(text, file=sys.stderr)
+        say(text)
 
     @contextmanager
     def progress(self, total: int, done: int, name: str) -> Iterator[_Bar]:
@@ -189,8 +198,9 @@ class SweepDisplay:
             if task is not None:
                 self._progress.remove_task(task)
             self._progress.update(self._overall, completed=self.done, description=self._describe())
-        if not self.quiet and (self._progress is None or outcome.state in ("failed", "diverged")):
-            val = f" (val loss {outcome.val_loss:.4f})" if outcome.val_loss is not None else ""
+        if not self.quiet:  # on a terminal the line goes above the live bars, in a log it is the record
+            val = (f" (final val loss {outcome.val_loss:.4f}, best {outcome.best_val_loss:.4f})"
+                   if outcome.val_loss is not None and outcome.best_val_loss is not None else "")
             msg = f": {outcome.message}" if outcome.message and outcome.state != "skipped" else ""
             self.console.print(f"[{self.done}/{self.total}] {outcome.name}: {outcome.state}{val}{msg}",
                                markup=False, highlight=False)

@@ -22,6 +22,8 @@ from noisecli.errors import SpecError
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # YAML 1.1 reads `1e-4` (no dot) as a string; the contract says it is a number.
+# YAML 1.1 reads these words as booleans; on a command line they are meant as words
+YAML11_WORDS = ("yes", "no", "on", "off", "y", "n")
 FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
@@ -158,6 +160,7 @@ class Spec:
 
 SECTIONS = {"data": DataSpec, "model": ModelSpec, "train": TrainSpec, "output": OutputSpec}
 KIND_SECTIONS = {"data": DataSpec, "model": ModelSpec, "noise": NoiseSpec}
+SPEC_KEYS = ("name", "seed", "device", "data", "model", "noise", "train", "output")
 
 
 # --------------------------------------------------------------------------- loading
@@ -194,6 +197,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise SpecError(f"override {text!r}: must be in the form key=value, e.g. noise.factor=0.05")
+    if value.strip().lower() in YAML11_WORDS:  # `noise.factor=yes` is the word, not True
+        return key.split("."), value.strip()
     try:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:
@@ -271,7 +276,9 @@ def load_spec(path: Path | str, overrides: list[str] | None = None) -> Spec:
     """Read, override and validate a spec file; raises SpecError listing every problem."""
     path = Path(path)
     raw = read_yaml(path)
-    if "grid" in raw or "base" in raw:
+    from noisecli.sweep import is_sweep_file
+
+    if is_sweep_file(raw):
         raise SpecError(f"{path}: this is a sweep spec (base, grid, seeds); run it with: noisecli sweep {path}")
     raw = apply_overrides(raw, overrides or [])
     raw.setdefault("name", path.stem)
@@ -378,9 +385,21 @@ def _build(cls, raw: Any, where: str, problems: list[str]):
     names = [f.name for f in _public_fields(cls)]
     for key in raw:
         if key not in names:
-            hint = suggest(key, names) or f" (valid keys: {', '.join(names)})"
+            hint = suggest(key, names) or (_section_key(str(key)) if not where else "") or \
+                f" (valid keys: {', '.join(names)})"
             problems.append(f"{f'{where}.{key}' if where else key}: unknown key{hint}")
     return cls(**_typed_fields(cls, raw, where, problems))
+
+
+def _section_key(key: str) -> str:
+    """A top-level key that belongs in a section (`lr=1e-3` for `train.lr=1e-3`): the hint."""
+    dotted = [f"{section}.{f.name}" for section, c in {**SECTIONS, "noise": NoiseSpec}.items()
+              for f in _public_fields(c) if f.name != "options"]
+    dotted += [f"{section}.{o}" for section, table in catalog.TABLES.items() for e in table.values() for o in e.options]
+    exact = sorted({d for d in dotted if d.split(".", 1)[1] == key})
+    if exact:
+        return f"; did you mean {' or '.join(map(repr, exact))}?"
+    return suggest(key, dict.fromkeys(d for d in dotted))
 
 
 def _typed_fields(cls, raw: dict, where: str, problems: list[str]) -> dict:

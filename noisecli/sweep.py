@@ -48,7 +48,12 @@ class Plan:
 
 
 def is_sweep_file(raw: dict) -> bool:
-    return "grid" in raw or "base" in raw
+    """A sweep spec has `base` or `grid`; a misspelling of either (`bsae:`, `grids:`) counts too,
+    so that it is named as a sweep key with a suggestion, not as an unknown spec key."""
+    from noisecli.spec import SPEC_KEYS
+
+    return "grid" in raw or "base" in raw or any(
+        k not in SPEC_KEYS and suggest(str(k), ("base", "grid")) for k in raw)
 
 
 def parse_grid_option(text: str) -> tuple[str, list]:
@@ -90,6 +95,8 @@ class _SweepSource:
     grid: dict[str, Any]
     name: Any
     seeds: Any
+    inline: bool = True  # the base is written in the sweep file (else in base_file)
+    base_file: str = ""
 
 
 def load_plan(path: Path | str, grid_options: list[str] | None = None, seeds: str | None = None,
@@ -108,13 +115,33 @@ def load_plan(path: Path | str, grid_options: list[str] | None = None, seeds: st
     if not isinstance(sweep_name, str) or not NAME_RE.match(sweep_name):
         problems.append(f"name: {sweep_name!r} must be 1-100 letters, digits, '.', '_' or '-', starting with a "
                         "letter or digit (it names a folder under the runs folder)")
-    if problems or source.base_raw is None:
-        raise SpecError(problems)
-    base_raw = apply_overrides(source.base_raw, overrides or [])
+    if not is_sweep_file(read_yaml(path)) and not grid and seeds is None:
+        problems.append(f"{path}: a plain spec with nothing to sweep; give --grid KEY=V1,V2,... and/or --seeds N, "
+                        f"or train it with: noisecli train {path}")
     plan = Plan(sweep_name, grid, seed_list)
-    _expand(plan, base_raw, source.base_dir)
+    if source.base_raw is not None:  # every problem at once, each said once, where it is
+        try:
+            base_raw = apply_overrides(source.base_raw, overrides or [])
+            in_base = _base_problems(base_raw, source, grid)
+            prefix = "base." if source.inline else f"{source.base_file}: "
+            problems += [prefix + p for p in in_base]
+            problems += [p for p in _expand(plan, base_raw, source.base_dir, skip=set(in_base))]
+        except SpecError as e:
+            problems += e.problems
+    if problems:
+        raise SpecError(list(dict.fromkeys(problems)))
     check_buildable([p.spec for p in plan.points])
     return plan
+
+
+def _base_problems(base_raw: dict, source: "_SweepSource", grid: dict) -> list[str]:
+    """The base's own mistakes (keys the grid does not set), as the base checked alone reports them."""
+    try:
+        spec_from_dict(copy.deepcopy(base_raw), base_dir=source.base_dir)
+    except SpecError as e:
+        roots = {k.split(".")[0] for k in grid}  # what the grid sets is the grid's to get right
+        return [p for p in e.problems if p.split(":")[0].split(".")[0] not in roots]
+    return []
 
 
 def check_buildable(specs: list[Spec]) -> None:
@@ -139,6 +166,7 @@ def _read_source(raw: dict, path: Path, problems: list[str]) -> _SweepSource:
         if key not in SWEEP_KEYS:
             problems.append(f"{key}: unknown sweep key{suggest(key, SWEEP_KEYS) or ' (valid: ' + ', '.join(SWEEP_KEYS) + ')'}")
     base, base_raw, base_dir = raw.get("base"), None, path.parent
+    inline = not isinstance(base, str)
     if isinstance(base, str):
         base_path = path.parent / base
         base_raw = read_yaml(base_path) if base_path.exists() else None
@@ -154,7 +182,8 @@ def _read_source(raw: dict, path: Path, problems: list[str]) -> _SweepSource:
     if not isinstance(grid, dict):
         problems.append(f"grid: must be a mapping of dotted keys to lists of values, got {grid!r}")
         grid = {}
-    return _SweepSource(base_raw, base_dir, grid, raw.get("name", path.stem), raw.get("seeds", 1))
+    return _SweepSource(base_raw, base_dir, grid, raw.get("name", path.stem), raw.get("seeds", 1), inline,
+                        str(base) if not inline else "")
 
 
 def _merge_grid(grid: dict, grid_options: list[str], problems: list[str]) -> dict[str, list]:
@@ -175,8 +204,10 @@ def _merge_grid(grid: dict, grid_options: list[str], problems: list[str]) -> dic
     return grid
 
 
-def _expand(plan: Plan, base_raw: dict, base_dir: Path) -> None:
-    problems: list[str] = []
+def _expand(plan: Plan, base_raw: dict, base_dir: Path, skip: set[str] = frozenset()) -> list[str]:
+    """Each grid point x seed made a spec and named; the problems found (none: the plan is filled),
+    leaving out those in `skip` (the base's own, already said)."""
+    problems: list[tuple[str, str]] = []  # (grid point, problem)
     seen: dict[str, str] = {}
     keys = list(plan.grid)
     short = _short_names(keys)
@@ -187,14 +218,14 @@ def _expand(plan: Plan, base_raw: dict, base_dir: Path) -> None:
             label = ", ".join(f"{k}={v}" for k, v in settings.items()) or "base"
             bad = [p for k, v in settings.items() if (p := set_dotted(raw, k.split("."), copy.deepcopy(v)))]
             if bad:
-                problems += [f"grid point {label}: {p}" for p in bad]
+                problems += [(label, p) for p in bad]
                 continue
             raw["seed"] = seed
             raw["name"] = "point"  # replaced below, once the settings that matter are known
             try:
                 spec = spec_from_dict(raw, base_dir=base_dir)
             except SpecError as e:
-                problems += [f"grid point {label}: {p}" for p in e.problems]
+                problems += [(label, p) for p in e.problems if p not in skip]
                 continue
             key = canonical_key(spec)
             if key in seen:
@@ -206,12 +237,31 @@ def _expand(plan: Plan, base_raw: dict, base_dir: Path) -> None:
             seen[key] = spec.name
             plan.points.append(Point(spec.name, {**relevant, "seed": seed}, spec))
     if problems:
-        raise SpecError(list(dict.fromkeys(problems)))  # one line per distinct problem
+        return _once(problems, len(plan.points) + plan.merged)
     names = [p.name for p in plan.points]
     if len(set(names)) != len(names):  # two settings that print alike: fall back to a hash suffix
         for p in plan.points:
             digest = hashlib.sha1(canonical_key(p.spec).encode()).hexdigest()
             p.name = p.spec.name = f"{p.name[:90]}_{digest[:8]}"
+    return []
+
+
+def _once(problems: list[tuple[str, str]], n_points: int) -> list[str]:
+    """A problem every grid point has (a misspelled grid key) is said once, as the grid's; one
+    only some points have is said for each of them."""
+    labels: dict[str, list[str]] = {}
+    for label, problem in problems:
+        labels.setdefault(problem, [])
+        if label not in labels[problem]:
+            labels[problem].append(label)
+    n_labels = len({label for label, _ in problems}) if problems else 0
+    out = []
+    for problem, where in labels.items():
+        if len(where) > 1 and len(where) == n_labels and n_labels > 1:
+            out.append(f"grid.{problem}")
+        else:
+            out += [f"grid point {label}: {problem}" for label in where]
+    return out
 
 
 def canonical_key(spec: Spec) -> str:
@@ -242,23 +292,30 @@ def point_name(settings: dict[str, Any], short: dict[str, str], seed: int) -> st
     return name
 
 
-def check_existing(plan: Plan, sweep_dir: Path) -> None:
-    """Refuse before running anything if any existing point folder holds other settings."""
-    problems = []
+def changed_points(plan: Plan, sweep_dir: Path) -> str | None:
+    """One line saying which existing point folders hold other settings (and which keys), or None."""
+    diffs: dict[str, list[str]] = {}
     for p in plan.points:
-        saved = sweep_dir / p.name / "spec.yaml"
-        if not saved.exists():
-            continue
-        old = read_saved_spec(saved)
+        old = read_saved_spec(sweep_dir / p.name / "spec.yaml")
         if old is None:
-            continue  # a damaged spec.yaml: `train` rebuilds it from the point's checkpoint
+            continue  # not run yet, or a damaged spec.yaml that `train` rebuilds from the checkpoint
         diff = spec_diff(old, spec_to_dict(p.spec))
         if diff:
-            problems.append(f"point {p.name}: its run folder was trained with other settings "
-                            f"({', '.join(diff[:4])}{', ...' if len(diff) > 4 else ''})")
-    if problems:
-        raise SpecError(problems + [f"the sweep spec changed since {sweep_dir} was run; give the sweep "
-                                    "another name (name=... or --name) to keep both results apart"])
+            diffs.setdefault(", ".join(diff[:4]) + (", ..." if len(diff) > 4 else ""), []).append(p.name)
+    if not diffs:
+        return None
+    n = sum(len(v) for v in diffs.values())
+    what = "; ".join(f"{text} (e.g. {names[0]})" if len(diffs) > 1 else text for text, names in diffs.items())
+    return (f"{n} of {len(plan.points)} point{'s' if len(plan.points) > 1 else ''} in {sweep_dir} were trained "
+            f"with other settings: {what}. The sweep spec changed since it was run; give the sweep another name "
+            "(name=... or --name) to keep both results apart")
+
+
+def check_existing(plan: Plan, sweep_dir: Path) -> None:
+    """Refuse before running anything if any existing point folder holds other settings."""
+    problem = changed_points(plan, sweep_dir)
+    if problem:
+        raise SpecError(problem)
 
 
 def shard_points(points: list[Point], shard: str | None) -> list[Point]:
@@ -281,13 +338,21 @@ def parse_devices(text: str | None) -> list[str]:
     return devices
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def plan_text(plan: Plan, points: list[Point], shard: str | None, sweep_dir: Path) -> str:
-    """What --dry-run prints: the plan's size, then one line per point with its settings."""
+    """What --dry-run prints: the plan's size, one line per point with its settings, and what a
+    real run would refuse."""
     merged = f", {plan.merged} merged as identical" if plan.merged else ""
-    sharded = f"; shard {shard}: {len(points)} points" if shard else ""
-    lines = [f"sweep {plan.name}: {len(plan.points)} points ({len(plan.grid)} grid keys x {len(plan.seeds)} "
-             f"seeds{merged}){sharded} -> {sweep_dir}"]
+    sharded = f"; shard {shard}: {plural(len(points), 'point')}" if shard else ""
+    lines = [f"sweep {plan.name}: {plural(len(plan.points), 'point')} ({plural(len(plan.grid), 'grid key')} x "
+             f"{plural(len(plan.seeds), 'seed')}{merged}){sharded} -> {sweep_dir}"]
     lines += [f"  {p.name}  ({', '.join(f'{k}={v}' for k, v in p.settings.items())})" for p in points]
+    refusal = changed_points(plan, sweep_dir)
+    if refusal:
+        lines.append(f"the run would refuse: {refusal}")
     return "\n".join(lines) + "\n"
 
 

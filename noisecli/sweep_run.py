@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from noisecli.display import say
 from noisecli.errors import BadInput, Interrupted, RunError, RunLocked
 from noisecli.signals import StopRequest
 from noisecli.spec import Spec, spec_from_dict, spec_to_dict
@@ -30,7 +31,8 @@ class Outcome:
     name: str
     state: str  # completed | skipped | failed | diverged | interrupted | busy
     message: str = ""
-    val_loss: float | None = None
+    val_loss: float | None = None  # the final evaluation's
+    best_val_loss: float | None = None  # the best evaluation's
 
 
 class _PointBar:
@@ -61,7 +63,7 @@ class PointDisplay:
         pass
 
     def warn(self, text: str) -> None:
-        print(text, file=sys.stderr)
+        say(text)
 
     @contextmanager
     def progress(self, total: int, done: int, name: str) -> Iterator[_PointBar]:
@@ -79,9 +81,12 @@ def train_point(spec: Spec, runs_dir: Path, report: Callable[[str, int, int], No
     try:
         trainer.setup()
         if trainer.open_run() == "completed":
-            return Outcome(spec.name, "skipped", "already completed", trainer.run.read_status().get("best_val_loss"))
+            status = trainer.run.read_status()
+            return Outcome(spec.name, "skipped", "already completed", status.get("val_loss"),
+                           status.get("best_val_loss"))
         trainer.train()
-        return Outcome(spec.name, "completed", "", trainer.rows[-1]["val_loss"] if trainer.rows else None)
+        return Outcome(spec.name, "completed", "", trainer.rows[-1]["val_loss"] if trainer.rows else None,
+                       trainer.best_val if trainer.rows else None)
     except RunLocked as e:
         return Outcome(spec.name, "busy", str(e))
     except Interrupted as e:

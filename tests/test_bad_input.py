@@ -23,6 +23,8 @@ CASES = [
     ("train", {**TINY, "noise": {"kind": "input", "gamma": 1}}, [], "noise.gamma: does not apply to noise kind 'input'"),
     ("train", {**TINY, "output": {"checkpoint": "bestt"}}, [], "error: output.checkpoint: must be one of last, best, every, none; got 'bestt'; did you mean 'best'?"),
     ("sweep", {"base": "nothere.yaml", "grid": {"noise.factor": [0.1]}}, [], "error: base: file not found: nothere.yaml"),
+    ("train", TINY, ["lr=1e-3"], "error: lr: unknown key; did you mean 'train.lr'?"),
+    ("train", TINY, ["noise.factor=yes"], "error: noise.factor: must be a number, got 'yes' (str)"),
     # values out of range
     ("train", {**TINY, "train": {"lr": -1}}, [], "error: train.lr: must be > 0, got -1.0"),
     ("train", {**TINY, "data": {"kind": "digits", "val_fraction": 1.0}}, [], "data.val_fraction: must be < 1, got 1.0"),

@@ -92,6 +92,21 @@ def test_train_piped_into_head_saves_and_stops_like_sigpipe(tmp_path):
     assert ckpt(tmp_path / "runs" / "p")["step"] == status["step"]
 
 
+def test_train_with_stderr_in_the_same_closed_pipe_still_exits_141(tmp_path):
+    """`noisecli train spec 2>&1 | head -3`: the closing message has nowhere to go either; it is
+    dropped, and the exit code still says the run was saved and stopped (it used to be 1)."""
+    spec = write_spec(tmp_path, {**TINY, "name": "p", "train": {**TINY["train"], "epochs": 300, "eval_every": 3}})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "noisecli", "train", str(spec), "--runs-dir", "runs"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for _ in range(3):
+        proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 128 + signal.SIGPIPE
+    status = json.loads((tmp_path / "runs" / "p" / "status.json").read_text())
+    assert status["state"] == "interrupted" and ckpt(tmp_path / "runs" / "p")["step"] == status["step"]
+
+
 def test_sweep_piped_into_head_stops_like_sigpipe_and_resumes(tmp_path):
     spec = write_spec(tmp_path, {**TINY, "name": "base"})
     args = [sys.executable, "-m", "noisecli", "sweep", str(spec), "--grid", "noise.factor=0,0.3", "--seeds", "3",

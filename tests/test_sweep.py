@@ -68,6 +68,38 @@ def test_bad_sweep_specs_exit_2_and_create_nothing(cli, tmp_path, raw, message):
     assert not (tmp_path / "runs").exists()
 
 
+def test_every_problem_of_a_sweep_spec_at_once_once_and_where_it_is(cli, tmp_path):
+    """Not in stages (seeds first, then the grid), not once per grid point, a base typo blamed
+    on the base, and misspelled top-level keys with a suggestion."""
+    path = write_spec(tmp_path, {"base": {**BASE, "train": {"lrr": 1}},
+                                 "grid": {"noise.factr": [0.1, 0.2], "noise.kind": ["input", "weight"]},
+                                 "seeds": "three"}, "bad.yaml")
+    code, _, err = cli("sweep", path, "--runs-dir", tmp_path / "runs")
+    assert code == 2 and err.splitlines() == [
+        "error: seeds: must be a count or a list of integers, got 'three'",
+        "error: base.train.lrr: unknown key; did you mean 'lr'?",
+        "error: grid.noise.factr: unknown key; did you mean 'factor'?"]
+    path = write_spec(tmp_path, {"bsae": BASE, "grids": {"noise.factor": [0.1]}}, "typos.yaml")
+    code, _, err = cli("sweep", path, "--runs-dir", tmp_path / "runs")
+    assert code == 2 and err.splitlines()[:2] == ["error: bsae: unknown sweep key; did you mean 'base'?",
+                                                  "error: grids: unknown sweep key; did you mean 'grid'?"]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_specs_given_to_the_wrong_command_say_which_one(cli, tmp_path):
+    sweep = sweep_file(tmp_path, {"noise.kind": ["none", "input"]})
+    code, _, err = cli("train", sweep, "--runs-dir", tmp_path / "runs")
+    assert (code, err.strip()) == (2, f"error: {sweep}: this is a sweep spec (base, grid, seeds); run it with: "
+                                      f"noisecli sweep {sweep}")
+    plain = write_spec(tmp_path, {"name": "one", **TINY}, "one.yaml")
+    code, _, err = cli("sweep", plain, "--runs-dir", tmp_path / "runs")
+    assert (code, err.strip()) == (2, f"error: {plain}: a plain spec with nothing to sweep; give --grid "
+                                      f"KEY=V1,V2,... and/or --seeds N, or train it with: noisecli train {plain}")
+    code, out, _ = cli("sweep", plain, "--seeds", "1", "--dry-run")
+    assert code == 0 and out.startswith("sweep one-sweep: 1 point (0 grid keys x 1 seed) -> runs/one-sweep")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_shards_cover_the_grid_exactly_once(tmp_path):
     plan = load_plan(sweep_file(tmp_path, {"noise.kind": ["input", "weight"], "noise.factor": [0.1, 0.2, 0.3]}, 3))
     everything = [p.name for p in plan.points]
@@ -89,13 +121,21 @@ def test_sweep_runs_skips_completed_and_refuses_changed_settings(cli, tmp_path):
     first = states(runs / "grid")
     assert len(first) == 4 and all(s["state"] == "completed" and s["starts"] == 1 for s in first.values())
     assert json.loads((runs / "grid" / "sweep.json").read_text())["points"][0]["name"] == "kind-none_seed-0"
+    status = first["kind-input_seed-1"]
+    # one meaning per label: the final val loss and the best, on the first pass and on the next
+    said = f"(final val loss {status['val_loss']:.4f}, best {status['best_val_loss']:.4f})"
+    assert f"kind-input_seed-1: completed {said}" in out
     code, out, _ = cli("sweep", path, "--runs-dir", runs)
-    assert code == 0 and "4 skipped" in out
+    assert code == 0 and "4 skipped" in out and f"kind-input_seed-1: skipped {said}" in out
     assert states(runs / "grid") == first  # nothing retrained, nothing rewritten
     changed = sweep_file(tmp_path, {"noise.kind": ["none", "input"]}, base={**BASE, "train": {**BASE["train"], "lr": 1e-2}})
+    refusal = (f"4 of 4 points in {runs / 'grid'} were trained with other settings: train.lr: 0.003 -> 0.01. "
+               "The sweep spec changed since it was run; give the sweep another name (name=... or --name) to "
+               "keep both results apart")
+    code, out, _ = cli("sweep", changed, "--runs-dir", runs, "--dry-run")  # the plan says what the run would do
+    assert code == 0 and out.splitlines()[-1] == f"the run would refuse: {refusal}"
     code, _, err = cli("sweep", changed, "--runs-dir", runs)
-    assert code == 2 and "trained with other settings (train.lr: 0.003 -> 0.01)" in err
-    assert "give the sweep another name" in err
+    assert code == 2 and err.splitlines() == [f"error: {refusal}"]  # one line, the keys once
 
 
 def test_an_interrupted_point_resumes_exactly_within_the_sweep(cli, tmp_path):
