@@ -18,17 +18,33 @@ from noisecli.errors import Interrupted, NoisecliError, RunError, SpecError
 
 app = typer.Typer(
     help="Does noise injection help my model, which kind, and how much? Train, sweep and compare.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+    no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False, rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-SpecArg = Annotated[Path, typer.Argument(help="the YAML spec file", show_default=False)]
+SpecArg = Annotated[Path, typer.Argument(help="the YAML spec file", show_default=False, metavar="SPEC")]
 OverridesArg = Annotated[Optional[list[str]], typer.Argument(
-    help="KEY=VALUE overrides by dotted path, e.g. noise.factor=0.05 train.epochs=5", show_default=False)]
-RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="where run folders go")]
+    help="KEY=VALUE overrides by dotted path, e.g. noise.factor=0.05 train.epochs=5", show_default=False,
+    metavar="KEY=VALUE")]
+RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="where run folders go", metavar="DIR")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps "
-                                                  "(overrides the spec's device)", show_default=False)]
+                                                  "(overrides the spec's device)", show_default=False,
+                                                  metavar="DEVICE")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing but errors")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"noisecli {version('noisecli')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="print the version and exit")] = False) -> None:
+    """Does noise injection help my model, which kind, and how much? Train, sweep and compare."""
 
 
 def error(text: str) -> None:
@@ -51,6 +67,11 @@ def exit_codes():
         for line in getattr(e, "problems", [str(e)]):
             error(line)
         raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:  # Ctrl-C before the loop took over signals (setup, imports)
+        from noisecli.display import say
+
+        say("interrupted: stopped before training began; nothing of a run was lost. Run the same command again")
+        raise typer.Exit(130) from None
     except BrokenPipeError:  # `noisecli report | head`: click exits quietly, as for `list | head`
         raise
     except OSError as e:  # a full disk, a read-only runs folder: say which file and why
@@ -75,28 +96,31 @@ def train(spec: SpecArg, overrides: OverridesArg = None, runs_dir: RunsDirOpt = 
 
 @app.command()
 def sweep(spec: Annotated[Path, typer.Argument(help="a sweep spec, or a plain spec swept with --grid",
-                                               show_default=False)],
+                                               show_default=False, metavar="SWEEP_SPEC")],
           overrides: OverridesArg = None,
           grid: Annotated[Optional[list[str]], typer.Option("--grid", help="KEY=V1,V2,... (repeatable); "
-                                                            "adds to or replaces the file's grid")] = None,
+                                                            "adds to or replaces the file's grid",
+                                                            metavar="KEY=V1,V2")] = None,
           seeds: Annotated[Optional[str], typer.Option("--seeds", help="a count (3) or a list (0,1,2)",
-                                                       show_default=False)] = None,
+                                                       show_default=False, metavar="N|S1,S2")] = None,
           name: Annotated[Optional[str], typer.Option("--name", help="the sweep's folder under the runs "
-                                                      "folder", show_default=False)] = None,
+                                                      "folder", show_default=False, metavar="NAME")] = None,
           runs_dir: RunsDirOpt = Path("runs"),
-          jobs: Annotated[int, typer.Option("--jobs", "-j", help="worker processes", min=1)] = 1,
+          jobs: Annotated[int, typer.Option("--jobs", "-j", help="worker processes", min=1, metavar="N")] = 1,
           devices: Annotated[Optional[str], typer.Option("--devices", help="spread points over devices, "
-                                                         "e.g. cuda:0,cuda:1", show_default=False)] = None,
+                                                         "e.g. cuda:0,cuda:1", show_default=False,
+                                                         metavar="D1,D2")] = None,
           shard: Annotated[Optional[str], typer.Option("--shard", help="K/N: run only the K-th of N shares "
-                                                       "(for cluster job arrays)", show_default=False)] = None,
+                                                       "(for cluster job arrays)", show_default=False,
+                                                       metavar="K/N")] = None,
           fail_fast: Annotated[bool, typer.Option("--fail-fast", help="stop at the first failed point")] = False,
           dry_run: Annotated[bool, typer.Option("--dry-run", help="print the expanded plan; run nothing")] = False,
-          quiet: QuietOpt = False) -> None:
+          device: DeviceOpt = None, quiet: QuietOpt = False) -> None:
     """Run every point of a grid of spec keys x seeds; rerunning skips finished points."""
     from noisecli.sweep import load_plan, parse_devices, plan_text, shard_points
 
     with exit_codes():
-        plan = load_plan(spec, grid, seeds, list(overrides or []), name)
+        plan = load_plan(spec, grid, seeds, list(overrides or []) + ([f"device={device}"] if device else []), name)
         points = shard_points(plan.points, shard)
         device_list = parse_devices(devices)
         if dry_run:
@@ -117,17 +141,22 @@ class Format(str, Enum):
 
 @app.command()
 def report(dirs: Annotated[Optional[list[Path]], typer.Argument(help="run folders, sweep folders or runs "
-                                                                "folders (default: runs)", show_default=False)] = None,
+                                                                "folders (default: the --runs-dir folder)",
+                                                                show_default=False, metavar="DIR")] = None,
            fmt: Annotated[Format, typer.Option("--format", "-f", help="table | md | csv | json | html")] = Format.table,
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write to this file",
-                                                          show_default=False)] = None) -> None:
+                                                          show_default=False, metavar="FILE")] = None,
+           runs_dir: RunsDirOpt = Path("runs")) -> None:
     """Compare runs: configurations over seeds, delta against no noise with a 95 % interval."""
     from noisecli import report as rep
 
     with exit_codes():
-        dirs = list(dirs or [Path("runs")])
+        dirs = list(dirs or [runs_dir])
         if output is not None and not output.parent.is_dir():
             raise SpecError(f"--output: folder {output.parent} does not exist")
+        if fmt == Format.html and output is None and sys.stdout.isatty():
+            raise SpecError("--format html: the page embeds its plots; write it to a file with "
+                            "--output report.html (or redirect: > report.html)")
         text = rep.render(dirs, fmt.value, f"noisecli report: {', '.join(map(str, dirs))}")
         if not isinstance(text, str):  # a rich renderable
             from rich.console import Console
@@ -160,15 +189,19 @@ class Split(str, Enum):
 
 
 @app.command("eval")
-def eval_(run_dir: Annotated[Path, typer.Argument(help="a run folder (runs/NAME)", show_default=False)],
-          checkpoint: Annotated[str, typer.Option("--checkpoint", "-c", help="last | best | prev | a .pt file")] = "last",
+def eval_(run_dir: Annotated[Path, typer.Argument(help="a run folder (runs/NAME), or a run's name under --runs-dir",
+                                                  show_default=False, metavar="RUN_DIR")],
+          checkpoint: Annotated[str, typer.Option("--checkpoint", "-c", help="last | best | prev | a .pt file",
+                                                  metavar="CHECKPOINT")] = "last",
           split: Annotated[Split, typer.Option("--split", help="val | train (the clean train loss)")] = Split.val,
           fmt: Annotated[EvalFormat, typer.Option("--format", "-f", help="table | json")] = EvalFormat.table,
-          device: DeviceOpt = None) -> None:
+          device: DeviceOpt = None, runs_dir: RunsDirOpt = Path("runs")) -> None:
     """Evaluate a saved checkpoint with every noise off, exactly as training evaluated it."""
     from noisecli.evaluate import evaluate, render
 
     with exit_codes():
+        if not run_dir.exists() and (runs_dir / run_dir).is_dir():  # a name: runs/NAME
+            run_dir = runs_dir / run_dir
         result = evaluate(run_dir, checkpoint, split.value, device)
         if fmt == EvalFormat.json:
             import json
@@ -180,17 +213,21 @@ def eval_(run_dir: Annotated[Path, typer.Argument(help="a run folder (runs/NAME)
 
 @app.command()
 def validate(spec: SpecArg, overrides: OverridesArg = None,
-             show: Annotated[bool, typer.Option("--show", help="print the resolved spec")] = False) -> None:
+             show: Annotated[bool, typer.Option("--show", help="print the resolved spec")] = False,
+             quiet: QuietOpt = False) -> None:
     """Check a spec without training: exit 0 if valid, 2 with one line per problem if not."""
     from noisecli.sweep import validate_file
 
     with exit_codes():
-        print(validate_file(spec, list(overrides or []), show), end="")
+        text = validate_file(spec, list(overrides or []), show)
+        if not quiet:
+            print(text, end="")
 
 
 @app.command("list")
 def list_(what: Annotated[Optional[str], typer.Argument(help="models | datasets | noise (default: all)",
-                                                         show_default=False)] = None) -> None:
+                                                         show_default=False,
+                                                         metavar="[models|datasets|noise]")] = None) -> None:
     """What can be named in a spec, one line each."""
     from noisecli.catalog import DATASETS, MODELS, NOISE
 
@@ -210,6 +247,11 @@ def list_(what: Annotated[Optional[str], typer.Argument(help="models | datasets 
             options = f"  (options: {', '.join(e.options)})" if e.options else ""
             note = f"  Note: {e.note}." if e.note else ""
             print(f"  {e.name:<{width}}  {e.summary}{extra}{options}{note}")
+
+
+# the command list in `noisecli --help` shows each docstring's first line whole (click would cut it at 45)
+for _command in app.registered_commands:
+    _command.short_help = (_command.callback.__doc__ or "").strip().splitlines()[0]
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from noisecli.display import say
-from noisecli.errors import BadInput, Interrupted, RunError, RunLocked
+from noisecli.errors import BadInput, Interrupted, RunError, RunLocked, SpecError
 from noisecli.signals import StopRequest
 from noisecli.spec import Spec, spec_from_dict, spec_to_dict
 
@@ -140,6 +140,8 @@ class SweepRunner:
         self.outcomes: list[Outcome] = []
 
     def run(self) -> list[Outcome]:
+        if not self.points:
+            return self.outcomes
         with self.stop.catching(second_sigint_stops_now=False):
             if self.jobs == 1 and not self.devices:
                 self._run_here()
@@ -258,15 +260,38 @@ def run_sweep(plan, points: list, sweep_dir: Path, jobs: int, devices: list[str]
     from noisecli.sweep import check_existing
 
     check_existing(plan, sweep_dir)
+    if devices:  # a device that is not here is bad input, said before anything runs
+        from noisecli.trainer import resolve_device
+
+        for device in devices:
+            try:
+                resolve_device(device)
+            except SpecError as e:
+                raise SpecError(f"--devices: {e.problems[0].removeprefix('device: ')}") from None
     sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(sweep_dir / "sweep.json", json.dumps(plan.to_dict(), indent=2, default=str) + "\n")
+    done = [_completed(p, sweep_dir) for p in points]  # known without a worker, a device or torch
+    skipped = [o for o in done if o is not None]
+    pending = [p for p, o in zip(points, done) if o is None]
     stop = StopRequest()
     display = SweepDisplay(plan.name, len(points), quiet, stop=stop)
     with display:
-        outcomes = SweepRunner(points, sweep_dir, display, jobs, devices, fail_fast, stop).run()
+        for outcome in skipped:
+            display.finished(outcome)
+        outcomes = skipped + SweepRunner(pending, sweep_dir, display, jobs, devices, fail_fast, stop).run()
     display.summary(outcomes, sweep_dir)
     failed = [o for o in outcomes if o.state in FAILED]
     if failed:
         raise RunError(f"{len(failed)} of {len(points)} points failed: {', '.join(o.name for o in failed[:5])}"
                        f"{', ...' if len(failed) > 5 else ''}")
     return outcomes
+
+
+def _completed(point, sweep_dir: Path) -> Outcome | None:
+    """A point whose run folder says it is completed (its settings were checked to match)."""
+    from noisecli.runs import RunFolder
+
+    status = RunFolder(sweep_dir / point.name).read_status_quiet()
+    if status.get("state") != "completed":
+        return None
+    return Outcome(point.name, "skipped", "already completed", status.get("val_loss"), status.get("best_val_loss"))

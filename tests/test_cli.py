@@ -74,3 +74,25 @@ def test_the_reference_names_every_key_and_every_kind():
             assert f"### {section}.kind: `{entry.name}`" in text
             for option in entry.options:
                 assert f"| `{section}.{option}` |" in text
+
+
+def test_version_common_options_and_whole_command_descriptions(cli, tiny_spec, tmp_path):
+    from importlib.metadata import version
+
+    code, out, _ = cli("--version")
+    assert (code, out) == (0, f"noisecli {version('noisecli')}\n")
+    code, out, _ = cli("--help")
+    commands = out.split("Commands:")[1]
+    assert code == 0 and "..." not in commands  # click cuts at 45 characters unless told otherwise
+    assert "Check a spec without training: exit 0 if valid, 2 with one line" in " ".join(commands.split())
+    # the options the README calls common are accepted where they make sense
+    code, out, _ = cli("validate", tiny_spec, "--quiet")
+    assert (code, out) == (0, "")
+    code, out, err = cli("sweep", tiny_spec, "--seeds", "1", "--device", "cpu", "--runs-dir", tmp_path / "r", "-q")
+    assert code == 0, err
+    code, out, _ = cli("report", "--runs-dir", tmp_path / "r", "-f", "csv")
+    assert code == 0 and out.startswith("noise,factor,n,")
+    code, out, _ = cli("eval", "seed-0", "--runs-dir", tmp_path / "r" / "tiny-sweep", "-f", "json")
+    assert code == 0 and '"val_loss"' in out
+    code, out, _ = cli("train", "--help")
+    assert out.startswith("Usage: noisecli train [OPTIONS] {SPEC} [KEY=VALUE]...")

@@ -273,3 +273,17 @@ def test_noise_options_that_vary_within_a_kind_name_the_configuration(tmp_path):
     configs, _ = build([root])
     assert sorted((c.noise, c.factor, c.extra) for c in configs) == [
         ("embedding", "5", "noise.length=example"), ("embedding", "5", "noise.length=padded"), ("none", "", "")]
+
+
+def test_json_factor_is_a_number_and_null_for_none(cli, sweep):
+    code, out, _ = cli("report", sweep, "-f", "json")
+    assert code == 0
+    assert {c["noise"]: c["factor"] for c in json.loads(out)["configs"] if c["noise"] == "none"} == {"none": None}
+    assert sorted(c["factor"] for c in json.loads(out)["configs"] if c["noise"] == "input") == [0.1, 0.5]
+
+
+def test_report_on_a_file_says_what_report_reads(cli, tmp_path):
+    (tmp_path / "spec.yaml").write_text("data: {kind: digits}\n")
+    code, _, err = cli("report", tmp_path / "spec.yaml")
+    assert (code, err.strip()) == (2, f"error: report: {tmp_path / 'spec.yaml'} is a file; report reads run "
+                                      "folders (runs/NAME), sweep folders or a runs folder")

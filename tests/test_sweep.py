@@ -138,6 +138,20 @@ def test_sweep_runs_skips_completed_and_refuses_changed_settings(cli, tmp_path):
     assert code == 2 and err.splitlines() == [f"error: {refusal}"]  # one line, the keys once
 
 
+def test_devices_that_are_not_here_are_refused_up_front_and_done_points_need_none(cli, tmp_path):
+    """--devices cuda:0,cuda:1 on a machine without them: exit 2 before anything runs (it used
+    to mark every point failed and exit 1); completed points are skipped without a worker."""
+    path = sweep_file(tmp_path, {"noise.kind": ["none", "input"]}, seeds=1)
+    runs = tmp_path / "runs"
+    assert cli("sweep", path, "--runs-dir", runs)[0] == 0
+    before = states(runs / "grid")
+    if not torch.cuda.is_available():
+        code, out, err = cli("sweep", path, "--runs-dir", runs, "--devices", "cuda:0,cuda:1")
+        assert code == 2 and err.startswith("error: --devices: 'cuda:0' asked for, but this torch sees no CUDA")
+    code, out, err = cli("sweep", path, "--runs-dir", runs, "--devices", "cpu,cpu", "--jobs", "2")
+    assert code == 0 and "2 skipped" in out and states(runs / "grid") == before
+
+
 def test_an_interrupted_point_resumes_exactly_within_the_sweep(cli, tmp_path):
     path = sweep_file(tmp_path, {"noise.kind": ["input"]}, seeds=1)
     runs = tmp_path / "runs"

@@ -274,3 +274,15 @@ def test_an_infinite_gradient_behind_a_finite_loss_is_divergence(tiny_spec, tmp_
     assert json.loads((folder / "status.json").read_text())["state"] == "diverged"
     ckpt = torch.load(folder / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["step"] == 2 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_ctrl_c_before_training_begins_says_so_and_exits_130(cli, tiny_spec, tmp_path, monkeypatch):
+    """A Ctrl-C in the first seconds (imports, building the data) used to exit 130 silently."""
+    import noisecli.trainer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(noisecli.trainer.Trainer, "setup", interrupted)
+    code, _, err = cli("train", tiny_spec, "--runs-dir", tmp_path / "runs")
+    assert code == 130 and err.startswith("interrupted: stopped before training began")

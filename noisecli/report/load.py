@@ -62,6 +62,10 @@ def find_runs(dirs: list[Path]) -> list[Run]:
     runs, missing, seen, named = [], [], set(), set()
     for d in dirs:
         d = Path(d)
+        if d.is_file():
+            missing.append(f"report: {d} is a file; report reads run folders (runs/NAME), sweep folders or a "
+                           "runs folder")
+            continue
         if not d.is_dir():
             missing.append(f"report: {d}: no such folder")
             continue

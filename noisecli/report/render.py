@@ -105,12 +105,20 @@ def render_csv(configs: list[Config]) -> str:
     return buf.getvalue()
 
 
+def _factor_json(text: str):
+    """'' (none) -> null, '0.1' -> 0.1, '0.1/0.05' (a list of kinds) -> [0.1, 0.05]."""
+    if not text:
+        return None
+    values = [float(v) for v in text.split("/")]
+    return values[0] if len(values) == 1 else values
+
+
 def render_json(configs: list[Config], runs: list[Run]) -> str:
     def clean(v):
         return None if isinstance(v, float) and math.isnan(v) else v
 
     return json.dumps({
-        "configs": [{"noise": c.noise, "factor": c.factor, "config": c.extra,
+        "configs": [{"noise": c.noise, "factor": _factor_json(c.factor), "config": c.extra,
                      **{k: clean(v) for k, v in c.stats.items()},
                      "runs": [{"path": str(r.path), "seed": r.seed, "val_loss": r.final["val_loss"],
                                "best_val_loss": r.best_val} for r in c.runs]} for c in configs],
