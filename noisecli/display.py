@@ -38,13 +38,27 @@ def _fmt(row: dict, key: str, fmt: str) -> str:
         return str(v)
 
 
-def metrics_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
+# columns a narrow terminal drops first, so that the numbers that matter are never cut to `0.…`
+DROP_ORDER = ("samples_per_s", "lr", "seconds", "noise_factor", "train_loss", "epoch")
+
+
+def metrics_table(rows: list[dict[str, Any]], title: str | None = None, width: int | None = None) -> Table:
+    """The per-evaluation table; with `width`, the least needed columns are left out until it fits."""
     cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+    cells = {key: [_fmt(r, key, fmt) for r in rows] for key, _, fmt in cols}
+
+    def needed(columns) -> int:  # rich's box: one border and two padding characters a column, one more
+        return sum(max([len(h)] + [len(v) for v in cells[k]]) + 3 for k, h, _ in columns) + 1
+
+    for key in DROP_ORDER:
+        if width is None or needed(cols) <= width:
+            break
+        cols = [c for c in cols if c[0] != key]
     table = Table(title=title, title_justify="left")
     for _, header, _ in cols:
-        table.add_column(header, justify="right")
-    for r in rows:
-        table.add_row(*(_fmt(r, key, fmt) for key, _, fmt in cols))
+        table.add_column(header, justify="right", no_wrap=True)
+    for i in range(len(rows)):
+        table.add_row(*(cells[key][i] for key, _, _ in cols))
     return table
 
 
@@ -93,14 +107,15 @@ class _Bar:
                 + (f" acc {row['val_acc']:.3f}" if "val_acc" in row else ""))
         if self.progress is not None:
             self.progress.update(self.task, info=text)
-        elif self.console is not None:
+        if self.console is not None:  # a log line, or above the bar on a narrow terminal
             self.console.print(text, highlight=False)
 
 
 def _console(stop) -> _PipeConsole:
     console = _PipeConsole(highlight=False, stop=stop)
-    if not console.is_terminal:  # logs and pipes: wide enough that no column is cut
-        console = _PipeConsole(highlight=False, width=130, stop=stop)
+    if not console.is_terminal:  # logs and pipes: COLUMNS if set, else wide enough that no column is cut
+        columns = os.environ.get("COLUMNS", "")
+        console = _PipeConsole(highlight=False, width=int(columns) if columns.isdigit() else 130, stop=stop)
     return console
 
 
@@ -112,8 +127,8 @@ class TrainDisplay:
         self.console = _console(stop)
 
     def note(self, text: str) -> None:
-        if not self.quiet:
-            self.console.print(text, markup=False, soft_wrap=True)  # a long line stays one line in logs
+        if not self.quiet:  # a long line stays one line in logs; on a terminal it wraps between words
+            self.console.print(text, markup=False, soft_wrap=not self.console.is_terminal)
 
     def warn(self, text: str) -> None:
         """Damaged files and the like: always said, on stderr, even with --quiet."""
@@ -130,16 +145,20 @@ class TrainDisplay:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
             TimeRemainingColumn
 
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                      console=self.console, transient=False) as progress:
+        # the bar, the step count and the labelled times come first; the last evaluation's numbers
+        # only where the terminal is wide enough for them too (else each is printed above the bar)
+        wide = self.console.width >= 140
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(bar_width=None if wide else 20),
+                   MofNCompleteColumn(), TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("left"),
+                   TimeRemainingColumn()] + ([TextColumn("{task.fields[info]}")] if wide else [])
+        with Progress(*columns, console=self.console, transient=False) as progress:
             task = progress.add_task(name, total=total, completed=done, info="")
-            yield _Bar(progress, task, None)
+            yield _Bar(progress, task, None if wide else self.console)
 
     def summary(self, rows: list[dict], classification: bool, path: Path) -> None:
         if self.quiet:
             return
-        self.console.print(metrics_table(rows))
+        self.console.print(metrics_table(rows, width=self.console.width))
         best = min(rows, key=lambda r: r["val_loss"]) if rows else None
         if best:
             last = rows[-1]

@@ -286,3 +286,16 @@ def test_ctrl_c_before_training_begins_says_so_and_exits_130(cli, tiny_spec, tmp
     monkeypatch.setattr(noisecli.trainer.Trainer, "setup", interrupted)
     code, _, err = cli("train", tiny_spec, "--runs-dir", tmp_path / "runs")
     assert code == 130 and err.startswith("interrupted: stopped before training began")
+
+
+def test_narrow_output_keeps_every_number_whole_and_honours_columns(cli, tiny_spec, tmp_path, monkeypatch):
+    """At 60 columns rich used to squeeze every number to `0.…`; columns that matter least go
+    instead. COLUMNS is honoured when the output is piped."""
+    monkeypatch.setenv("COLUMNS", "60")
+    code, out, err = cli("train", tiny_spec, "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    table = [line for line in out.splitlines() if line[:1] in "┏┃┡│└"]
+    assert table and all(len(line) <= 60 for line in table)
+    assert "…" not in out and "val loss" in table[1] and "clean train" in table[1]
+    last = json.loads((tmp_path / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert f"{last['val_loss']:.4f}" in table[-2]
