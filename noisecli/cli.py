@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from noisecli.errors import Interrupted, NoisecliError, RunError, SpecError
+from noisecli.errors import Interrupted, NoisecliError, SpecError
 
 app = typer.Typer(
     help="Does noise injection help my model, which kind, and how much? Train, sweep and compare.",
@@ -31,6 +31,10 @@ DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu |
                                                   "(overrides the spec's device)", show_default=False,
                                                   metavar="DEVICE")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing but errors")]
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
 
 
 def _version(value: bool) -> None:
@@ -154,7 +158,7 @@ def report(dirs: Annotated[Optional[list[Path]], typer.Argument(help="run folder
         dirs = list(dirs or [runs_dir])
         if output is not None and not output.parent.is_dir():
             raise SpecError(f"--output: folder {output.parent} does not exist")
-        if fmt == Format.html and output is None and sys.stdout.isatty():
+        if fmt == Format.html and output is None and stdout_is_terminal():
             raise SpecError("--format html: the page embeds its plots; write it to a file with "
                             "--output report.html (or redirect: > report.html)")
         text = rep.render(dirs, fmt.value, f"noisecli report: {', '.join(map(str, dirs))}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import queue
-import sys
 import signal
 import time
 from contextlib import contextmanager

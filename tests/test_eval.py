@@ -83,4 +83,4 @@ def test_eval_bad_input_is_one_line_and_exit_2(tmp_path, cli, tiny_spec):
     for path in (damaged, other):
         code, out, err = cli("eval", run, "--checkpoint", path)
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
-        assert err.startswith(f"error: --checkpoint: ") and str(path) in err
+        assert err.startswith("error: --checkpoint: ") and str(path) in err

@@ -287,3 +287,29 @@ def test_report_on_a_file_says_what_report_reads(cli, tmp_path):
     code, _, err = cli("report", tmp_path / "spec.yaml")
     assert (code, err.strip()) == (2, f"error: report: {tmp_path / 'spec.yaml'} is a file; report reads run "
                                       "folders (runs/NAME), sweep folders or a runs folder")
+
+
+def test_the_html_page_gives_each_configuration_one_colour_and_renders_its_legend(cli, sweep, tmp_path):
+    from noisecli.report import build
+    from noisecli.report.page import NONE_COLOUR, colours
+
+    configs, _ = build([sweep])
+    colour = colours(configs)
+    assert colour[next(c.key for c in configs if c.noise == "none")] == NONE_COLOUR
+    noisy = [colour[c.key] for c in configs if c.noise != "none"]
+    assert len(set(noisy)) == len(noisy) and NONE_COLOUR not in noisy
+    html = tmp_path / "r.html"
+    code, _, _ = cli("report", sweep, "-f", "html", "-o", html)
+    page = html.read_text()
+    assert code == 0 and "`" not in page  # the legend is prose, not Markdown
+    for c in configs:  # the table's swatch is the colour the figures use
+        assert f"background:{colour[c.key]}" in page
+    assert page.count("<figcaption>") == 2 and page.count("class='best'") == 1  # bold means one thing
+
+
+def test_html_to_a_terminal_is_refused_with_the_way_to_write_it(cli, sweep, monkeypatch):
+    import noisecli.cli
+
+    monkeypatch.setattr(noisecli.cli, "stdout_is_terminal", lambda: True)
+    code, out, err = cli("report", sweep, "-f", "html")
+    assert code == 2 and "--output report.html" in err and "base64" not in out

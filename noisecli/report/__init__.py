@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from noisecli.report.load import Config, Run, find_runs, group
-from noisecli.report.render import (render_csv, render_html, render_json, render_markdown, render_single,
-                                    rich_table)
+from noisecli.report.page import render_html
+from noisecli.report.render import render_csv, render_json, render_markdown, render_single, rich_table
 from noisecli.report.stats import ALPHA, Comparison, analyze, delta_ci, holm, t975
 
 __all__ = ["ALPHA", "Comparison", "Config", "Run", "analyze", "build", "delta_ci", "find_runs", "group", "holm",

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from typing import Any
 
 from noisecli.errors import SpecError
-from noisecli.report.load import Config, Run, factor_value
+from noisecli.report.load import Config, Run
 
 CSV_COLUMNS = ["noise", "factor", "n", "val_loss_mean", "val_loss_std", "best_val_loss_mean", "best_val_loss_std",
                "clean_train_loss_mean", "gap_mean", "val_acc_mean", "delta_vs_none", "delta_ci_low",
@@ -147,99 +146,6 @@ def rich_table(configs: list[Config], runs: list[Run]):
     if excluded:
         parts.append(Text("Not in the statistics:\n" + "\n".join("  " + e for e in excluded)))
     return Group(*parts)
-
-
-# --------------------------------------------------------------------------- plots and html
-
-
-def plots(configs: list[Config]) -> dict[str, str]:
-    """Two PNGs as base64: val loss against factor per kind (error bars), and loss curves."""
-    import base64
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = {}
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for c in configs:
-        if c.noise == "none":
-            m, s = c.stats["val_loss_mean"], c.stats["val_loss_std"]
-            ax.axhline(m, color="black", linestyle="--", label=f"none{' ' + c.extra if c.extra else ''}")
-            if not math.isnan(s):
-                ax.axhspan(m - s, m + s, color="black", alpha=0.08)
-    kinds: dict[str, list[Config]] = {}
-    for c in configs:
-        if c.noise != "none":
-            kinds.setdefault(f"{c.noise}{' ' + c.extra if c.extra else ''}", []).append(c)
-    for label, cs in kinds.items():
-        cs = sorted(cs, key=lambda c: factor_value(c.factor))
-        ax.errorbar([factor_value(c.factor) for c in cs], [c.stats["val_loss_mean"] for c in cs],
-                    yerr=[0 if math.isnan(c.stats["val_loss_std"]) else c.stats["val_loss_std"] for c in cs],
-                    marker="o", capsize=3, label=label)
-    ax.set_xscale("symlog", linthresh=0.01)
-    ax.set_xlabel("noise factor")
-    ax.set_ylabel("final val loss (mean ± std over seeds)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    out["factor"] = _png(fig, plt, base64, io)
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for c in configs:
-        steps = [r["step"] for r in c.runs[0].rows]
-        curves = [[row["val_loss"] for row in r.rows] for r in c.runs if len(r.rows) == len(steps)]
-        mean = [statistics.fmean(v) for v in zip(*curves)]
-        line, = ax.plot(steps, mean, label=c.label, linewidth=2.2 if c.noise == "none" else 1.2)
-        train = [[row["clean_train_loss"] for row in r.rows] for r in c.runs if len(r.rows) == len(steps)]
-        ax.plot(steps, [statistics.fmean(v) for v in zip(*train)], color=line.get_color(), linestyle=":",
-                linewidth=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("val loss (solid), clean train loss (dotted)")
-    ax.set_yscale("log")
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
-    out["curves"] = _png(fig, plt, base64, io)
-    return out
-
-
-def _png(fig, plt, base64, io) -> str:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def render_html(configs: list[Config], runs: list[Run], title: str) -> str:
-    from html import escape
-
-    header, rows = table_rows(configs)
-    images = plots(configs) if configs else {}
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join(
-        f"<tr class='{'best' if c.stats['best_overall'] else ('kind' if c.stats['best_in_kind'] else '')}'>"
-        + "".join(f"<td>{escape(x)}</td>" for x in r) + "</tr>" for c, r in zip(configs, rows))
-    excluded = "".join(f"<li>{escape(e)}</li>" for e in excluded_lines(runs))
-    imgs = "".join(f"<figure><img alt='{k}' src='data:image/png;base64,{v}'></figure>" for k, v in images.items())
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{escape(title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; font-variant-numeric: tabular-nums; }}
-td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
-td:first-child, th:first-child {{ text-align: left; }}
-tr.best {{ background: #d9f2d9; font-weight: bold; }} tr.kind {{ font-weight: bold; }}
-p.legend {{ color: #555; max-width: 60em; }} figure {{ display: inline-block; margin: 1em 1em 0 0; }}
-</style></head><body>
-<h1>{escape(title)}</h1>
-<table><tr>{head}</tr>{body}</table>
-<p class="legend">{escape(LEGEND)}</p>
-{f'<h2>Not in the statistics</h2><ul>{excluded}</ul>' if excluded else ''}
-{imgs}
-</body></html>
-"""
 
 
 def render_single(run: Run, fmt: str):
