@@ -139,6 +139,9 @@ class TrainSpec:
 class OutputSpec:
     checkpoint: str = opt("last", "last | best | every (one per evaluation) | none (deleted when done)",
                           choices=("last", "best", "every", "none"))
+    tracker: str = opt("none", "none | tensorboard | wandb | mlflow: also log metrics and the per-step train loss "
+                               "there (extras noisecli[tensorboard], [wandb], [mlflow]); metrics.csv stays the record",
+                       choices=("none", "tensorboard", "wandb", "mlflow"))
 
 
 @dataclass
@@ -505,6 +508,15 @@ def spec_from_dict(raw: dict, base_dir: Path | None = None) -> Spec:
             entry.check(section, where, spec, problems)
     _check_noise(spec, dataset, problems)
 
+    if spec.output.tracker != "none":
+        import importlib.util
+
+        from noisecli.trackers import PACKAGES
+
+        package = PACKAGES[spec.output.tracker]
+        if importlib.util.find_spec(package) is None:
+            problems.append(f"output.tracker: {spec.output.tracker} needs the {package} package: "
+                            f"pip install 'noisecli[{spec.output.tracker}]'")
     t = spec.train
     if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
         problems.append(f"train.betas: must be two numbers in [0, 1), got {t.betas!r}")

@@ -12,6 +12,7 @@ goes through `display` (a `display.Display`), and why to stop early comes throug
 from __future__ import annotations
 
 import math
+import shutil
 import signal
 import time
 import traceback
@@ -30,6 +31,7 @@ from noisecli.models import build_model
 from noisecli.noise import NoiseContext, build_noises
 from noisecli.runs import RunFolder
 from noisecli.signals import StopRequest
+from noisecli.trackers import Tracker, open_tracker
 from noisecli.spec import Spec, TrainSpec, spec_to_dict
 
 CHECKPOINT_FORMAT = 2  # 2: the model is the evaluated (clean) one for every kind
@@ -78,6 +80,8 @@ class Trainer:
         self.run = RunFolder(Path(runs_dir) / spec.name)
         self.stop = stop or StopRequest()
         self.display = display or TrainDisplay(quiet=quiet, stop=self.stop)
+        self.tracker: Tracker = Tracker()  # `none` until a run is opened
+        self.step_losses: list[torch.Tensor] | None = None
         self._locked = False
 
     # ------------------------------------------------------------------ setup (writes nothing)
@@ -154,6 +158,14 @@ class Trainer:
         self._locked = True
         if outcome == "completed":
             return outcome
+        try:
+            self.tracker = open_tracker(self.spec.output.tracker, self.run.path, spec_to_dict(self.spec))
+        except SpecError:
+            if outcome == "fresh":  # nothing trained yet: leave no half-made run folder behind
+                self.close()
+                shutil.rmtree(self.run.path, ignore_errors=True)
+            raise
+        self.step_losses = [] if self.spec.output.tracker != "none" else None  # kept on the device
         if state is not None:
             self._load_state(state)
         self.run.write_metrics(self.rows)  # rows past the checkpoint (a crash after writing them) are dropped
@@ -165,6 +177,8 @@ class Trainer:
         return outcome
 
     def close(self) -> None:
+        self.tracker.close()
+        self.tracker = Tracker()
         if self._locked:
             self.run.release_lock()
             self._locked = False
@@ -261,6 +275,8 @@ class Trainer:
             noise.after_step(f)
 
         self.sum_loss += loss.detach()
+        if self.step_losses is not None:  # for a tracker: sent at the next evaluation, no sync here
+            self.step_losses.append(loss.detach())
         self.sum_gn += grad_norm.detach()
         self.interval_steps += 1
         self.step += 1
@@ -362,6 +378,10 @@ class Trainer:
                    seconds=self.elapsed)
         self.rows.append(row)
         self._reset_interval()
+        if self.step_losses:
+            self.tracker.log_steps(self.step - len(self.step_losses), torch.stack(self.step_losses).float().tolist())
+            self.step_losses = []
+        self.tracker.log_eval(row)
 
         if not all(math.isfinite(row[k]) for k in ("train_loss", "clean_train_loss", "val_loss", "grad_norm")):
             self.run.write_metrics(self.rows)  # the bad row is shown; last.pt stays the last good state
