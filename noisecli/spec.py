@@ -508,10 +508,10 @@ def spec_from_dict(raw: dict, base_dir: Path | None = None) -> Spec:
             entry.check(section, where, spec, problems)
     _check_noise(spec, dataset, problems)
 
-    if spec.output.tracker != "none":
-        import importlib.util
+    from noisecli.trackers import PACKAGES
 
-        from noisecli.trackers import PACKAGES
+    if spec.output.tracker in PACKAGES:  # (a misspelled tracker has its own line above)
+        import importlib.util
 
         package = PACKAGES[spec.output.tracker]
         if importlib.util.find_spec(package) is None:

@@ -25,6 +25,9 @@ CASES = [
     ("sweep", {"base": "nothere.yaml", "grid": {"noise.factor": [0.1]}}, [], "error: base: file not found: nothere.yaml"),
     ("train", TINY, ["lr=1e-3"], "error: lr: unknown key; did you mean 'train.lr'?"),
     ("train", TINY, ["noise.factor=yes"], "error: noise.factor: must be a number, got 'yes' (str)"),
+    ("train", TINY, ["output.tracker=tensorbord"], "error: output.tracker: must be one of none, tensorboard, wandb, mlflow; got 'tensorbord'; did you mean 'tensorboard'?"),
+    ("train", {**TINY, "data": {"kind": "sft", "path": "afile", "promt": "q"}}, [], "error: data.promt: unknown key; did you mean 'prompt'?"),
+    ("train", {**TINY, "model": {"kind": "python", "target": "nofile.py:f"}}, [], "error: model.target: file not found:"),
     # values out of range
     ("train", {**TINY, "train": {"lr": -1}}, [], "error: train.lr: must be > 0, got -1.0"),
     ("train", {**TINY, "data": {"kind": "digits", "val_fraction": 1.0}}, [], "data.val_fraction: must be < 1, got 1.0"),

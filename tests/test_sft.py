@@ -229,3 +229,9 @@ def test_messages_are_rendered_with_the_tokenizers_chat_template_and_scored_on_t
     assert scored == answers  # the loss is on the last assistant message (and its end marker) only
     prompts = {tok.decode(xi[: int((yi != IGNORE).int().argmax()) + 1].tolist()) for xi, yi in zip(x, y)}
     assert "<|user|>Q3: xxx<|end|><|assistant|>" in prompts
+
+
+def test_a_broken_jsonl_line_is_named(cli, tmp_path):
+    (tmp_path / "instructions.jsonl").write_text(json.dumps(EXAMPLES[0]) + "\n{bad json\n")
+    code, _, err = cli("validate", sft_spec(tmp_path))
+    assert code == 2 and err.startswith("error: data.path: instructions.jsonl line 2: not JSON (")

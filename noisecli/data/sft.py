@@ -91,7 +91,13 @@ def _read_rows(path: Path) -> dict[str, list[dict]]:
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            rows = []
+            for number, line in enumerate(text.splitlines(), 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError as e:
+                        raise SpecError(f"data.path: {path.name} line {number}: not JSON ({e})") from None
         elif path.suffix == ".json":
             rows = json.loads(text)
         elif path.suffix == ".csv":
