@@ -508,15 +508,7 @@ def spec_from_dict(raw: dict, base_dir: Path | None = None) -> Spec:
             entry.check(section, where, spec, problems)
     _check_noise(spec, dataset, problems)
 
-    from noisecli.trackers import PACKAGES
-
-    if spec.output.tracker in PACKAGES:  # (a misspelled tracker has its own line above)
-        import importlib.util
-
-        package = PACKAGES[spec.output.tracker]
-        if importlib.util.find_spec(package) is None:
-            problems.append(f"output.tracker: {spec.output.tracker} needs the {package} package: "
-                            f"pip install 'noisecli[{spec.output.tracker}]'")
+    _check_tracker(spec, problems)
     t = spec.train
     if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
         problems.append(f"train.betas: must be two numbers in [0, 1), got {t.betas!r}")
@@ -525,6 +517,18 @@ def spec_from_dict(raw: dict, base_dir: Path | None = None) -> Spec:
     if problems:
         raise SpecError(problems)
     return spec
+
+
+def _check_tracker(spec: Spec, problems: list[str]) -> None:
+    """The tracker's package must be installed (looked for, not imported)."""
+    import importlib.util
+
+    from noisecli.trackers import PACKAGES
+
+    package = PACKAGES.get(spec.output.tracker)  # (a misspelled tracker has its own line already)
+    if package is not None and importlib.util.find_spec(package) is None:
+        problems.append(f"output.tracker: {spec.output.tracker} needs the {package} package: "
+                        f"pip install 'noisecli[{spec.output.tracker}]'")
 
 
 def _resolve_paths(section: KindSection, where: str, entry: catalog.Entry, base: Path, problems: list[str]) -> None:

@@ -64,13 +64,22 @@ def figures(configs: list[Config]) -> dict[str, str]:
     panels = _panels(configs)
     if not panels:
         return {}
-    colour = colours(configs)
-    n = len(panels)
+    return {"factor": _factor_figure(plt, panels, configs), "curves": _curves_figure(plt, panels, configs)}
+
+
+def _grid(plt, n: int):
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-
-    # -- factor: final (filled) and best (hollow) val loss against the swept factors
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), sharey=True, squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def _factor_figure(plt, panels: dict[str, list[Config]], configs: list[Config]) -> str:
+    """Final (filled) and best (hollow) val loss against the swept factors, equally spaced."""
+    colour = colours(configs)
+    fig, axes = _grid(plt, len(panels))
     for ax, (title, cs) in zip(axes.flat, panels.items()):
         base = _baseline_for(cs[0], configs)
         if base is not None:
@@ -80,7 +89,7 @@ def figures(configs: list[Config]) -> dict[str, str]:
                 ax.axhspan(m - s, m + s, color=NONE_COLOUR, alpha=0.15, linewidth=0)
             ax.axhline(base.stats["best_val_loss_mean"], color=NONE_COLOUR, linewidth=1, linestyle="--")
         factors = sorted({factor_value(c.factor) for c in cs})
-        positions = {f: i for i, f in enumerate(factors)}  # equal spacing: the swept values are the ticks
+        positions = {f: i for i, f in enumerate(factors)}  # the swept values are the ticks
         for c in cs:
             x = positions[factor_value(c.factor)] + (0.08 * ("noise.length=padded" in c.extra))
             for key, filled in (("val_loss", True), ("best_val_loss", False)):
@@ -92,13 +101,14 @@ def figures(configs: list[Config]) -> dict[str, str]:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("factor", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    for ax in list(axes.flat)[n:]:
-        ax.set_visible(False)
     axes[0][0].set_ylabel("val loss")
-    factor_png = _png(fig, plt)
+    return _png(fig, plt)
 
-    # -- curves: mean val loss over seeds with its spread, per configuration
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), sharey=True, squeeze=False)
+
+def _curves_figure(plt, panels: dict[str, list[Config]], configs: list[Config]) -> str:
+    """Mean val loss over seeds with its spread, per configuration, the baseline in every panel."""
+    colour = colours(configs)
+    fig, axes = _grid(plt, len(panels))
     values = []
     for ax, (title, cs) in zip(axes.flat, panels.items()):
         base = _baseline_for(cs[0], configs)
@@ -111,14 +121,11 @@ def figures(configs: list[Config]) -> dict[str, str]:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=9)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[n:]:
-        ax.set_visible(False)
     lo, hi = min(values), max(values)
     pad = 0.08 * (hi - lo or abs(hi) or 1)
     axes[0][0].set_ylim(lo - pad, hi + pad)
     axes[0][0].set_ylabel("val loss (mean ± std over seeds)")
-    curves_png = _png(fig, plt)
-    return {"factor": factor_png, "curves": curves_png}
+    return _png(fig, plt)
 
 
 def _png(fig, plt) -> str:
