@@ -45,6 +45,14 @@ def _baseline_for(c: Config, configs: list[Config]) -> Config | None:
     return next((b for b in configs if b.base == c.base and b.stats.get("baseline")), None)
 
 
+def _short_label(c: Config) -> str:
+    """'none', or the factor (and a varying noise option) within a kind's panel."""
+    if c.noise == "none" or c.stats.get("baseline"):
+        return "none"
+    option = " ".join(part.split(".")[-1] for part in c.extra.split() if part.startswith("noise."))
+    return f"{c.factor}{' ' + option if option else ''}"
+
+
 def _mean_curve(c: Config, key: str) -> tuple[list[int], list[float], list[float]]:
     steps = [r["step"] for r in c.runs[0].rows]
     curves = [[row[key] for row in r.rows] for r in c.runs if [x["step"] for x in r.rows] == steps]
@@ -114,13 +122,14 @@ def _curves_figure(plt, panels: dict[str, list[Config]], configs: list[Config]) 
         base = _baseline_for(cs[0], configs)
         for c in ([base] if base is not None else []) + cs:
             steps, mean, std = _mean_curve(c, "val_loss")
-            ax.plot(steps, mean, color=colour[c.key], linewidth=1.4)
+            ax.plot(steps, mean, color=colour[c.key], linewidth=1.4, label=_short_label(c))
             ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                             color=colour[c.key], alpha=0.15, linewidth=0)
             values += mean[len(mean) // 4:]  # the first quarter's descent would squeeze what matters
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=9)
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
     lo, hi = min(values), max(values)
     pad = 0.08 * (hi - lo or abs(hi) or 1)
     axes[0][0].set_ylim(lo - pad, hi + pad)
