@@ -45,9 +45,6 @@ class KindSection:
 
     TABLE: ClassVar[str]  # "data" | "model" | "noise": which catalog table names the kinds
 
-    def __init__(self, **kwargs: Any):  # replaced per class by _with_options
-        raise NotImplementedError
-
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name == "options":
             raise AttributeError(name)
@@ -80,7 +77,8 @@ def _with_options(cls):
     return cls
 
 
-OPTIONS = field(default_factory=dict, metadata={"help": "the kind's own options", "internal": True})
+def _options_field():
+    return field(default_factory=dict, metadata={"help": "the kind's own options", "internal": True})
 
 
 @_with_options
@@ -92,14 +90,14 @@ class DataSpec(KindSection):
                                           "(or token windows' worth of text)", ge=1)
     seed: int = opt(0, "seed of the split and of synthetic data; kept apart from the run's seed "
                        "so every seed of a sweep sees the same data")
-    options: dict = OPTIONS
+    options: dict = _options_field()
 
 
 @_with_options
 class ModelSpec(KindSection):
     TABLE = "model"
     kind: str = opt("mlp", "model name (noisecli list models)")
-    options: dict = OPTIONS
+    options: dict = _options_field()
 
 
 @_with_options
@@ -110,7 +108,7 @@ class NoiseSpec(KindSection):
     schedule: str = opt("constant", "how the factor changes over training: constant | linear | cosine "
                                     "(decay to 0 at the last step)", choices=catalog.SCHEDULES)
     warmup_steps: int = opt(0, "steps over which the factor ramps up from 0", ge=0)
-    options: dict = OPTIONS
+    options: dict = _options_field()
     # the entry's dotted path for messages: 'noise' for a single mapping, 'noise.N' in a list
     where: str = field(default="noise", compare=False, repr=False, metadata={"internal": True})
 
