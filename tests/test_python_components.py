@@ -221,3 +221,11 @@ def test_only_kind_python_runs_code_named_in_a_spec(cli, code):
         out_code, _, _ = cli("validate", spec)
         assert out_code == 2
     assert not (code / "IMPORTED").exists()
+
+
+def test_an_interrupted_python_model_run_resumes_exactly(code):
+    from tests.test_train import assert_resume_is_exact
+
+    spec = spec_with(code, noise={"kind": "anticorrelated", "factor": 0.05},
+                     data={"kind": "python", "target": "usercode.py:blobs"})
+    assert_resume_is_exact(spec, code, stop_after=5)

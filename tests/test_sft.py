@@ -235,3 +235,11 @@ def test_a_broken_jsonl_line_is_named(cli, tmp_path):
     (tmp_path / "instructions.jsonl").write_text(json.dumps(EXAMPLES[0]) + "\n{bad json\n")
     code, _, err = cli("validate", sft_spec(tmp_path))
     assert code == 2 and err.startswith("error: data.path: instructions.jsonl line 2: not JSON (")
+
+
+@pytest.mark.parametrize("noise", [{"kind": "embedding", "factor": 5.0}, {"kind": "token", "factor": 0.2,
+                                                                          "include_prompt": False}])
+def test_an_interrupted_instruction_run_resumes_exactly(sft_file, noise):
+    from tests.test_train import assert_resume_is_exact
+
+    assert_resume_is_exact(sft_spec(sft_file.parent, noise=noise), sft_file.parent, stop_after=5)
