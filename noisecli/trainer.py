@@ -215,7 +215,9 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "rng": rng,
-            "interval": {"loss": self.sum_loss, "grad_norm": self.sum_gn, "steps": self.interval_steps},
+            "interval": {"loss": self.sum_loss, "grad_norm": self.sum_gn, "steps": self.interval_steps,
+                         # a tracker's per-step losses not sent yet (an interruption between evaluations)
+                         "step_losses": torch.stack(self.step_losses).cpu() if self.step_losses else None},
             "rows": self.rows,
             "best_val_loss": self.best_val,
             "elapsed": self.elapsed,
@@ -236,6 +238,9 @@ class Trainer:
         self.sum_loss = state["interval"]["loss"].to(self.device)
         self.sum_gn = state["interval"]["grad_norm"].to(self.device)
         self.interval_steps = state["interval"]["steps"]
+        pending = state["interval"].get("step_losses")
+        if self.step_losses is not None and pending is not None:
+            self.step_losses = list(pending.to(self.device).unbind())
         self.rows = list(state["rows"])
         self.best_val = state["best_val_loss"]
         self.elapsed = state["elapsed"]

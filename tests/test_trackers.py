@@ -83,3 +83,25 @@ def test_a_tracker_that_cannot_start_is_one_line_and_leaves_no_run_folder(cli, t
     code, _, err = cli("train", spec_with(tmp_path, "mlflow"), "--runs-dir", tmp_path / "runs", "-q")
     assert code == 2 and err.startswith("error: output.tracker: mlflow could not start: ")
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "runs" / "t").exists()
+
+
+def test_an_interrupted_and_resumed_run_sends_every_step_once(tmp_path):
+    """Ctrl-C between two evaluations: the steps since the last one are sent after the resume,
+    once each, and the evaluations once each."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from noisecli.errors import Interrupted
+    from tests.test_train import train_run
+
+    spec = spec_with(tmp_path, "tensorboard")
+    with pytest.raises(Interrupted):
+        train_run(spec, tmp_path / "runs", stop_after=12)  # mid-way through the second epoch
+    train_run(spec, tmp_path / "runs")
+    steps, evals = [], []
+    for events_file in sorted((tmp_path / "runs" / "t" / "tensorboard").glob("events.*")):
+        events = EventAccumulator(str(events_file))
+        events.Reload()
+        steps += [e.step for e in events.Scalars("train_loss_step")]
+        evals += [e.step for e in events.Scalars("val_loss")] if "val_loss" in events.Tags()["scalars"] else []
+    assert sorted(steps) == list(range(1, STEPS + 1))
+    assert sorted(evals) == [8, 16, 24]
