@@ -6,6 +6,7 @@ and `list` answer at once.
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from enum import Enum
@@ -51,10 +52,17 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
     """Does noise injection help my model, which kind, and how much? Train, sweep and compare."""
 
 
-def error(text: str) -> None:
+def say_once(text: str) -> None:
+    """One stderr line; under torchrun only rank 0 says it (every rank meets the same problem)."""
+    if os.environ.get("RANK", "0") not in ("", "0"):
+        return
     from noisecli.display import say  # rich is imported there; error lines are rare
 
-    say(f"error: {text}")
+    say(text)
+
+
+def error(text: str) -> None:
+    say_once(f"error: {text}")
 
 
 @contextmanager
@@ -63,9 +71,7 @@ def exit_codes():
     try:
         yield
     except Interrupted as e:
-        from noisecli.display import say
-
-        say(f"interrupted: {e}")
+        say_once(f"interrupted: {e}")
         raise typer.Exit(e.exit_code) from None
     except NoisecliError as e:
         for line in getattr(e, "problems", [str(e)]):

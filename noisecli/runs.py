@@ -138,6 +138,14 @@ class RunFolder:
         atomic_write(self.path / "metrics.csv", buf.getvalue())
         atomic_write(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
+    def write_error_log(self, text: str) -> None:
+        (self.path / "error.log").write_text(text)
+
+    def drop_checkpoints(self) -> None:
+        """`output.checkpoint: none`: the checkpoints served resuming only; the finished run keeps none."""
+        for p in self.ckpt_dir.glob("*.pt"):
+            p.unlink()
+
     def read_metrics(self) -> list[dict[str, Any]]:
         p = self.path / "metrics.jsonl"
         if not p.exists():
@@ -331,3 +339,18 @@ class RunFolder:
             n += 1
         shutil.move(str(self.path), str(dest))
         return dest
+
+
+class FollowerRunFolder(RunFolder):
+    """The run folder as the ranks other than 0 of a multi-process run see it: they read the
+    checkpoint rank 0 chose to resume from and never write, so every file has one writer."""
+
+    def write_status(self, **fields: Any) -> dict[str, Any]:
+        return {**self.read_status_quiet(), **fields}
+
+    def write_text(self, name: str, text: str) -> None: ...
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None: ...
+    def write_error_log(self, text: str) -> None: ...
+    def drop_checkpoints(self) -> None: ...
+    def save_checkpoint(self, state: dict, name: str = "last.pt") -> None: ...
+    def release_lock(self) -> None: ...

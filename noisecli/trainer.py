@@ -7,6 +7,11 @@ the lock is released in `close()`. The step never reads a value back to the host
 and grad norms are summed on the device and read once per evaluation. What the user sees
 goes through `display` (a `display.Display`), and why to stop early comes through `stop`
 (a `signals.StopRequest`), so the loop knows neither terminals nor signals.
+
+Under torchrun (`world`, see distributed.py) every rank draws the global batch and its
+input noise, keeps its rows, and scales its summed loss so that DDP's average of the
+ranks' gradients is the gradient of the global batch's mean loss; evaluations split each
+batch across ranks and sum; rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ from torch.nn import functional as F
 from noisecli.data import IGNORE, Dataset, load_dataset
 from noisecli.data.batches import Batches
 from noisecli.display import Display, TrainDisplay
-from noisecli.errors import Interrupted, RunError, SpecError
+from noisecli.distributed import World, rank_seed
+from noisecli.errors import BadInput, Interrupted, RunError, SpecError
 from noisecli.models import build_model
 from noisecli.noise import NoiseContext, build_noises
-from noisecli.runs import RunFolder
+from noisecli.runs import FollowerRunFolder, RunFolder
 from noisecli.signals import StopRequest
 from noisecli.trackers import Tracker, open_tracker
 from noisecli.spec import Spec, TrainSpec, spec_to_dict
@@ -75,11 +81,12 @@ def loss_fn(out: torch.Tensor, y: torch.Tensor, task: str, reduction: str = "mea
 
 class Trainer:
     def __init__(self, spec: Spec, runs_dir: Path | str = "runs", quiet: bool = False,
-                 display: Display | None = None, stop: StopRequest | None = None):
+                 display: Display | None = None, stop: StopRequest | None = None, world: World | None = None):
         self.spec = spec
-        self.run = RunFolder(Path(runs_dir) / spec.name)
+        self.world = world or World()
+        self.run = (RunFolder if self.world.main else FollowerRunFolder)(Path(runs_dir) / spec.name)
         self.stop = stop or StopRequest()
-        self.display = display or TrainDisplay(quiet=quiet, stop=self.stop)
+        self.display = display or TrainDisplay(quiet=quiet or not self.world.main, stop=self.stop)
         self.tracker: Tracker = Tracker()  # `none` until a run is opened
         self.step_losses: list[torch.Tensor] | None = None
         self._locked = False
@@ -88,7 +95,10 @@ class Trainer:
 
     def setup(self) -> "Trainer":
         spec, t = self.spec, self.spec.train
-        self.device = resolve_device(spec.device)
+        self.device = self.world.device_for(resolve_device(spec.device))
+        if t.batch_size % self.world.size:
+            raise SpecError(f"train.batch_size: {t.batch_size} does not split among {self.world.size} processes; "
+                            f"use a multiple of {self.world.size} (it is the global batch, shared by the ranks)")
         if t.precision == "fp16" and self.device.type != "cuda":
             raise SpecError(f"train.precision: fp16 needs a CUDA device (device is {self.device.type}); "
                             "use fp32 or bf16")
@@ -110,7 +120,7 @@ class Trainer:
         self.eval_every = t.eval_every or self.steps_per_epoch
 
         self.raw_model = build_model(spec.model, self.data).to(self.device)
-        self.model = torch.compile(self.raw_model) if t.compile else self.raw_model
+        self.model = self.eval_model = torch.compile(self.raw_model) if t.compile else self.raw_model
         self.params = [p for p in self.raw_model.parameters() if p.requires_grad]
         # nanoGPT's split: matrices and embeddings decay, biases and norm gains do not
         decay = [p for p in self.params if p.dim() >= 2]
@@ -120,15 +130,39 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), **fast)
         self.clip = t.grad_clip if t.grad_clip > 0 else math.inf
 
-        ctx = NoiseContext(self.raw_model, self.data, self.total_steps, self.device, spec.seed)
-        self.noises = build_noises(spec.noise, ctx)
-
+        self.noise_ctx = NoiseContext(self.raw_model, self.data, self.total_steps, self.device, spec.seed,
+                                      self.world)
+        self.noises = build_noises(spec.noise, self.noise_ctx)
         self.step = 0
         self.rows: list[dict[str, Any]] = []
         self.best_val = math.inf
         self.elapsed = 0.0
         self._reset_interval()
+        if self.world.distributed:  # everything above could refuse the spec; from here the ranks talk
+            self._start_ddp()
         return self
+
+    def _start_ddp(self) -> None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.world.start(self.device)
+        ddp = DistributedDataParallel(self.raw_model, device_ids=[self.device.index] if self.device.type == "cuda"
+                                      else None)
+        self.model = torch.compile(ddp) if self.spec.train.compile else ddp
+        # evaluation runs the plain model: ranks see different numbers of eval batches, and
+        # DDP's forward would try to broadcast buffers on each of them
+        self.eval_model = self.raw_model
+        self._reseed_rank_streams()
+
+    def _reseed_rank_streams(self) -> None:
+        """Dropout masks and per-rank noise differ between ranks (identical masks on every rank
+        hurt accuracy: transformers issue 31412); rank 0 keeps the stream of a single process."""
+        if not self.world.rank:
+            return
+        torch.manual_seed(rank_seed(self.spec.seed, self.world.rank, self.step))
+        for i, noise in enumerate(self.noises):
+            if noise.per_rank:
+                noise.generator.manual_seed(rank_seed(self.spec.seed, self.world.rank, self.step, stream=i + 1))
 
     def describe(self) -> str:
         """One line saying what is about to be trained, so a wrong setting shows before the run does."""
@@ -143,7 +177,8 @@ class Trainer:
             sizes = f"{d.x_train.shape[0]:,} train / {d.x_val.shape[0]:,} val examples, {d.task}"
         return (f"{self.run.name}: {d.name} ({sizes}); {spec.model.kind} "
                 f"({sum(p.numel() for p in self.params):,} parameters); noise {spec.noise_label}; "
-                f"{self.device.type} {self.precision}; {self.total_steps:,} steps")
+                f"{self.device.type} {self.precision}"
+                f"{f' x {self.world.size} processes' if self.world.distributed else ''}; {self.total_steps:,} steps")
 
     def _reset_interval(self) -> None:
         self.sum_loss = torch.zeros((), device=self.device)
@@ -153,21 +188,26 @@ class Trainer:
     # ------------------------------------------------------------------ the run folder
 
     def open_run(self, restart: bool = False) -> str:
-        """Claim the run folder: 'fresh', 'resume' (state loaded) or 'completed'."""
-        outcome, status, state = self.run.claim(spec_to_dict(self.spec), restart, self.display)
-        self._locked = True
+        """Claim the run folder: 'fresh', 'resume' (state loaded) or 'completed'. With several
+        processes rank 0 claims and tells the others, which then read the same checkpoint."""
+        if self.world.main:
+            try:
+                outcome, status, state = self._claim(restart)
+            except BadInput as e:
+                self.world.broadcast(("refused", e.problems))
+                raise
+            self.world.broadcast((outcome, None))
+        else:
+            outcome, problems = self.world.broadcast(None)
+            if outcome == "refused":
+                raise BadInput(problems)  # rank 0 says it; the others leave quietly
+            status, state = {}, self.run.load_checkpoint() if outcome == "resume" else None
         if outcome == "completed":
             return outcome
-        try:
-            self.tracker = open_tracker(self.spec.output.tracker, self.run.path, spec_to_dict(self.spec))
-        except SpecError:
-            if outcome == "fresh":  # nothing trained yet: leave no half-made run folder behind
-                self.close()
-                shutil.rmtree(self.run.path, ignore_errors=True)
-            raise
         self.step_losses = [] if self.spec.output.tracker != "none" else None  # kept on the device
         if state is not None:
             self._load_state(state)
+            self._reseed_rank_streams()
         self.run.write_metrics(self.rows)  # rows past the checkpoint (a crash after writing them) are dropped
         self.run.write_status(state="running", starts=status.get("starts", 0) + 1, step=self.step,
                               epoch=self.epoch, error=None, total_steps=self.total_steps,
@@ -175,6 +215,20 @@ class Trainer:
                               best_val_loss=None if math.isinf(self.best_val) else self.best_val,
                               dataset=self.data.info, device=str(self.device), precision=self.precision)
         return outcome
+
+    def _claim(self, restart: bool) -> tuple[str, dict, dict | None]:
+        outcome, status, state = self.run.claim(spec_to_dict(self.spec), restart, self.display)
+        self._locked = True
+        if outcome == "completed":
+            return outcome, status, state
+        try:
+            self.tracker = open_tracker(self.spec.output.tracker, self.run.path, spec_to_dict(self.spec))
+        except SpecError:
+            if outcome == "fresh":  # nothing trained yet: leave no half-made run folder behind
+                self.close()
+                shutil.rmtree(self.run.path, ignore_errors=True)
+            raise
+        return outcome, status, state
 
     def close(self) -> None:
         self.tracker.close()
@@ -259,13 +313,21 @@ class Trainer:
             group["lr"] = lr
         factors = [noise.factor(step) for noise in self.noises]
 
-        x, y = self.batches.next()
+        x, y = self.batches.next()  # the global batch, and its input noise, on every rank
         for noise, f in zip(self.noises, factors):
             x = noise.transform_input(x, f, y)
+        if self.world.distributed:
+            targets = (y != IGNORE).sum() if self.data.task == "sft" else y.numel()
+            self.noise_ctx.global_batch = x.shape[0]
+            x, y = self.world.share(x), self.world.share(y)
         for noise, f in zip(self.noises, factors):
             noise.before_forward(f)
         with self.autocast:
-            loss = loss_fn(self.model(x), y, self.data.task)  # against clean targets
+            out = self.model(x)
+            if self.world.distributed:  # DDP averages over ranks: the mean over the global batch's targets
+                loss = loss_fn(out, y, self.data.task, reduction="sum") * (self.world.size / targets)
+            else:
+                loss = loss_fn(out, y, self.data.task)  # against clean targets
         self.scaler.scale(loss).backward()
         for noise, f in zip(self.noises, factors):
             noise.after_backward(f)
@@ -292,8 +354,8 @@ class Trainer:
         for noise in self.noises:
             noise.attach(self.raw_model)
         self.model.train()
-        try:
-            with self.stop.catching():
+        try:  # torchrun passes a terminal's Ctrl-C on as a second SIGINT: not a "stop now"
+            with self.stop.catching(second_sigint_stops_now=not self.world.distributed):
                 self._loop()
         except (Interrupted, RunError, SpecError):
             raise
@@ -303,8 +365,10 @@ class Trainer:
             raise Interrupted(signal.SIGINT, "stopped at once; run the same command to resume from "
                               "the last evaluation") from None
         except Exception as e:  # noqa: BLE001 - any other failure is recorded, never lost
-            (self.run.path / "error.log").write_text(traceback.format_exc())
+            self.run.write_error_log(traceback.format_exc())
             msg = f"{type(e).__name__}: {e}".splitlines()[0]
+            if self.world.distributed and any(w in str(e) for w in ("gloo", "NCCL", "Connection", "peer")):
+                msg = f"another process of this run stopped ({msg[:160]}); see torchrun's report"
             self.run.write_status(state="failed", error=msg, step=self.step)
             raise RunError(f"run {self.run.name!r} failed at step {self.step}: {msg} "
                            f"(traceback in {self.run.path / 'error.log'})") from e
@@ -313,8 +377,7 @@ class Trainer:
                 noise.detach()
 
         if self.spec.output.checkpoint == "none":
-            for p in self.run.ckpt_dir.glob("*.pt"):
-                p.unlink()
+            self.run.drop_checkpoints()
         status = self.run.write_status(state="completed", step=self.step, epoch=self.epoch, error=None,
                                        best_val_loss=self.best_val)
         self.display.summary(self.rows, self.data.task == "classification", self.run.path)
@@ -325,30 +388,37 @@ class Trainer:
         on a stop request, save where we are and raise Interrupted."""
         with self.display.progress(self.total_steps, self.step, self.run.name) as bar:
             tick = time.perf_counter()
-            while self.step < self.total_steps and not self.stop.requested:
+            stopping = False
+            while self.step < self.total_steps:
+                if self.world.any(self.stop.requested):  # every rank stops after the same step
+                    stopping = True
+                    break
                 lr, factors = self.train_step()
                 bar.advance()
                 if self.step % self.eval_every == 0 or self.step == self.total_steps:
                     row = self._evaluate(lr, factors, time.perf_counter() - tick)
                     bar.show(row)
                     tick = time.perf_counter()
-            if self.stop.requested:
+            stopping = stopping or self.world.any(self.stop.requested)  # asked during the last step
+            if stopping:
                 self.elapsed += time.perf_counter() - tick
                 self.save_checkpoint()
                 self.run.write_status(state="interrupted", step=self.step, epoch=self.epoch)
-                raise Interrupted(self.stop.signum, f"state saved at step {self.step} of {self.total_steps} "
+                raise Interrupted(self.stop.signum or signal.SIGTERM, f"state saved at step {self.step} of {self.total_steps} "
                                   f"in {self.run.path}; run the same command to resume")
 
     @torch.no_grad()
     def measure(self, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Summed loss, correct predictions and the number of targets over a split, noise off
-        (eval mode), all on the device. Padded examples count their response tokens only."""
+        (eval mode), all on the device. Padded examples count their response tokens only.
+        With several processes each rank measures its share of every batch (summed in _evaluate)."""
         total = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         count = torch.zeros((), device=self.device)
         for x, y in self.batches.eval_batches(split):
+            x, y = self.world.share(x), self.world.share(y)
             with self.autocast:
-                out = self.model(x)
+                out = self.eval_model(x)
             total += loss_fn(out, y, self.data.task, reduction="sum")  # IGNORE targets add nothing
             if self.data.task == "classification":
                 correct += (out.argmax(-1) == y).sum()
@@ -364,10 +434,15 @@ class Trainer:
         for noise in self.noises:
             noise.after_eval()
         self.model.train()
-        # one host sync for everything this interval accumulated
-        train_loss, grad_norm, val_sum, val_correct, train_sum, n_val, n_train = torch.stack(
-            [self.sum_loss / self.interval_steps, self.sum_gn / self.interval_steps,
-             val_sum, val_correct, train_sum, n_val, n_train]).tolist()
+        # one sum over ranks and one host sync for everything this interval accumulated; each
+        # rank's loss is W x its share of the global mean, the grad norm the same on every rank
+        W = self.world.size
+        steps = torch.stack(self.step_losses) if self.step_losses else torch.zeros(0, device=self.device)
+        n = self.interval_steps
+        totals = self.world.sum(torch.cat([torch.stack([self.sum_loss / n / W, self.sum_gn / n / W, val_sum,
+                                                        val_correct, train_sum, n_val, n_train]), steps.float()]))
+        train_loss, grad_norm, val_sum, val_correct, train_sum, n_val, n_train = totals[:7].tolist()
+        step_losses = (totals[7:] / W).tolist()
         self.elapsed += seconds
         row: dict[str, Any] = {
             "epoch": self.epoch, "step": self.step,
@@ -384,7 +459,7 @@ class Trainer:
         self.rows.append(row)
         self._reset_interval()
         if self.step_losses:
-            self.tracker.log_steps(self.step - len(self.step_losses), torch.stack(self.step_losses).float().tolist())
+            self.tracker.log_steps(self.step - len(self.step_losses), step_losses)
             self.step_losses = []
         self.tracker.log_eval(row)
 
@@ -410,7 +485,8 @@ class Trainer:
 def train_run(spec: Spec, runs_dir: Path | str, quiet: bool = False, restart: bool = False) -> dict[str, Any] | None:
     """`noisecli train`: build, claim the run folder, say what is trained, train (or resume);
     a completed run is left as it is. Returns the final status, or None if there was nothing to do."""
-    trainer = Trainer(spec, runs_dir, quiet=quiet).setup()
+    world = World.from_env()  # several processes under torchrun
+    trainer = Trainer(spec, runs_dir, quiet=quiet, world=world).setup()
     try:
         outcome = trainer.open_run(restart=restart)
         if outcome == "completed":
@@ -423,3 +499,4 @@ def train_run(spec: Spec, runs_dir: Path | str, quiet: bool = False, restart: bo
         return trainer.train()
     finally:
         trainer.close()
+        world.stop()

@@ -4,6 +4,10 @@ out <- out + factor * N(0, 1) while the model is in training mode. `targets` are
 module-name globs; the default is every hidden nonlinearity (mlp, cnn) or every
 transformer block (gpt, hf). The hooks are registered in `attach` and removed in `detach`:
 the model's code is never edited.
+
+Under torchrun each rank draws for its own rows from its own stream (`per_rank`): drawing a
+global batch's activations on every rank would cost N times the memory and time of the
+layer itself, so a run on N processes is not the same draw as on one (documented).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ def default_activation_targets(model: nn.Module) -> list[str]:
 
 
 class ActivationNoise(Noise):
+    per_rank = True
     def __init__(self, spec: NoiseSpec, ctx: NoiseContext, index: int = 0):
         super().__init__(spec, ctx, index)
         where = spec.where

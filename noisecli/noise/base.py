@@ -17,17 +17,23 @@ model is in training mode, so evaluation is always clean. `before_eval()` / `aft
 bracket each evaluation for the one kind that keeps a perturbation in the weights
 between steps (anticorrelated). Every draw comes from
 `self.generator`, seeded from the run's seed and saved in checkpoints.
+
+With several processes (torchrun) a kind draws what one process would draw: input-level
+kinds draw for the global batch (`ctx.global_batch` rows; each rank keeps its own), and
+parameter and gradient kinds draw the same values on every rank. A kind for which that
+would cost too much sets `per_rank`, and its ranks other than 0 draw their own streams.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from noisecli.data import Dataset
+from noisecli.distributed import World
 from noisecli.spec import NoiseSpec
 
 
@@ -38,6 +44,8 @@ class NoiseContext:
     total_steps: int
     device: torch.device
     seed: int
+    world: World = field(default_factory=World)
+    global_batch: int = 0  # rows of the global batch this step (set by the trainer under torchrun)
 
 
 def schedule_factor(spec: NoiseSpec, step: int, total_steps: int) -> float:
@@ -56,6 +64,7 @@ def schedule_factor(spec: NoiseSpec, step: int, total_steps: int) -> float:
 class Noise:
     """The no-op kind (`none`) and the base of every other kind."""
 
+    per_rank = False  # True: ranks other than 0 draw their own stream (see the module's note)
 
     def __init__(self, spec: NoiseSpec, ctx: NoiseContext, index: int = 0):
         self.spec = spec

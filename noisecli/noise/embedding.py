@@ -54,10 +54,16 @@ class EmbeddingNoise(Noise):
             keep = (ids != self.pad_id).to(emb.dtype)
         lengths = keep.sum(1, keepdim=True).clamp_min(1)  # (B, 1): each example's length L_i
         scale = alpha / torch.sqrt(lengths * d)  # (B, 1)
+        # under torchrun: drawn for the global batch, this rank's rows kept (what one process draws)
+        world, shape = self.ctx.world, emb.shape
+        if world.distributed:
+            shape = (self.ctx.global_batch, *emb.shape[1:])
         if self.spec.distribution in (None, "uniform"):  # NEFTune's own choice is the default
-            draw = torch.rand(emb.shape, generator=self.generator, device=emb.device, dtype=emb.dtype) * 2 - 1
+            draw = torch.rand(shape, generator=self.generator, device=emb.device, dtype=emb.dtype) * 2 - 1
         else:
-            draw = torch.randn(emb.shape, generator=self.generator, device=emb.device, dtype=emb.dtype)
+            draw = torch.randn(shape, generator=self.generator, device=emb.device, dtype=emb.dtype)
+        if world.distributed:
+            draw = draw[slice(*world.rows(shape[0]))]
         return draw * (scale * keep).unsqueeze(-1)  # (B, T, d); zero on padding
 
     def _hook(self, module: nn.Module, inputs, output: torch.Tensor):

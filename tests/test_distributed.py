@@ -1,0 +1,167 @@
+"""One run on several processes: real `torchrun` with 2 gloo processes on this CPU against the
+same spec in one process; Ctrl-C, a killed rank, and resuming on another number of processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from noisecli.distributed import World
+from noisecli.errors import Interrupted
+from noisecli.spec import load_spec
+from noisecli.trainer import Trainer
+from tests.conftest import ROOT, TINY, write_spec
+from tests.test_train import train_run
+
+pytestmark = pytest.mark.slow
+
+TABLE = {**TINY, "device": "cpu"}
+TEXT = {"data": {"kind": "markov", "block_size": 16, "n_tokens": 4000},
+        "model": {"kind": "gpt", "n_layer": 1, "n_embd": 32, "n_head": 2},
+        "train": {"max_steps": 24, "eval_every": 8, "batch_size": 8, "lr": 3e-3, "eval_batches": 4},
+        "device": "cpu"}
+
+# every kind that promises to follow one process on N (activation draws per rank: see the test below)
+INVARIANT = [("none", TABLE, 0.0), ("input", TABLE, 0.3), ("weight", TABLE, 0.05), ("anticorrelated", TABLE, 0.05),
+             ("gradient", TABLE, 0.05), ("token", TEXT, 0.1), ("embedding", TEXT, 5.0)]
+
+
+def torchrun(*args, cwd, nproc=2, wait=True):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "noisecli", "train", *map(str, args)]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_curves(a, b, rel=1e-4):
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        for key in ("train_loss", "clean_train_loss", "val_loss", "grad_norm"):
+            assert rb[key] == pytest.approx(ra[key], rel=rel), (ra["step"], key)
+
+
+def weights(run_dir):
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("kind,base,factor", INVARIANT, ids=[k for k, _, _ in INVARIANT])
+def test_two_processes_follow_the_trajectory_of_one(tmp_path, kind, base, factor):
+    spec = write_spec(tmp_path, {"name": "r", **base, "noise": {"kind": kind, "factor": factor}})
+    two = torchrun(spec, "--runs-dir", "two", "--quiet", cwd=tmp_path)
+    assert two.returncode == 0, two.stderr[-2000:]
+    train_run(spec, tmp_path / "one")
+    assert_same_curves(metrics(tmp_path / "one" / "r"), metrics(tmp_path / "two" / "r"))
+    w1, w2 = weights(tmp_path / "one" / "r"), weights(tmp_path / "two" / "r")
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5)
+    status = json.loads((tmp_path / "two" / "r" / "status.json").read_text())
+    assert status["state"] == "completed"
+    assert not (tmp_path / "two" / "r" / ".lock").exists()
+
+
+def test_per_rank_streams_are_reseeded_off_rank_zero_only(tmp_path):
+    """Dropout and activation noise differ between ranks; the globally drawn kinds do not."""
+    spec = load_spec(write_spec(tmp_path, {"name": "r", **TABLE, "model": {"kind": "mlp", "hidden": [32],
+                                                                            "dropout": 0.1},
+                                           "noise": [{"kind": "activation", "factor": 0.1},
+                                                     {"kind": "input", "factor": 0.1}]}), [])
+    states = []
+    for rank in (0, 1):
+        trainer = Trainer(spec, tmp_path / "runs", quiet=True, world=World(rank=rank, size=1)).setup()
+        trainer._reseed_rank_streams()
+        states.append((torch.get_rng_state(), [n.generator.get_state() for n in trainer.noises]))
+    (rng0, (act0, in0)), (rng1, (act1, in1)) = states
+    assert not torch.equal(rng0, rng1) and not torch.equal(act0, act1)
+    assert torch.equal(in0, in1)
+
+
+def test_a_batch_that_does_not_split_is_one_line_from_rank_zero(tmp_path):
+    spec = write_spec(tmp_path, {"name": "r", **TABLE, "train": {**TABLE["train"], "batch_size": 15}})
+    result = torchrun(spec, cwd=tmp_path)
+    ours = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert ours == ["error: train.batch_size: 15 does not split among 2 processes; use a multiple of 2 "
+                    "(it is the global batch, shared by the ranks)"]
+    assert "exitcode  : 2" in result.stderr and not (tmp_path / "runs").exists()
+
+
+LONG = {**TABLE, "train": {"epochs": 2000, "batch_size": 16, "lr": 1e-3, "eval_every": 20}}
+
+
+def wait_for_step(run_dir, proc, at_least=1, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if json.loads((run_dir / "status.json").read_text()).get("step", 0) >= at_least:
+                return
+        except (OSError, ValueError):
+            pass
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise AssertionError("the run did not start")
+
+
+def test_ctrl_c_saves_once_and_the_run_resumes_on_one_process(tmp_path):
+    spec = write_spec(tmp_path, {"name": "r", **LONG})
+    proc = torchrun(spec, "--quiet", cwd=tmp_path, wait=False)
+    wait_for_step(tmp_path / "runs" / "r", proc, at_least=40)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does (torchrun passes it on to the ranks)
+    _, err = proc.communicate(timeout=60)
+    assert err.count("interrupted: state saved at step") == 1, err[-3000:]
+    status = json.loads((tmp_path / "runs" / "r" / "status.json").read_text())
+    assert status["state"] == "interrupted"
+    stopped = status["step"]
+    rows = metrics(tmp_path / "runs" / "r")
+
+    # the same spec, one process: it takes over the checkpoint 2 processes wrote
+    trainer = Trainer(load_spec(spec, []), tmp_path / "runs", quiet=True).setup()
+    assert trainer.open_run() == "resume" and trainer.step == stopped
+    assert trainer.rows == rows
+    trainer.close()
+
+
+def test_a_killed_rank_stops_the_others_and_a_rerun_resumes(tmp_path):
+    spec = write_spec(tmp_path, {"name": "r", **LONG})
+    proc = torchrun(spec, "--quiet", cwd=tmp_path, wait=False)
+    run_dir = tmp_path / "runs" / "r"
+    wait_for_step(run_dir, proc, at_least=40)
+    ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(ranks) == 2
+    os.kill(int(ranks[-1]), signal.SIGKILL)  # one rank gone without a word
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] in ("failed", "running")
+    if status["state"] == "failed":
+        assert "another process of this run stopped" in status["error"]
+    saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["rows"] == metrics(run_dir)  # metrics and checkpoint agree: nothing half-written
+
+    trainer = Trainer(load_spec(spec, []), tmp_path / "runs", quiet=True).setup()
+    assert trainer.open_run() == "resume" and trainer.step == saved["step"] > 0
+    trainer.close()
+
+
+def test_a_run_started_on_one_process_finishes_on_two(tmp_path):
+    """Checkpoints hold no trace of the number of processes: half on one, the rest on two,
+    equals the whole on one."""
+    spec = write_spec(tmp_path, {"name": "r", **TABLE})
+    whole = train_run(spec, tmp_path / "whole")
+    with pytest.raises(Interrupted):
+        train_run(spec, tmp_path / "split", stop_after=13)
+    two = torchrun(spec, "--runs-dir", "split", "--quiet", cwd=tmp_path)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert_same_curves(whole.rows, metrics(tmp_path / "split" / "r"))
+    status = json.loads((tmp_path / "split" / "r" / "status.json").read_text())
+    assert status["state"] == "completed" and status["starts"] == 2
