@@ -125,20 +125,54 @@ def sweep(spec: Annotated[Path, typer.Argument(help="a sweep spec, or a plain sp
                                                        metavar="K/N")] = None,
           fail_fast: Annotated[bool, typer.Option("--fail-fast", help="stop at the first failed point")] = False,
           dry_run: Annotated[bool, typer.Option("--dry-run", help="print the expanded plan; run nothing")] = False,
-          device: DeviceOpt = None, quiet: QuietOpt = False) -> None:
+          status: Annotated[bool, typer.Option("--status", help="show each point's state (pending, running, "
+                                               "completed, failed...) and job; run nothing")] = False,
+          device: DeviceOpt = None, quiet: QuietOpt = False,
+          backend: Annotated[str, typer.Option("--backend", help="local (processes here) | submitit (a job "
+                                               "array on a cluster)", rich_help_panel="Cluster",
+                                               metavar="local|submitit")] = "local",
+          cluster: Annotated[Optional[str], typer.Option("--cluster", help="slurm (default) | local | debug",
+                                                         show_default=False, rich_help_panel="Cluster",
+                                                         metavar="slurm|local|debug")] = None,
+          partition: Annotated[Optional[str], typer.Option("--partition", help="Slurm partition",
+                                                           show_default=False, rich_help_panel="Cluster")] = None,
+          gpus_per_job: Annotated[Optional[int], typer.Option("--gpus-per-job", min=0, show_default=False,
+                                                              help="GPUs per point (default 0)",
+                                                              rich_help_panel="Cluster")] = None,
+          cpus_per_job: Annotated[Optional[int], typer.Option("--cpus-per-job", min=1, show_default=False,
+                                                              help="CPU cores per point",
+                                                              rich_help_panel="Cluster")] = None,
+          time_limit: Annotated[Optional[int], typer.Option("--time-limit", min=1, show_default=False,
+                                                            help="minutes per job (default 60); a point that "
+                                                            "runs out saves and is requeued",
+                                                            rich_help_panel="Cluster")] = None,
+          array_parallelism: Annotated[Optional[int], typer.Option("--array-parallelism", min=1,
+                                                                   show_default=False, rich_help_panel="Cluster",
+                                                                   help="at most this many points at once")] = None,
+          slurm: Annotated[Optional[list[str]], typer.Option("--slurm", help="an extra Slurm parameter "
+                                                             "(repeatable), e.g. qos=high", show_default=False,
+                                                             rich_help_panel="Cluster", metavar="KEY=VALUE")] = None,
+          no_wait: Annotated[bool, typer.Option("--no-wait", help="submit, print the job ids and return",
+                                                rich_help_panel="Cluster")] = False) -> None:
     """Run every point of a grid of spec keys x seeds; rerunning skips finished points."""
-    from noisecli.sweep import load_plan, parse_devices, plan_text, shard_points
+    from noisecli.cluster import cluster_options
+    from noisecli.sweep import load_plan, parse_devices, plan_text, shard_points, status_text
 
     with exit_codes():
         plan = load_plan(spec, grid, seeds, list(overrides or []) + ([f"device={device}"] if device else []), name)
         points = shard_points(plan.points, shard)
         device_list = parse_devices(devices)
+        on_cluster = cluster_options(backend, cluster, partition, gpus_per_job, cpus_per_job, time_limit,
+                                     array_parallelism, slurm, no_wait, jobs, devices)
         if dry_run:
             print(plan_text(plan, points, shard, runs_dir / plan.name), end="")
             return
+        if status:
+            print(status_text(plan, points, runs_dir / plan.name), end="")
+            return
         from noisecli.sweep_run import run_sweep
 
-        run_sweep(plan, points, runs_dir / plan.name, jobs, device_list, fail_fast, quiet)
+        run_sweep(plan, points, runs_dir / plan.name, jobs, device_list, fail_fast, quiet, on_cluster)
 
 
 class Format(str, Enum):

@@ -317,6 +317,14 @@ class RunFolder:
             return
         raise RunLocked(f"could not take the lock {self.lock_path}: it keeps changing hands")
 
+    def held(self) -> bool:
+        """Whether a live process holds the lock (one on another host counts as live)."""
+        try:
+            holder = json.loads(self.lock_path.read_text())
+        except (OSError, ValueError):
+            return self.lock_path.exists()
+        return holder.get("host") != socket.gethostname() or pid_alive(int(holder.get("pid", 0)))
+
     def release_lock(self) -> None:
         """Remove the lock if this process holds it (never another process's)."""
         try:

@@ -356,6 +356,36 @@ def plan_text(plan: Plan, points: list[Point], shard: str | None, sweep_dir: Pat
     return "\n".join(lines) + "\n"
 
 
+def status_text(plan: Plan, points: list[Point], sweep_dir: Path) -> str:
+    """`sweep --status`: each point's state from its run folder (pending, running, interrupted,
+    completed, failed, diverged; `stopped` when a run's process is gone without a word), its
+    step, and the cluster job it was submitted as. Reads files only: it never waits."""
+    from noisecli.cluster import read_jobs
+    from noisecli.runs import RunFolder
+
+    jobs = read_jobs(sweep_dir)
+    counts: dict[str, int] = {}
+    lines = []
+    for p in points:
+        run = RunFolder(sweep_dir / p.name)
+        status = run.read_status_quiet()
+        state = status.get("state", "pending")
+        if state == "running" and not run.held():
+            state = "stopped"  # killed, or its machine went away: the next run resumes it
+        counts[state] = counts.get(state, 0) + 1
+        step = f"{status.get('step', 0)}/{status['total_steps']}" if status.get("total_steps") else "-"
+        best = f"{status['best_val_loss']:.4f}" if isinstance(status.get("best_val_loss"), float) else "-"
+        job = jobs.get(p.name, {}).get("job_id", "-")
+        lines.append((p.name, state, step, best, job))
+    widths = [max(len(str(r[i])) for r in lines + [("point", "state", "step", "best val", "job")])
+              for i in range(5)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [f"sweep {plan.name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f" ({sweep_dir})",
+           fmt.format("point", "state", "step", "best val", "job")]
+    out += [fmt.format(*r) for r in lines]
+    return "\n".join(line.rstrip() for line in out) + "\n"
+
+
 def validate_file(path: Path, overrides: list[str], show: bool = False) -> str:
     """`noisecli validate`: a spec or a sweep spec checked as a run would check it (for `hf`
     models, transformers' own config checks too); the text to print, or SpecError."""

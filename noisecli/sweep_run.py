@@ -247,11 +247,12 @@ class SweepRunner:
                              for o in self.outcomes if o.state == "interrupted"]
 
 def run_sweep(plan, points: list, sweep_dir: Path, jobs: int, devices: list[str], fail_fast: bool,
-              quiet: bool) -> list[Outcome]:
+              quiet: bool, cluster=None) -> list[Outcome]:
     """Run a sweep's points under `sweep_dir` with its screen; RunError if any point failed.
 
     A point folder trained with other settings is refused before anything runs; the plan is
-    written to sweep.json."""
+    written to sweep.json. With `cluster` (cluster.ClusterOptions) the pending points are
+    submitted as a job array instead, and waited for unless `cluster.wait` is off."""
     import json
 
     from noisecli.display import SweepDisplay
@@ -272,18 +273,39 @@ def run_sweep(plan, points: list, sweep_dir: Path, jobs: int, devices: list[str]
     done = [_completed(p, sweep_dir) for p in points]  # known without a worker, a device or torch
     skipped = [o for o in done if o is not None]
     pending = [p for p, o in zip(points, done) if o is None]
+    if cluster is not None and not cluster.wait:
+        return _submit_only(plan, pending, skipped, sweep_dir, cluster, quiet)
     stop = StopRequest()
     display = SweepDisplay(plan.name, len(points), quiet, stop=stop)
+    if cluster is not None:
+        from noisecli.cluster import ClusterRunner
+
+        runner = ClusterRunner(pending, sweep_dir, display, cluster, plan.name, stop)
+    else:
+        runner = SweepRunner(pending, sweep_dir, display, jobs, devices, fail_fast, stop)
     with display:
         for outcome in skipped:
             display.finished(outcome)
-        outcomes = skipped + SweepRunner(pending, sweep_dir, display, jobs, devices, fail_fast, stop).run()
+        outcomes = skipped + runner.run()
     display.summary(outcomes, sweep_dir)
     failed = [o for o in outcomes if o.state in FAILED]
     if failed:
         raise RunError(f"{len(failed)} of {len(points)} points failed: {', '.join(o.name for o in failed[:5])}"
                        f"{', ...' if len(failed) > 5 else ''}")
     return outcomes
+
+
+def _submit_only(plan, pending: list, skipped: list[Outcome], sweep_dir: Path, cluster, quiet: bool) -> list[Outcome]:
+    """--no-wait: submit, say the job ids and how to follow them, return."""
+    from noisecli.cluster import submit
+
+    jobs = submit(pending, sweep_dir, plan.name, cluster) if pending else []
+    if not quiet:
+        ids = sorted({str(j.job_id).split("_")[0] for j in jobs})
+        print(f"sweep {plan.name}: {len(jobs)} points submitted to {cluster.cluster} as job "
+              f"{', '.join(ids) or '-'} ({len(skipped)} already completed). Follow them: the same command with "
+              f"--status in place of --no-wait; compare them: noisecli report {sweep_dir}", flush=True)
+    return skipped
 
 
 def _completed(point, sweep_dir: Path) -> Outcome | None:
