@@ -159,6 +159,9 @@ def sweep(spec: Annotated[Path, typer.Argument(help="a sweep spec, or a plain sp
     from noisecli.sweep import load_plan, parse_devices, plan_text, shard_points, status_text
 
     with exit_codes():
+        if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+            raise SpecError("sweep under torchrun: each point is its own job; run `torchrun ... -m noisecli "
+                            "train SPEC` for one run on several processes, or --jobs/--devices for a sweep")
         plan = load_plan(spec, grid, seeds, list(overrides or []) + ([f"device={device}"] if device else []), name)
         points = shard_points(plan.points, shard)
         device_list = parse_devices(devices)

@@ -165,3 +165,12 @@ def test_a_run_started_on_one_process_finishes_on_two(tmp_path):
     assert_same_curves(whole.rows, metrics(tmp_path / "split" / "r"))
     status = json.loads((tmp_path / "split" / "r" / "status.json").read_text())
     assert status["state"] == "completed" and status["starts"] == 2
+
+
+def test_a_sweep_under_torchrun_is_refused_in_one_line(tmp_path, cli, monkeypatch):
+    spec = write_spec(tmp_path, {"name": "s", "base": TABLE, "grid": {"noise.factor": [0.1, 0.2]}})
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    code, _, err = cli("sweep", spec, "--runs-dir", tmp_path / "runs")
+    assert code == 2 and err.startswith("error: sweep under torchrun: each point is its own job")
+    assert len(err.splitlines()) == 1 and not (tmp_path / "runs").exists()
