@@ -128,6 +128,11 @@ def sweep(spec: Annotated[Path, typer.Argument(help="a sweep spec, or a plain sp
           status: Annotated[bool, typer.Option("--status", help="show each point's state (pending, running, "
                                                "completed, failed...) and job; run nothing")] = False,
           device: DeviceOpt = None, quiet: QuietOpt = False,
+          batched: Annotated[bool, typer.Option("--batched", help="train the points that differ only in noise "
+                                                "factor and seed as one stacked model (torch.func.vmap)")] = False,
+          max_batch: Annotated[Optional[int], typer.Option("--max-batch", min=1, show_default=False,
+                                                           metavar="M", help="with --batched: at most M points "
+                                                           "per stack (default 64); bounds memory")] = None,
           backend: Annotated[str, typer.Option("--backend", help="local (processes here) | submitit (a job "
                                                "array on a cluster)", rich_help_panel="Cluster",
                                                metavar="local|submitit")] = "local",
@@ -167,6 +172,10 @@ def sweep(spec: Annotated[Path, typer.Argument(help="a sweep spec, or a plain sp
         device_list = parse_devices(devices)
         on_cluster = cluster_options(backend, cluster, partition, gpus_per_job, cpus_per_job, time_limit,
                                      array_parallelism, slurm, no_wait, jobs, devices)
+        if max_batch is not None and not batched:
+            raise SpecError("--max-batch: only with --batched")
+        if batched and on_cluster is not None:
+            raise SpecError("--batched: with the local backend only (each cluster job trains one point)")
         if dry_run:
             print(plan_text(plan, points, shard, runs_dir / plan.name), end="")
             return
@@ -175,7 +184,8 @@ def sweep(spec: Annotated[Path, typer.Argument(help="a sweep spec, or a plain sp
             return
         from noisecli.sweep_run import run_sweep
 
-        run_sweep(plan, points, runs_dir / plan.name, jobs, device_list, fail_fast, quiet, on_cluster)
+        run_sweep(plan, points, runs_dir / plan.name, jobs, device_list, fail_fast, quiet, on_cluster,
+                  (max_batch or 64) if batched else None)
 
 
 class Format(str, Enum):

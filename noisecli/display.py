@@ -200,6 +200,10 @@ class SweepDisplay:
         return (f"[bold]{self.name}[/]: {self.done} done, {len(self.running)} running, "
                 f"{self.failed} failed, {left} left")
 
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(text, markup=False, highlight=False, soft_wrap=not self.console.is_terminal)
+
     def started(self, name: str) -> None:
         self.running[name] = self._progress.add_task(f"  {name}", total=None) if self._progress else None
         if self._progress:

@@ -98,7 +98,17 @@ def train_point(spec: Spec, runs_dir: Path, report: Callable[[str, int, int], No
         trainer.close()
 
 
-def _worker(payload: list[dict], runs_dir: str, device: str | None, threads: int, tasks, results,
+def train_points(specs: list[Spec], runs_dir: Path, report: Callable[[str, int, int], None],
+                 stop: StopRequest | None = None) -> list[Outcome]:
+    """One point as `train` trains it, or a group of points as one stack (`sweep --batched`)."""
+    if len(specs) == 1:
+        return [train_point(specs[0], runs_dir, report, stop)]
+    from noisecli.batched import train_group
+
+    return train_group(specs, runs_dir, report, stop)
+
+
+def _worker(payload: list[list[dict]], runs_dir: str, device: str | None, threads: int, tasks, results,
             progress) -> None:
     os.setpgrp()  # terminal signals go to the parent, which forwards one to each worker
     import torch
@@ -111,13 +121,15 @@ def _worker(payload: list[dict], runs_dir: str, device: str | None, threads: int
             index = tasks.get()
             if index is None:
                 return
-            spec = spec_from_dict(payload[index])
-            if device:
-                spec.device = device
-            results.put(("start", spec.name, None))
-            outcome = train_point(spec, Path(runs_dir), lambda n, d, t: progress.put((n, d, t)))
-            results.put(("done", spec.name, outcome))
-            if outcome.state == "interrupted":
+            specs = [spec_from_dict(d) for d in payload[index]]
+            for spec in specs:
+                if device:
+                    spec.device = device
+                results.put(("start", spec.name, None))
+            outcomes = train_points(specs, Path(runs_dir), lambda n, d, t: progress.put((n, d, t)))
+            for outcome in outcomes:
+                results.put(("done", outcome.name, outcome))
+            if any(o.state == "interrupted" for o in outcomes):
                 return
     except KeyboardInterrupt:
         return
@@ -129,8 +141,9 @@ class SweepRunner:
     running points save, the rest wait for the next run."""
 
     def __init__(self, points: list, runs_dir: Path, display, jobs: int = 1, devices: list[str] | None = None,
-                 fail_fast: bool = False, stop: StopRequest | None = None):
+                 fail_fast: bool = False, stop: StopRequest | None = None, groups: list[list] | None = None):
         self.points, self.runs_dir, self.display = points, runs_dir, display
+        self.groups = groups or [[p] for p in points]  # each group trains as one (sweep --batched)
         self.devices = devices or []
         self.jobs = max(jobs, len(self.devices) or 1)
         self.fail_fast = fail_fast
@@ -159,12 +172,14 @@ class SweepRunner:
         return self.fail_fast and outcome.state in FAILED
 
     def _run_here(self) -> None:
-        for point in self.points:
+        for group in self.groups:
             if self.stop.requested:
                 return
-            self.display.started(point.name)
-            outcome = train_point(point.spec, self.runs_dir, self.display.progress, self.stop)
-            if self._finish(outcome) or outcome.state == "interrupted":
+            for point in group:
+                self.display.started(point.name)
+            outcomes = train_points([p.spec for p in group], self.runs_dir, self.display.progress, self.stop)
+            stop = [self._finish(o) for o in outcomes]
+            if any(stop) or any(o.state == "interrupted" for o in outcomes):
                 return
 
     def _run_workers(self) -> None:
@@ -183,10 +198,10 @@ class SweepRunner:
         self._account_for_the_rest()
 
     def _start_workers(self, ctx, tasks, results, progress) -> list:
-        payload = [spec_to_dict(p.spec) for p in self.points]
-        for i in range(len(self.points)):
+        payload = [[spec_to_dict(p.spec) for p in group] for group in self.groups]
+        for i in range(len(self.groups)):
             tasks.put(i)
-        n_workers = min(self.jobs, len(self.points))
+        n_workers = min(self.jobs, len(self.groups))
         # each worker gets its share of the cores: N workers x all cores each oversubscribes the CPU
         threads = max(1, (os.cpu_count() or 1) // n_workers)
         workers = []
@@ -247,12 +262,14 @@ class SweepRunner:
                              for o in self.outcomes if o.state == "interrupted"]
 
 def run_sweep(plan, points: list, sweep_dir: Path, jobs: int, devices: list[str], fail_fast: bool,
-              quiet: bool, cluster=None) -> list[Outcome]:
+              quiet: bool, cluster=None, max_batch: int | None = None) -> list[Outcome]:
     """Run a sweep's points under `sweep_dir` with its screen; RunError if any point failed.
 
     A point folder trained with other settings is refused before anything runs; the plan is
     written to sweep.json. With `cluster` (cluster.ClusterOptions) the pending points are
-    submitted as a job array instead, and waited for unless `cluster.wait` is off."""
+    submitted as a job array instead, and waited for unless `cluster.wait` is off. With
+    `max_batch`, points that differ only in noise factor and seed train as stacks of at most
+    that many (`sweep --batched`)."""
     import json
 
     from noisecli.display import SweepDisplay
@@ -282,7 +299,14 @@ def run_sweep(plan, points: list, sweep_dir: Path, jobs: int, devices: list[str]
 
         runner = ClusterRunner(pending, sweep_dir, display, cluster, plan.name, stop)
     else:
-        runner = SweepRunner(pending, sweep_dir, display, jobs, devices, fail_fast, stop)
+        groups = None
+        if max_batch:
+            from noisecli.batched import form_groups
+
+            groups, notes = form_groups(pending, max_batch)
+            for note in notes:
+                display.note(note)
+        runner = SweepRunner(pending, sweep_dir, display, jobs, devices, fail_fast, stop, groups)
     with display:
         for outcome in skipped:
             display.finished(outcome)

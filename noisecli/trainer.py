@@ -263,7 +263,7 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "format": CHECKPOINT_FORMAT,
-            "model": self.raw_model.state_dict(),
+            "model": {k: _own(v) for k, v in self.raw_model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "step": self.step,
@@ -365,23 +365,37 @@ class Trainer:
             raise Interrupted(signal.SIGINT, "stopped at once; run the same command to resume from "
                               "the last evaluation") from None
         except Exception as e:  # noqa: BLE001 - any other failure is recorded, never lost
-            self.run.write_error_log(traceback.format_exc())
-            msg = f"{type(e).__name__}: {e}".splitlines()[0]
-            if self.world.distributed and any(w in str(e) for w in ("gloo", "NCCL", "Connection", "peer")):
-                msg = f"another process of this run stopped ({msg[:160]}); see torchrun's report"
-            self.run.write_status(state="failed", error=msg, step=self.step)
-            raise RunError(f"run {self.run.name!r} failed at step {self.step}: {msg} "
-                           f"(traceback in {self.run.path / 'error.log'})") from e
+            raise self.failed(e) from e
         finally:
             for noise in self.noises:
                 noise.detach()
+        return self.finish()
 
+    def failed(self, e: Exception) -> RunError:
+        """Record an unexpected failure (traceback in error.log, status failed); the error to raise."""
+        self.run.write_error_log(traceback.format_exc())
+        msg = f"{type(e).__name__}: {e}".splitlines()[0]
+        if self.world.distributed and any(w in str(e) for w in ("gloo", "NCCL", "Connection", "peer")):
+            msg = f"another process of this run stopped ({msg[:160]}); see torchrun's report"
+        self.run.write_status(state="failed", error=msg, step=self.step)
+        return RunError(f"run {self.run.name!r} failed at step {self.step}: {msg} "
+                        f"(traceback in {self.run.path / 'error.log'})")
+
+    def finish(self) -> dict[str, Any]:
+        """The run reached its last step: mark it completed and show the summary."""
         if self.spec.output.checkpoint == "none":
             self.run.drop_checkpoints()
         status = self.run.write_status(state="completed", step=self.step, epoch=self.epoch, error=None,
                                        best_val_loss=self.best_val)
         self.display.summary(self.rows, self.data.task == "classification", self.run.path)
         return status
+
+    def save_interrupted(self) -> Interrupted:
+        """A stop was asked for: save where we are; the error to raise."""
+        self.save_checkpoint()
+        self.run.write_status(state="interrupted", step=self.step, epoch=self.epoch)
+        return Interrupted(self.stop.signum or signal.SIGTERM, f"state saved at step {self.step} of "
+                           f"{self.total_steps} in {self.run.path}; run the same command to resume")
 
     def _loop(self) -> None:
         """step, evaluate every eval_every steps and at the end, checkpoint at each evaluation;
@@ -402,10 +416,7 @@ class Trainer:
             stopping = stopping or self.world.any(self.stop.requested)  # asked during the last step
             if stopping:
                 self.elapsed += time.perf_counter() - tick
-                self.save_checkpoint()
-                self.run.write_status(state="interrupted", step=self.step, epoch=self.epoch)
-                raise Interrupted(self.stop.signum or signal.SIGTERM, f"state saved at step {self.step} of {self.total_steps} "
-                                  f"in {self.run.path}; run the same command to resume")
+                raise self.save_interrupted()
 
     @torch.no_grad()
     def measure(self, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -429,11 +440,18 @@ class Trainer:
         self.model.eval()
         for noise in self.noises:
             noise.before_eval()
-        val_sum, val_correct, n_val = self.measure("val")
-        train_sum, _, n_train = self.measure("train")
+        val = self.measure("val")
+        train = self.measure("train")
         for noise in self.noises:
             noise.after_eval()
         self.model.train()
+        return self.record(lr, factors, seconds, val, train)
+
+    def record(self, lr: float, factors: list[float], seconds: float, val: tuple, train: tuple) -> dict[str, Any]:
+        """An evaluation's row from the interval's sums and `measure`'s (loss sum, correct, count) for
+        val and train: logged, checked for divergence, checkpointed. (Batched sweeps measure many
+        members at once and hand each its numbers here.)"""
+        (val_sum, val_correct, n_val), (train_sum, _, n_train) = val, train
         # one sum over ranks and one host sync for everything this interval accumulated; each
         # rank's loss is W x its share of the global mean, the grad norm the same on every rank
         W = self.world.size
@@ -480,6 +498,14 @@ class Trainer:
         self.run.write_status(state="running", step=self.step, epoch=self.epoch, best_val_loss=self.best_val,
                               val_loss=row["val_loss"])
         return row
+
+
+def _own(t: torch.Tensor) -> torch.Tensor:
+    """A tensor that is a view into a larger one (a batched sweep's member) is copied, since
+    torch.save would write the whole storage it views; any other tensor is saved as it is."""
+    if t.untyped_storage().nbytes() != t.numel() * t.element_size():
+        return t.detach().clone()
+    return t
 
 
 def train_run(spec: Spec, runs_dir: Path | str, quiet: bool = False, restart: bool = False) -> dict[str, Any] | None:

@@ -74,5 +74,7 @@ class ActivationNoise(Noise):
         return self._perturb(output)
 
     def _perturb(self, h: torch.Tensor) -> torch.Tensor:
-        noise = torch.randn(h.shape, generator=self.generator, device=h.device, dtype=h.dtype)
-        return h + self.current * noise
+        return h + self.current * self.draw(h.shape, h.device, h.dtype)
+
+    def draw(self, shape, device, dtype) -> torch.Tensor:
+        return torch.randn(shape, generator=self.generator, device=device, dtype=dtype)

@@ -47,23 +47,31 @@ class EmbeddingNoise(Noise):
 
     def noise_for(self, ids: torch.Tensor, emb: torch.Tensor, alpha: float) -> torch.Tensor:
         """The NEFTune noise for embeddings `emb` (B, T, d) of token ids `ids` (B, T)."""
-        d = emb.shape[-1]
-        if self.pad_id is None or self.spec.length == "padded":  # transformers' hook: L = T, padding too
-            keep = torch.ones(ids.shape, dtype=emb.dtype, device=emb.device)
-        else:
-            keep = (ids != self.pad_id).to(emb.dtype)
-        lengths = keep.sum(1, keepdim=True).clamp_min(1)  # (B, 1): each example's length L_i
-        scale = alpha / torch.sqrt(lengths * d)  # (B, 1)
         # under torchrun: drawn for the global batch, this rank's rows kept (what one process draws)
         world, shape = self.ctx.world, emb.shape
         if world.distributed:
             shape = (self.ctx.global_batch, *emb.shape[1:])
-        if self.spec.distribution in (None, "uniform"):  # NEFTune's own choice is the default
-            draw = torch.rand(shape, generator=self.generator, device=emb.device, dtype=emb.dtype) * 2 - 1
-        else:
-            draw = torch.randn(shape, generator=self.generator, device=emb.device, dtype=emb.dtype)
+        draw = self.draw(shape, emb.device, emb.dtype)
         if world.distributed:
             draw = draw[slice(*world.rows(shape[0]))]
+        return self.scaled(ids, draw, alpha)
+
+    def draw(self, shape, device, dtype) -> torch.Tensor:
+        """The unscaled draw: U(-1, 1) (NEFTune's own choice, the default) or N(0, 1)."""
+        if self.spec.distribution in (None, "uniform"):
+            return torch.rand(shape, generator=self.generator, device=device, dtype=dtype) * 2 - 1
+        return torch.randn(shape, generator=self.generator, device=device, dtype=dtype)
+
+    def scaled(self, ids: torch.Tensor, draw: torch.Tensor, alpha) -> torch.Tensor:
+        """alpha / sqrt(L_i d) times the draw, zero on padding. (Pure tensor arithmetic, so that a
+        batched sweep can apply it under vmap to draws made beforehand.)"""
+        d = draw.shape[-1]
+        if self.pad_id is None or self.spec.length == "padded":  # transformers' hook: L = T, padding too
+            keep = torch.ones(ids.shape, dtype=draw.dtype, device=draw.device)
+        else:
+            keep = (ids != self.pad_id).to(draw.dtype)
+        lengths = keep.sum(1, keepdim=True).clamp_min(1)  # (B, 1): each example's length L_i
+        scale = alpha / torch.sqrt(lengths * d)  # (B, 1)
         return draw * (scale * keep).unsqueeze(-1)  # (B, T, d); zero on padding
 
     def _hook(self, module: nn.Module, inputs, output: torch.Tensor):

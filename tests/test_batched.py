@@ -1,0 +1,247 @@
+"""`sweep --batched`: members of a stack train as their points do alone (every kind, every
+batchable model), clip and step on their own, drop out when they diverge, save on Ctrl-C,
+resume as a stack or alone, and write ordinary run folders."""
+
+import json
+import signal
+
+import pytest
+import torch
+
+from noisecli.batched import BatchedTrainer, form_groups, train_group
+from noisecli.catalog import NOISE
+from noisecli.spec import spec_from_dict, spec_to_dict
+from noisecli.sweep import load_plan
+from noisecli.sweep_run import train_point
+from tests.conftest import write_spec
+
+TABLE = {"data": {"kind": "digits", "train_size": 96}, "train": {"epochs": 2, "batch_size": 16, "lr": 3e-3},
+         "device": "cpu"}
+TEXT = {"data": {"kind": "markov", "block_size": 16, "n_tokens": 3000},
+        "train": {"max_steps": 16, "eval_every": 8, "batch_size": 8, "lr": 3e-3, "eval_batches": 2},
+        "device": "cpu"}
+MODELS = {"linear": {"kind": "linear"}, "mlp": {"kind": "mlp", "hidden": [32, 32]},
+          "cnn": {"kind": "cnn", "channels": [4, 8]}, "gpt": {"kind": "gpt", "n_layer": 2, "n_embd": 32, "n_head": 2}}
+FACTORS = {"none": 0.0, "input": 0.3, "weight": 0.05, "anticorrelated": 0.05, "gradient": 0.01, "activation": 0.3,
+           "token": 0.2, "embedding": 5.0}
+TABLE_KINDS = ["none", "input", "weight", "anticorrelated", "gradient", "activation"]
+TEXT_KINDS = ["none", "token", "embedding", "weight", "anticorrelated", "gradient", "activation"]
+CASES = ([(m, k) for m in ("linear", "mlp", "cnn") for k in TABLE_KINDS if not (m == "linear" and k == "activation")]
+         + [("gpt", k) for k in TEXT_KINDS])
+
+
+def specs_for(model: str, kind: str, factors=None, seeds=(0, 1)) -> list:
+    base = TEXT if model == "gpt" else TABLE
+    factors = factors or ([0.0, FACTORS[kind]] if kind != "none" else [0.0])
+    return [spec_from_dict({**base, "name": f"{model}-{kind}-f{i}-{s}", "seed": s, "model": MODELS[model],
+                            "noise": {"kind": kind, "factor": f}}) for i, f in enumerate(factors) for s in seeds]
+
+
+def rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_close_rows(a, b, rel=1e-3):
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        for key in ("train_loss", "clean_train_loss", "val_loss", "grad_norm"):
+            assert ra[key] == pytest.approx(rb[key], rel=rel), (ra["step"], key)
+
+
+def test_every_kind_is_batched_here():
+    assert set(TABLE_KINDS) | set(TEXT_KINDS) == set(NOISE)
+
+
+@pytest.mark.parametrize("model,kind", CASES, ids=[f"{m}-{k}" for m, k in CASES])
+def test_each_member_trains_as_its_point_alone(tmp_path, model, kind):
+    specs = specs_for(model, kind)
+    outcomes = train_group(specs, tmp_path / "batched", lambda *a: None)
+    assert [o.state for o in outcomes] == ["completed"] * len(specs)
+    for spec in specs:
+        train_point(spec, tmp_path / "alone", lambda *a: None)
+        assert_close_rows(rows(tmp_path / "batched" / spec.name), rows(tmp_path / "alone" / spec.name))
+        a = torch.load(tmp_path / "batched" / spec.name / "checkpoints" / "last.pt", weights_only=True)
+        b = torch.load(tmp_path / "alone" / spec.name / "checkpoints" / "last.pt", weights_only=True)
+        for key in b["model"]:
+            torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-3, atol=1e-4)
+        # an ordinary run folder: each tensor saved on its own (not a view of the whole stack)
+        assert all(t.untyped_storage().nbytes() == t.numel() * t.element_size() for t in a["model"].values())
+        assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+
+
+def test_adamw_on_stacked_tensors_is_one_adamw_per_member():
+    torch.manual_seed(0)
+    members = [torch.randn(5, 3) for _ in range(4)]
+    grads = [[torch.randn(5, 3) for _ in range(4)] for _ in range(6)]
+    stacked = torch.stack(members).requires_grad_()
+    alone = [m.clone().requires_grad_() for m in members]
+    opt_stack = torch.optim.AdamW([stacked], lr=1e-2, weight_decay=0.1, foreach=True)
+    opts = [torch.optim.AdamW([p], lr=1e-2, weight_decay=0.1, foreach=True) for p in alone]
+    for step_grads in grads:
+        stacked.grad = torch.stack(step_grads)
+        opt_stack.step()
+        for p, opt, g in zip(alone, opts, step_grads):
+            p.grad = g
+            opt.step()
+    for k, p in enumerate(alone):
+        assert torch.equal(stacked[k].detach(), p.detach())
+
+
+def test_clipping_is_per_member(tmp_path):
+    """One member's huge gradient is clipped to the max norm; the others are left as they are,
+    exactly as clip_grad_norm_ does for each point alone."""
+    specs = specs_for("mlp", "none", seeds=(0, 1, 2))
+    trainers = []
+    for spec in specs:
+        from noisecli.trainer import Trainer
+
+        trainer = Trainer(spec, tmp_path, quiet=True).setup()
+        trainer.open_run()
+        trainers.append(trainer)
+    stack = BatchedTrainer(trainers, trainers[0].stop)
+    torch.manual_seed(1)
+    grads = {n: torch.randn_like(p) * 1e-3 for n, p in stack.P.items()}
+    for g in grads.values():
+        g[1] *= 1e6  # member 1 only
+    for n, p in stack.P.items():
+        p.grad = grads[n].clone()
+    norms = stack._clip(1.0)
+    for k in range(3):  # clip_grad_norm_ on each member's gradients alone
+        alone = [grads[n][k].clone() for n in stack.names]
+        params = [torch.nn.Parameter(torch.zeros_like(g)) for g in alone]
+        for p, g in zip(params, alone):
+            p.grad = g
+        expected = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        assert norms[k].item() == pytest.approx(expected.item(), rel=1e-5)
+        for n, p in zip(stack.names, params):
+            torch.testing.assert_close(stack.P[n].grad[k], p.grad)
+    assert norms[1] > 1e2 and norms[0] < 1 and norms[2] < 1
+    for t in trainers:
+        t.close()
+
+
+def test_a_diverging_member_is_masked_out_and_the_others_go_on(tmp_path):
+    specs = specs_for("mlp", "weight", factors=[0.0, 1e20], seeds=(0, 1))
+    outcomes = {o.name: o for o in train_group(specs, tmp_path / "batched", lambda *a: None)}
+    for spec in specs:
+        status = json.loads((tmp_path / "batched" / spec.name / "status.json").read_text())
+        if spec.noise[0].factor > 1:
+            assert outcomes[spec.name].state == "diverged" and status["state"] == "diverged"
+            assert "non-finite loss or gradient" in status["error"]
+            # no checkpoint holds the non-finite state (it diverged by the first evaluation: none at all)
+            for ckpt in (tmp_path / "batched" / spec.name / "checkpoints").glob("*.pt"):
+                state = torch.load(ckpt, weights_only=True)
+                assert all(torch.isfinite(t).all() for t in state["model"].values())
+        else:
+            assert outcomes[spec.name].state == "completed" and status["state"] == "completed"
+            train_point(spec, tmp_path / "alone", lambda *a: None)
+            assert_close_rows(rows(tmp_path / "batched" / spec.name), rows(tmp_path / "alone" / spec.name))
+
+
+def stop_after(monkeypatch, steps: int):
+    """A SIGINT arrives during the stack's step number `steps`."""
+    real = BatchedTrainer.train_step
+    calls = [0]
+
+    def step(self):
+        calls[0] += 1
+        if calls[0] == steps:
+            self.stop.request(signal.SIGINT)
+        return real(self)
+
+    monkeypatch.setattr(BatchedTrainer, "train_step", step)
+
+
+def test_ctrl_c_saves_every_member_and_the_stack_resumes(tmp_path, monkeypatch):
+    specs = specs_for("mlp", "weight", seeds=(0, 1))
+    whole = train_group(specs, tmp_path / "whole", lambda *a: None)
+    assert {o.state for o in whole} == {"completed"}
+    with monkeypatch.context() as m:
+        stop_after(m, 9)
+        outcomes = train_group(specs, tmp_path / "split", lambda *a: None)
+    assert [o.state for o in outcomes] == ["interrupted"] * 4
+    for spec in specs:
+        status = json.loads((tmp_path / "split" / spec.name / "status.json").read_text())
+        assert status["state"] == "interrupted" and status["step"] == 9
+    outcomes = train_group(specs, tmp_path / "split", lambda *a: None)
+    assert [o.state for o in outcomes] == ["completed"] * 4
+    for spec in specs:  # resumed as a stack: the same numbers as the uninterrupted stack, bitwise
+        untimed = lambda rs: [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s")} for r in rs]
+        assert untimed(rows(tmp_path / "split" / spec.name)) == untimed(rows(tmp_path / "whole" / spec.name))
+
+
+def test_a_member_resumes_or_retrains_alone_with_train(tmp_path, monkeypatch, cli):
+    specs = specs_for("mlp", "anticorrelated", seeds=(0, 1))
+    with monkeypatch.context() as m:
+        stop_after(m, 5)
+        train_group(specs, tmp_path / "runs", lambda *a: None)
+    spec = specs[3]
+    path = write_spec(tmp_path, spec_to_dict(spec))
+    code, _, err = cli("train", path, "--runs-dir", tmp_path / "runs", "--quiet")
+    assert code == 0, err
+    train_point(spec, tmp_path / "alone", lambda *a: None)
+    assert_close_rows(rows(tmp_path / "runs" / spec.name), rows(tmp_path / "alone" / spec.name))
+    status = json.loads((tmp_path / "runs" / spec.name / "status.json").read_text())
+    assert status["state"] == "completed" and status["starts"] == 2 and "sweep --batched" in status["batched"]
+    code, out, _ = cli("eval", tmp_path / "runs" / spec.name, "--format", "json")
+    assert code == 0 and json.loads(out)["val_loss"] == pytest.approx(rows(tmp_path / "runs" / spec.name)[-1]["val_loss"],
+                                                                      rel=1e-5)
+
+
+SWEEP = {"name": "sw", "base": {**TABLE, "model": MODELS["mlp"], "noise": {"kind": "input", "factor": 0.1}},
+         "grid": {"noise.factor": [0.0, 0.1, 0.2]}, "seeds": 2}
+
+
+def test_batched_sweep_from_the_command_line_with_jobs_and_max_batch(tmp_path, cli):
+    spec = write_spec(tmp_path, SWEEP)
+    code, out, err = cli("sweep", spec, "--runs-dir", tmp_path / "seq", "--quiet")
+    assert code == 0, err
+    code, out, err = cli("sweep", spec, "--runs-dir", tmp_path / "bat", "--batched", "--max-batch", "4", "--jobs", "2")
+    assert code == 0, err
+    assert "sweep sw: 6 completed" in out
+    plan = load_plan(spec)
+    sizes = sorted(json.loads((tmp_path / "bat" / "sw" / p.name / "status.json").read_text())["batched"]
+                   for p in plan.points)
+    assert sizes == ["trained in a stack of 2 points (sweep --batched)"] * 2 + \
+        ["trained in a stack of 4 points (sweep --batched)"] * 4
+    for p in plan.points:
+        assert_close_rows(rows(tmp_path / "bat" / "sw" / p.name), rows(tmp_path / "seq" / "sw" / p.name))
+    code, report_bat, _ = cli("report", tmp_path / "bat" / "sw", "--format", "csv")
+    code2, report_seq, _ = cli("report", tmp_path / "seq" / "sw", "--format", "csv")
+    assert code == code2 == 0 and report_bat.splitlines()[0] == report_seq.splitlines()[0]
+    code, out, _ = cli("sweep", spec, "--runs-dir", tmp_path / "bat", "--batched")
+    assert code == 0 and "6 skipped" in out  # a rerun skips what is done
+
+
+def test_points_that_cannot_be_stacked_train_alone_with_one_line_why(tmp_path, cli):
+    (tmp_path / "my_model.py").write_text(
+        "import torch\n\ndef build(n_inputs, n_outputs):\n    return torch.nn.Linear(n_inputs, n_outputs)\n")
+    sweep = {**SWEEP, "base": {**SWEEP["base"], "model": {"kind": "python", "target": "my_model.py:build"}}}
+    spec = write_spec(tmp_path, sweep)
+    code, out, err = cli("sweep", spec, "--runs-dir", tmp_path / "runs", "--batched")
+    assert code == 0, err
+    notes = [line for line in out.splitlines() if line.startswith("--batched:")]
+    assert notes == ["--batched: 6 points (factor-0.0_seed-0, ...): model.kind python: trained one after another "
+                     "(its forward is not known to run under torch.func.vmap)"]
+    assert "6 completed" in out
+
+
+def test_groups_follow_the_plan_and_max_batch(tmp_path):
+    spec = write_spec(tmp_path, {**SWEEP, "grid": {"noise.factor": [0.0, 0.1], "noise.kind": ["input", "weight"],
+                                                   "train.lr": [1e-3, 3e-3]}})
+    groups, notes = form_groups(load_plan(spec).points, max_batch=3)
+    # stacks share everything but noise factor and seed: kind x lr = 4 configurations of 4 points
+    assert sorted(len(g) for g in groups) == [1, 1, 1, 1, 3, 3, 3, 3] and not notes
+    for g in groups:
+        kinds = {(p.spec.noise[0].kind, p.spec.train.lr) for p in g}
+        assert len(kinds) == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--max-batch", "4"], "error: --max-batch: only with --batched"),
+    (["--batched", "--backend", "submitit", "--cluster", "debug"], "error: --batched: with the local backend only"),
+])
+def test_batched_options_that_do_not_fit(tmp_path, cli, args, message):
+    spec = write_spec(tmp_path, SWEEP)
+    code, _, err = cli("sweep", spec, "--runs-dir", tmp_path / "runs", *args)
+    assert code == 2 and err.startswith(message) and len(err.splitlines()) == 1
