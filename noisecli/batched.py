@@ -24,7 +24,6 @@ import copy
 import functools
 import json
 import time
-import warnings
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
@@ -124,10 +123,10 @@ class BatchedTrainer:
         self.stop = stop
         lead = members[0]
         self.task, self.device = lead.data.task, lead.device
-        # torch's CPU flash attention has no vmap rule yet: vmap runs it member by member, correctly
-        warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented "
-                                "the batching rule")
         self.template = copy.deepcopy(lead.raw_model)  # the structure functional_call runs
+        for module in self.template.modules():
+            if hasattr(module, "explicit"):  # gpt attention: vmap has no rule for the fused kernel
+                module.explicit = True
         self.template.train()
         self.forward_noise = ForwardNoise(self.template, members)
         self.names = [n for n, p in lead.raw_model.named_parameters() if p.requires_grad]
@@ -154,7 +153,9 @@ class BatchedTrainer:
                   for n in self.buffer_names}
         decay = [self.P[n] for n in self.names if self.params[0][n].dim() >= 2]  # the members' split
         no_decay = [self.P[n] for n in self.names if self.params[0][n].dim() < 2]
-        fast = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
+        # fused AdamW (CPU and CUDA): on stacked tensors a third of foreach's time on CPU; it is
+        # elementwise like foreach, so still one AdamW per member
+        fast = {"fused": True} if self.device.type in ("cuda", "cpu") else {"foreach": True}
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
                                       {"params": no_decay, "weight_decay": 0.0}],
                                      lr=t.lr, betas=tuple(t.betas), **fast)

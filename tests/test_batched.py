@@ -69,14 +69,15 @@ def test_each_member_trains_as_its_point_alone(tmp_path, model, kind):
         assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
 
 
-def test_adamw_on_stacked_tensors_is_one_adamw_per_member():
+@pytest.mark.parametrize("how", [{"fused": True}, {"foreach": True}])
+def test_adamw_on_stacked_tensors_is_one_adamw_per_member(how):
     torch.manual_seed(0)
     members = [torch.randn(5, 3) for _ in range(4)]
     grads = [[torch.randn(5, 3) for _ in range(4)] for _ in range(6)]
     stacked = torch.stack(members).requires_grad_()
     alone = [m.clone().requires_grad_() for m in members]
-    opt_stack = torch.optim.AdamW([stacked], lr=1e-2, weight_decay=0.1, foreach=True)
-    opts = [torch.optim.AdamW([p], lr=1e-2, weight_decay=0.1, foreach=True) for p in alone]
+    opt_stack = torch.optim.AdamW([stacked], lr=1e-2, weight_decay=0.1, **how)
+    opts = [torch.optim.AdamW([p], lr=1e-2, weight_decay=0.1, **how) for p in alone]
     for step_grads in grads:
         stacked.grad = torch.stack(step_grads)
         opt_stack.step()

@@ -25,6 +25,11 @@ class LayerNorm(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
+    # nanoGPT's explicit softmax(QK^T)V instead of scaled_dot_product_attention: set on the
+    # shared template of a batched sweep, where vmap has no rule for torch's CPU flash kernel
+    # and would run it member by member
+    explicit = False
+
     def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool):
         super().__init__()
         self.n_head, self.dropout = n_head, dropout
@@ -36,8 +41,14 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=True)
+        if self.explicit:
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.shape[-1]))
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            att = F.softmax(att.masked_fill(~causal, float("-inf")), dim=-1)
+            y = F.dropout(att, self.dropout, self.training) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                               is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 

@@ -1,0 +1,125 @@
+"""`sweep --batched` against the same sweep run point after point, in one process, on one plan.
+
+    python benchmarks/batched_sweep.py                      # 16 points: MLP 256x256 on digits, CPU
+    python benchmarks/batched_sweep.py --kind weight --epochs 10
+    python benchmarks/batched_sweep.py --device cuda        # where there is a GPU
+
+Both runs go through `run_sweep`, the code `noisecli sweep` runs (run folders, checkpoints
+and all), into two temporary runs folders. It prints each one's wall-clock, the ratio, and
+the relative differences of every point's val loss at every evaluation (fp32). A one-time
+warm-up (torch's optimizer import, the first kernel launches) runs before either is timed.
+
+What "equal" can mean in fp32: a batched matmul adds in another order than a plain one, and
+a few training trajectories amplify a 1e-7 difference (a ReLU whose input crosses zero). To
+say how much of a difference is that alone, the sequential plan is run a second time on one
+thread (another summation order, nothing else changed) and compared with the first. It
+exits 1 if the batched run differs from the sequential one by more than --tolerance (1e-3)
+and by more than the sequential run differs from itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from noisecli.sweep import load_plan
+from noisecli.sweep_run import run_sweep
+
+
+def sweep_file(folder: Path, args) -> Path:
+    factors = [round(0.1 * i * args.scale, 6) for i in range(args.points // args.seeds)]
+    spec = {"name": "bench",
+            "base": {"device": args.device, "data": {"kind": "digits"},
+                     "model": {"kind": "mlp", "hidden": [args.width, args.width]},
+                     "noise": {"kind": args.kind, "factor": 0.1},
+                     "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": 1e-3,
+                               "precision": "fp32"}},
+            "grid": {"noise.factor": factors}, "seeds": args.seeds}
+    path = folder / "bench.yaml"
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    return path
+
+
+def timed(plan, runs: Path, max_batch: int | None) -> float:
+    start = time.perf_counter()
+    outcomes = run_sweep(plan, plan.points, runs / plan.name, jobs=1, devices=[], fail_fast=False, quiet=True,
+                         max_batch=max_batch)
+    seconds = time.perf_counter() - start
+    bad = [o for o in outcomes if o.state != "completed"]
+    if bad:
+        sys.exit(f"{bad[0].name}: {bad[0].state} {bad[0].message}")
+    return seconds
+
+
+def val_losses(run_dir: Path) -> list[float]:
+    return [json.loads(line)["val_loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def differences(plan, a: Path, b: Path) -> tuple[float, float, str]:
+    """Median and largest relative difference of val loss over all points and evaluations."""
+    diffs = []
+    for p in plan.points:
+        x, y = val_losses(a / plan.name / p.name), val_losses(b / plan.name / p.name)
+        assert len(x) == len(y)
+        diffs += [(abs(u - v) / abs(u), f"{p.name}, evaluation {i + 1}") for i, (u, v) in enumerate(zip(x, y))]
+    diffs.sort()
+    return diffs[len(diffs) // 2][0], diffs[-1][0], diffs[-1][1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--points", type=int, default=16)
+    ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--kind", default="input")
+    ap.add_argument("--scale", type=float, default=1.0, help="factors are 0, 0.1, 0.2, ... times this")
+    ap.add_argument("--width", type=int, default=256)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--tolerance", type=float, default=1e-3)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        plan = load_plan(sweep_file(tmp, args))
+        warm = load_plan(sweep_file(tmp, argparse.Namespace(**{**vars(args), "epochs": 1, "points": 2, "seeds": 1})))
+        timed(warm, tmp / "warm-seq", None)
+        timed(warm, tmp / "warm-bat", 64)
+        shutil.rmtree(tmp / "warm-seq")
+        shutil.rmtree(tmp / "warm-bat")
+
+        sequential = timed(plan, tmp / "sequential", None)
+        batched = timed(plan, tmp / "batched", args.points)
+        threads = torch.get_num_threads()
+        median, worst, where = differences(plan, tmp / "sequential", tmp / "batched")
+        floor = 0.0
+        if threads > 1:
+            torch.set_num_threads(1)
+            timed(plan, tmp / "one-thread", None)
+            torch.set_num_threads(threads)
+            _, floor, floor_where = differences(plan, tmp / "sequential", tmp / "one-thread")
+
+    steps = plan.points[0].spec.train.epochs * -(-1438 // args.batch_size)
+    print(f"{len(plan.points)} points ({args.kind} noise, MLP {args.width}x{args.width} on digits, "
+          f"{steps} steps each), {args.device}, {threads} threads, torch {torch.__version__}")
+    print(f"sequential  {sequential:7.2f} s")
+    print(f"batched     {batched:7.2f} s")
+    print(f"speed-up    {sequential / batched:7.2f}x")
+    print(f"val loss, batched vs sequential, relative, over {len(plan.points)} points x every evaluation: "
+          f"median {median:.1e}, largest {worst:.1e} ({where})")
+    if threads > 1:
+        print(f"the sequential plan on 1 thread vs on {threads} (summation order alone): largest {floor:.1e} "
+              f"({floor_where})")
+    if worst > max(args.tolerance, floor):
+        sys.exit(f"batched and sequential differ by more than {args.tolerance} and more than summation order explains")
+
+
+if __name__ == "__main__":
+    main()
