@@ -48,3 +48,18 @@ def run_process(*args: str, cwd: Path, env: dict | None = None, **kw) -> subproc
     env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "noisecli", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300, **kw)
+
+
+def metrics_rows(run_dir: Path) -> list[dict]:
+    """A run folder's metrics.jsonl, one dict per evaluation."""
+    import json
+
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_curves(a: list[dict], b: list[dict], rel: float) -> None:
+    """Two runs' rows agree at every evaluation: losses and grad norm within `rel`."""
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        for key in ("train_loss", "clean_train_loss", "val_loss", "grad_norm"):
+            assert rb[key] == pytest.approx(ra[key], rel=rel), (ra["step"], key)

@@ -13,7 +13,7 @@ from noisecli.catalog import NOISE
 from noisecli.spec import spec_from_dict, spec_to_dict
 from noisecli.sweep import load_plan
 from noisecli.sweep_run import train_point
-from tests.conftest import write_spec
+from tests.conftest import assert_same_curves, metrics_rows, write_spec
 
 TABLE = {"data": {"kind": "digits", "train_size": 96}, "train": {"epochs": 2, "batch_size": 16, "lr": 3e-3},
          "device": "cpu"}
@@ -37,15 +37,11 @@ def specs_for(model: str, kind: str, factors=None, seeds=(0, 1)) -> list:
                             "noise": {"kind": kind, "factor": f}}) for i, f in enumerate(factors) for s in seeds]
 
 
-def rows(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+rows = metrics_rows
 
 
-def assert_close_rows(a, b, rel=1e-3):
-    assert [r["step"] for r in a] == [r["step"] for r in b]
-    for ra, rb in zip(a, b):
-        for key in ("train_loss", "clean_train_loss", "val_loss", "grad_norm"):
-            assert ra[key] == pytest.approx(rb[key], rel=rel), (ra["step"], key)
+def assert_close_rows(a, b):
+    assert_same_curves(b, a, rel=1e-3)
 
 
 def test_every_kind_is_batched_here():

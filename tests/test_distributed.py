@@ -15,7 +15,7 @@ from noisecli.distributed import World
 from noisecli.errors import Interrupted
 from noisecli.spec import load_spec
 from noisecli.trainer import Trainer
-from tests.conftest import ROOT, TINY, write_spec
+from tests.conftest import ROOT, TINY, assert_same_curves, metrics_rows, write_spec
 from tests.test_train import train_run
 
 pytestmark = pytest.mark.slow
@@ -41,15 +41,7 @@ def torchrun(*args, cwd, nproc=2, wait=True):
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
-def metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def assert_same_curves(a, b, rel=1e-4):
-    assert [r["step"] for r in a] == [r["step"] for r in b]
-    for ra, rb in zip(a, b):
-        for key in ("train_loss", "clean_train_loss", "val_loss", "grad_norm"):
-            assert rb[key] == pytest.approx(ra[key], rel=rel), (ra["step"], key)
+metrics = metrics_rows
 
 
 def weights(run_dir):
@@ -62,7 +54,7 @@ def test_two_processes_follow_the_trajectory_of_one(tmp_path, kind, base, factor
     two = torchrun(spec, "--runs-dir", "two", "--quiet", cwd=tmp_path)
     assert two.returncode == 0, two.stderr[-2000:]
     train_run(spec, tmp_path / "one")
-    assert_same_curves(metrics(tmp_path / "one" / "r"), metrics(tmp_path / "two" / "r"))
+    assert_same_curves(metrics(tmp_path / "one" / "r"), metrics(tmp_path / "two" / "r"), rel=1e-4)
     w1, w2 = weights(tmp_path / "one" / "r"), weights(tmp_path / "two" / "r")
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5)
@@ -162,7 +154,7 @@ def test_a_run_started_on_one_process_finishes_on_two(tmp_path):
         train_run(spec, tmp_path / "split", stop_after=13)
     two = torchrun(spec, "--runs-dir", "split", "--quiet", cwd=tmp_path)
     assert two.returncode == 0, two.stderr[-2000:]
-    assert_same_curves(whole.rows, metrics(tmp_path / "split" / "r"))
+    assert_same_curves(whole.rows, metrics(tmp_path / "split" / "r"), rel=1e-4)
     status = json.loads((tmp_path / "split" / "r" / "status.json").read_text())
     assert status["state"] == "completed" and status["starts"] == 2
 
