@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -371,54 +370,6 @@ class BatchedTrainer:
                     noise.detach()
                 m.finish()
                 self.outcomes.append(Outcome(m.spec.name, "completed", "", m.rows[-1]["val_loss"], m.best_val))
-
-
-# ---------------------------------------------------------------------- groups
-
-UNBATCHED = {
-    "hf": "model.kind hf: trained one after another (its forward is not known to run under torch.func.vmap)",
-    "python": "model.kind python: trained one after another (its forward is not known to run under "
-              "torch.func.vmap)",
-}
-
-
-def batch_key(spec: Spec) -> tuple[str | None, str]:
-    """Points with the same key train as one stack: the same spec but for the noise factors and
-    the seed. (None, why) for a point that trains alone."""
-    from noisecli.spec import canonical, spec_to_dict
-
-    if spec.model.kind in UNBATCHED:
-        return None, UNBATCHED[spec.model.kind]
-    if spec.train.compile:
-        return None, "train.compile: compiled runs are trained one after another"
-    if spec.train.precision == "fp16":
-        return None, "train.precision fp16: one loss scale would couple the members; trained one after another"
-    d = canonical(spec_to_dict(spec), keep_seed=False)
-    for entry in d["noise"] if isinstance(d["noise"], list) else [d["noise"]]:
-        entry.pop("factor", None)
-    d["device"] = spec.device
-    return json.dumps(d, sort_keys=True, default=str), ""
-
-
-def form_groups(points: list, max_batch: int) -> tuple[list[list], list[str]]:
-    """The plan's points as groups of at most `max_batch` (in plan order), and one line per
-    reason some points train alone."""
-    groups: dict[str, list] = {}
-    alone: dict[str, list] = {}
-    out: list[list] = []
-    for p in points:
-        key, why = batch_key(p.spec)
-        if key is None:
-            alone.setdefault(why, []).append(p.name)
-            out.append([p])
-        elif key in groups and len(groups[key]) < max_batch:
-            groups[key].append(p)
-        else:
-            groups[key] = [p]
-            out.append(groups[key])
-    notes = [f"--batched: {len(names)} point{'s' if len(names) > 1 else ''} ({names[0]}{', ...' if len(names) > 1 else ''}): "
-             f"{why}" for why, names in alone.items()]
-    return out, notes
 
 
 def train_group(specs: list[Spec], runs_dir: Path, report: Callable[[str, int, int], None],

@@ -172,20 +172,20 @@ def sweep(spec: Annotated[Path, typer.Argument(help="a sweep spec, or a plain sp
         device_list = parse_devices(devices)
         on_cluster = cluster_options(backend, cluster, partition, gpus_per_job, cpus_per_job, time_limit,
                                      array_parallelism, slurm, no_wait, jobs, devices)
-        if max_batch is not None and not batched:
-            raise SpecError("--max-batch: only with --batched")
         if batched and on_cluster is not None:
             raise SpecError("--batched: with the local backend only (each cluster job trains one point)")
+        if max_batch is not None and not batched:
+            raise SpecError("--max-batch: only with --batched")
+        batch = (max_batch or 64) if batched else None
         if dry_run:
-            print(plan_text(plan, points, shard, runs_dir / plan.name), end="")
+            print(plan_text(plan, points, shard, runs_dir / plan.name, batch), end="")
             return
         if status:
             print(status_text(plan, points, runs_dir / plan.name), end="")
             return
         from noisecli.sweep_run import run_sweep
 
-        run_sweep(plan, points, runs_dir / plan.name, jobs, device_list, fail_fast, quiet, on_cluster,
-                  (max_batch or 64) if batched else None)
+        run_sweep(plan, points, runs_dir / plan.name, jobs, device_list, fail_fast, quiet, on_cluster, batch)
 
 
 class Format(str, Enum):

@@ -338,18 +338,71 @@ def parse_devices(text: str | None) -> list[str]:
     return devices
 
 
+# ---------------------------------------------------------------- stacks for sweep --batched
+
+UNBATCHED = {
+    "hf": "model.kind hf: trained one after another (its forward is not known to run under torch.func.vmap)",
+    "python": "model.kind python: trained one after another (its forward is not known to run under "
+              "torch.func.vmap)",
+}
+
+
+def batch_key(spec: Spec) -> tuple[str | None, str]:
+    """Points with the same key train as one stack: the same spec but for the noise factors and
+    the seed. (None, why) for a point that trains alone."""
+    if spec.model.kind in UNBATCHED:
+        return None, UNBATCHED[spec.model.kind]
+    if spec.train.compile:
+        return None, "train.compile: compiled runs are trained one after another"
+    if spec.train.precision == "fp16":
+        return None, "train.precision fp16: one loss scale would couple the members; trained one after another"
+    d = canonical(spec_to_dict(spec), keep_seed=False)
+    for entry in d["noise"] if isinstance(d["noise"], list) else [d["noise"]]:
+        entry.pop("factor", None)
+    d["device"] = spec.device
+    return json.dumps(d, sort_keys=True, default=str), ""
+
+
+def form_groups(points: list, max_batch: int) -> tuple[list[list], list[str]]:
+    """The plan's points as groups of at most `max_batch` (in plan order), and one line per
+    reason some points train alone."""
+    groups: dict[str, list] = {}
+    alone: dict[str, list] = {}
+    out: list[list] = []
+    for p in points:
+        key, why = batch_key(p.spec)
+        if key is None:
+            alone.setdefault(why, []).append(p.name)
+            out.append([p])
+        elif key in groups and len(groups[key]) < max_batch:
+            groups[key].append(p)
+        else:
+            groups[key] = [p]
+            out.append(groups[key])
+    notes = [f"--batched: {len(names)} point{'s' if len(names) > 1 else ''} ({names[0]}{', ...' if len(names) > 1 else ''}): "
+             f"{why}" for why, names in alone.items()]
+    return out, notes
+
+
 def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def plan_text(plan: Plan, points: list[Point], shard: str | None, sweep_dir: Path) -> str:
-    """What --dry-run prints: the plan's size, one line per point with its settings, and what a
-    real run would refuse."""
+def plan_text(plan: Plan, points: list[Point], shard: str | None, sweep_dir: Path,
+              max_batch: int | None = None) -> str:
+    """What --dry-run prints: the plan's size, one line per point with its settings, the stacks
+    --batched would train, and what a real run would refuse."""
     merged = f", {plan.merged} merged as identical" if plan.merged else ""
     sharded = f"; shard {shard}: {plural(len(points), 'point')}" if shard else ""
     lines = [f"sweep {plan.name}: {plural(len(plan.points), 'point')} ({plural(len(plan.grid), 'grid key')} x "
              f"{plural(len(plan.seeds), 'seed')}{merged}){sharded} -> {sweep_dir}"]
     lines += [f"  {p.name}  ({', '.join(f'{k}={v}' for k, v in p.settings.items())})" for p in points]
+    if max_batch:
+        groups, notes = form_groups(points, max_batch)
+        stacks = [len(g) for g in groups if len(g) > 1]
+        lines.append(f"--batched: {plural(len(stacks), 'stack')} ({', '.join(map(str, stacks)) or '-'} points), "
+                     f"{plural(sum(len(g) == 1 for g in groups), 'point')} alone")
+        lines += notes
     refusal = changed_points(plan, sweep_dir)
     if refusal:
         lines.append(f"the run would refuse: {refusal}")

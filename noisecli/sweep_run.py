@@ -301,7 +301,7 @@ def run_sweep(plan, points: list, sweep_dir: Path, jobs: int, devices: list[str]
     else:
         groups = None
         if max_batch:
-            from noisecli.batched import form_groups
+            from noisecli.sweep import form_groups
 
             groups, notes = form_groups(pending, max_batch)
             for note in notes:

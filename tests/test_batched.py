@@ -8,10 +8,10 @@ import signal
 import pytest
 import torch
 
-from noisecli.batched import BatchedTrainer, form_groups, train_group
+from noisecli.batched import BatchedTrainer, train_group
 from noisecli.catalog import NOISE
 from noisecli.spec import spec_from_dict, spec_to_dict
-from noisecli.sweep import load_plan
+from noisecli.sweep import form_groups, load_plan
 from noisecli.sweep_run import train_point
 from tests.conftest import assert_same_curves, metrics_rows, write_spec
 
@@ -242,3 +242,74 @@ def test_batched_options_that_do_not_fit(tmp_path, cli, args, message):
     spec = write_spec(tmp_path, SWEEP)
     code, _, err = cli("sweep", spec, "--runs-dir", tmp_path / "runs", *args)
     assert code == 2 and err.startswith(message) and len(err.splitlines()) == 1
+
+
+LISTS = [("mlp", [{"kind": "input", "factor": 0.2}, {"kind": "activation", "factor": 0.2},
+                  {"kind": "gradient", "factor": 0.01}]),
+         ("gpt", [{"kind": "token", "factor": 0.1}, {"kind": "embedding", "factor": 5.0},
+                  {"kind": "activation", "factor": 0.1}])]
+
+
+@pytest.mark.parametrize("model,noise", LISTS, ids=[m for m, _ in LISTS])
+def test_a_list_of_kinds_is_batched_entry_by_entry(tmp_path, model, noise):
+    """Several noise entries at once: each entry's own generator, in each member."""
+    base = TEXT if model == "gpt" else TABLE
+    specs = [spec_from_dict({**base, "name": f"l{i}-{s}", "seed": s, "model": MODELS[model],
+                             "noise": [{**e, "factor": e["factor"] * i} for e in noise]})
+             for i in (0, 1, 2) for s in (0, 1)]
+    assert [o.state for o in train_group(specs, tmp_path / "batched", lambda *a: None)] == ["completed"] * 6
+    for spec in specs:
+        train_point(spec, tmp_path / "alone", lambda *a: None)
+        assert_close_rows(rows(tmp_path / "batched" / spec.name), rows(tmp_path / "alone" / spec.name))
+
+
+def test_instruction_data_with_neftune_is_batched(tmp_path):
+    """Padded examples: the loss on response tokens only, NEFTune scaled by each example's own length."""
+    lines = [json.dumps({"prompt": f"Reverse: {w}\n", "response": w[::-1]})
+             for w in ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+                       "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo")]
+    (tmp_path / "instructions.jsonl").write_text("\n".join(lines) + "\n")
+    specs = [spec_from_dict({"name": f"sft-{i}-{s}", "seed": s, "device": "cpu",
+                             "data": {"kind": "sft", "path": str(tmp_path / "instructions.jsonl"), "val_fraction": 0.25},
+                             "model": MODELS["gpt"], "noise": {"kind": "embedding", "factor": alpha},
+                             "train": {"epochs": 3, "batch_size": 4, "lr": 3e-3}})
+             for i, alpha in enumerate((0.0, 5.0, 15.0)) for s in (0, 1)]
+    assert [o.state for o in train_group(specs, tmp_path / "batched", lambda *a: None)] == ["completed"] * 6
+    for spec in specs:
+        train_point(spec, tmp_path / "alone", lambda *a: None)
+        assert_close_rows(rows(tmp_path / "batched" / spec.name), rows(tmp_path / "alone" / spec.name))
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_real_batched_sweep_saves_every_member_at_one_step(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    spec = write_spec(tmp_path, {**SWEEP, "base": {**SWEEP["base"], "train": {**TABLE["train"], "epochs": 3000}}})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "noisecli", "sweep", str(spec), "--batched", "--quiet"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = tmp_path / "runs" / "sw" / "factor-0.0_seed-0" / "status.json"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (first.exists() and json.loads(first.read_text()).get("step", 0) > 12):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    states = {json.loads(p.read_text())["state"] for p in (tmp_path / "runs" / "sw").glob("*/status.json")}
+    steps = {json.loads(p.read_text())["step"] for p in (tmp_path / "runs" / "sw").glob("*/status.json")}
+    assert states == {"interrupted"} and len(steps) == 1 and steps.pop() > 12
+    for ckpt in (tmp_path / "runs" / "sw").glob("*/checkpoints/last.pt"):
+        assert torch.load(ckpt, weights_only=True)["step"] > 12
+
+
+def test_dry_run_shows_the_stacks(tmp_path, cli):
+    spec = write_spec(tmp_path, SWEEP)
+    code, out, _ = cli("sweep", spec, "--runs-dir", tmp_path / "runs", "--dry-run", "--batched", "--max-batch", "4")
+    assert code == 0 and "--batched: 2 stacks (4, 2 points), 0 points alone" in out.splitlines()
+    assert not (tmp_path / "runs").exists()

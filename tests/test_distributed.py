@@ -104,13 +104,20 @@ def wait_for_step(run_dir, proc, at_least=1, timeout=60):
     raise AssertionError("the run did not start")
 
 
-def test_ctrl_c_saves_once_and_the_run_resumes_on_one_process(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_saves_once_and_the_run_resumes_on_one_process(tmp_path, signum):
     spec = write_spec(tmp_path, {"name": "r", **LONG})
     proc = torchrun(spec, "--quiet", cwd=tmp_path, wait=False)
     wait_for_step(tmp_path / "runs" / "r", proc, at_least=40)
-    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does (torchrun passes it on to the ranks)
+    # SIGINT to the group is a terminal's Ctrl-C; SIGTERM to torchrun is a scheduler's stop.
+    # torchrun passes either on to the ranks, which agree on a step and save once
+    if signum == signal.SIGINT:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert err.count("interrupted: state saved at step") == 1, err[-3000:]
+    assert f"closing signal {signal.Signals(signum).name}" in err  # torchrun passed it on to both ranks
     status = json.loads((tmp_path / "runs" / "r" / "status.json").read_text())
     assert status["state"] == "interrupted"
     stopped = status["step"]

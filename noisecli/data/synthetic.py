@@ -59,11 +59,12 @@ def load_markov(spec: DataSpec) -> Dataset:
     p, pi = markov_chain(spec.vocab_size, spec.concentration, spec.seed)
     rng = np.random.default_rng(spec.seed + 1)
     cum = np.cumsum(p, 1).tolist()
+    last = spec.vocab_size - 1  # read once: a spec option is a lookup, and this loop runs per token
     state = int(rng.choice(spec.vocab_size, p=pi))
     seq = []
     for u in rng.random(spec.n_tokens).tolist():
         seq.append(state)
-        state = min(bisect.bisect(cum[state], u), spec.vocab_size - 1)
+        state = min(bisect.bisect(cum[state], u), last)
     # symbols as printable characters so the text path (and its vocabulary) is shared
     alphabet = [chr(ord("a") + i) if i < 26 else chr(0x100 + i) for i in range(spec.vocab_size)]
     text = "".join(alphabet[s] for s in seq)
