@@ -178,8 +178,8 @@ class ClusterRunner:
         if self.stop.requested:
             ids = ", ".join(sorted({str(j.job_id).split("_")[0] for j in waiting.values()}))
             raise Interrupted(self.stop.signum, f"stopped waiting; {len(waiting)} points keep running as jobs "
-                              f"({ids}); the same command with --status shows them, and run again it waits "
-                              "for them (completed points are skipped)")
+                              f"({ids}); the same command with --status shows them; once they are done, "
+                              "`noisecli report` reads them")
         return self.outcomes
 
     @staticmethod
