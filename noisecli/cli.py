@@ -134,31 +134,28 @@ def sweep(spec: Annotated[Path, typer.Argument(help="a sweep spec, or a plain sp
                                                            metavar="M", help="with --batched: at most M points "
                                                            "per stack (default 64); bounds memory")] = None,
           backend: Annotated[str, typer.Option("--backend", help="local (processes here) | submitit (a job "
-                                               "array on a cluster)", rich_help_panel="Cluster",
+                                               "array on a cluster)",
                                                metavar="local|submitit")] = "local",
           cluster: Annotated[Optional[str], typer.Option("--cluster", help="slurm (default) | local | debug",
-                                                         show_default=False, rich_help_panel="Cluster",
+                                                         show_default=False,
                                                          metavar="slurm|local|debug")] = None,
-          partition: Annotated[Optional[str], typer.Option("--partition", help="Slurm partition",
-                                                           show_default=False, rich_help_panel="Cluster")] = None,
-          gpus_per_job: Annotated[Optional[int], typer.Option("--gpus-per-job", min=0, show_default=False,
-                                                              help="GPUs per point (default 0)",
-                                                              rich_help_panel="Cluster")] = None,
-          cpus_per_job: Annotated[Optional[int], typer.Option("--cpus-per-job", min=1, show_default=False,
-                                                              help="CPU cores per point",
-                                                              rich_help_panel="Cluster")] = None,
-          time_limit: Annotated[Optional[int], typer.Option("--time-limit", min=1, show_default=False,
+          partition: Annotated[Optional[str], typer.Option("--partition", help="Slurm partition", metavar="NAME",
+                                                           show_default=False)] = None,
+          gpus_per_job: Annotated[Optional[int], typer.Option("--gpus-per-job", min=0, show_default=False, metavar="N",
+                                                              help="GPUs per point (default 0)")] = None,
+          cpus_per_job: Annotated[Optional[int], typer.Option("--cpus-per-job", min=1, show_default=False, metavar="N",
+                                                              help="CPU cores per point")] = None,
+          time_limit: Annotated[Optional[int], typer.Option("--time-limit", min=1, show_default=False, metavar="MIN",
                                                             help="minutes per job (default 60); a point that "
-                                                            "runs out saves and is requeued",
-                                                            rich_help_panel="Cluster")] = None,
-          array_parallelism: Annotated[Optional[int], typer.Option("--array-parallelism", min=1,
-                                                                   show_default=False, rich_help_panel="Cluster",
+                                                            "runs out saves and is requeued")] = None,
+          array_parallelism: Annotated[Optional[int], typer.Option("--array-parallelism", min=1, metavar="N",
+                                                                   show_default=False,
                                                                    help="at most this many points at once")] = None,
           slurm: Annotated[Optional[list[str]], typer.Option("--slurm", help="an extra Slurm parameter "
                                                              "(repeatable), e.g. qos=high", show_default=False,
-                                                             rich_help_panel="Cluster", metavar="KEY=VALUE")] = None,
-          no_wait: Annotated[bool, typer.Option("--no-wait", help="submit, print the job ids and return",
-                                                rich_help_panel="Cluster")] = False) -> None:
+                                                             metavar="KEY=VALUE")] = None,
+          no_wait: Annotated[bool, typer.Option("--no-wait", help="submit, print the job ids and return")] = False,
+          ) -> None:
     """Run every point of a grid of spec keys x seeds; rerunning skips finished points."""
     from noisecli.cluster import cluster_options
     from noisecli.sweep import load_plan, parse_devices, plan_text, shard_points, status_text

@@ -379,8 +379,8 @@ def form_groups(points: list, max_batch: int) -> tuple[list[list], list[str]]:
         else:
             groups[key] = [p]
             out.append(groups[key])
-    notes = [f"--batched: {len(names)} point{'s' if len(names) > 1 else ''} ({names[0]}{', ...' if len(names) > 1 else ''}): "
-             f"{why}" for why, names in alone.items()]
+    notes = [f"--batched: {plural(len(names), 'point')} ({names[0]}{', ...' if len(names) > 1 else ''}): {why}"
+             for why, names in alone.items()]
     return out, notes
 
 
