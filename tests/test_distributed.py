@@ -173,3 +173,28 @@ def test_a_sweep_under_torchrun_is_refused_in_one_line(tmp_path, cli, monkeypatc
     code, _, err = cli("sweep", spec, "--runs-dir", tmp_path / "runs")
     assert code == 2 and err.startswith("error: sweep under torchrun: each point is its own job")
     assert len(err.splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
+    """The ranks agree on the step to stop after: SIGTERM to rank 1 alone, and both save-and-exit 143
+    (two processes started as torchrun starts them, so each one's exit code can be read)."""
+    import socket
+
+    spec = write_spec(tmp_path, {"name": "r", **LONG})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank)}
+        procs.append(subprocess.Popen([sys.executable, "-m", "noisecli", "train", str(spec), "--quiet"], cwd=tmp_path,
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    wait_for_step(tmp_path / "runs" / "r", procs[0], at_least=40)
+    procs[1].send_signal(signal.SIGTERM)
+    errs = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [143, 143], errs
+    assert errs[0].startswith("interrupted: state saved at step") and errs[1] == ""  # rank 0 speaks
+    status = json.loads((tmp_path / "runs" / "r" / "status.json").read_text())
+    assert status["state"] == "interrupted"
+    assert torch.load(tmp_path / "runs" / "r" / "checkpoints" / "last.pt", weights_only=True)["step"] == status["step"]
