@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from noisecli.errors import SpecError
+from noisecli.errors import DamagedFile, SpecError
 from noisecli.spec import read_saved_spec, spec_from_dict
 
 NAMED = ("last", "best", "prev")
@@ -47,15 +47,13 @@ def evaluate(run_dir: Path, checkpoint: str = "last", split: str = "val", device
 
     import torch
 
+    from noisecli.runs import read_checkpoint
     from noisecli.trainer import Trainer
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or "model" not in state:
-            raise ValueError("not a noisecli checkpoint (no 'model' in it)")
-    except Exception as e:  # noqa: BLE001 - truncated, corrupt or foreign file
-        raise SpecError(f"--checkpoint: cannot load {path} ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:120]})") from None
+        state = read_checkpoint(path)
+    except DamagedFile as e:
+        raise SpecError(f"--checkpoint: {e.problems[0]}") from None
 
     trainer = Trainer(spec, run_dir.parent, quiet=True).setup()  # builds in memory; writes nothing
     try:

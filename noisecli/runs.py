@@ -7,21 +7,26 @@ renamed over the old one, so a reader (or a rerun after a crash) never sees half
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
+import pickle
 import shutil
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from noisecli.errors import DamagedFile, RunLocked, SpecError
-from noisecli.spec import dump_yaml as _dump_yaml, read_saved_spec, spec_diff
+from noisecli.spec import dump_yaml as _dump_yaml, flatten, read_saved_spec, spec_diff
 
 STATES = ("running", "completed", "failed", "diverged", "interrupted")
+CHECKPOINT_FORMAT = 2  # 2: the model is the evaluated (clean) one for every kind
+CHECKPOINT_KEYS = {"model", "optimizer", "step", "rng"}
 METRIC_COLUMNS = ["epoch", "step", "train_loss", "clean_train_loss", "val_loss", "val_acc", "lr",
-                  "noise_factor", "grad_norm", "samples_per_s", "seconds"]
+                  "noise_factor", "grad_norm", "skipped_steps", "samples_per_s", "seconds"]
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
@@ -35,8 +40,10 @@ def atomic_write(path: Path, data: bytes | str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # a full disk says nothing of which file
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     _fsync_dir(path.parent)
 
@@ -67,14 +74,41 @@ def _second_name(src: Path, dst: Path) -> None:
             os.fsync(f_out.fileno())
 
 
-def pid_alive(pid: int) -> bool:
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """`Type: the first line of its message`, cut at a word (never mid-word) when long."""
+    text = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def read_checkpoint(path: Path, keys: set[str] = frozenset({"model"})) -> dict:
+    """A checkpoint file as a dict, loaded as data only (`weights_only=True`: never code).
+    Any file that is not one (empty, cut short, corrupt, foreign, a pickle that would run code)
+    is a DamagedFile naming the file in one line; one written by a newer noisecli says both formats."""
+    import warnings
+
+    import torch
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        if path.stat().st_size == 0:
+            raise ValueError("the file is empty (a crash before its data reached the disk)")
+        with warnings.catch_warnings():  # torch adds a multi-line warning to what it raises
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not keys <= set(state):
+            raise ValueError("not a noisecli checkpoint")
+    except Exception as e:  # noqa: BLE001 - truncated, corrupt or foreign file
+        if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in str(e):
+            why = "it holds objects other than tensors and plain data, which are never loaded"
+        else:
+            why = first_line(e)
+        raise DamagedFile(f"{path}: cannot load ({why})") from None
+    fmt = state.get("format", 1)
+    if not isinstance(fmt, int) or fmt > CHECKPOINT_FORMAT:
+        raise DamagedFile(f"{path}: written in checkpoint format {fmt!r} by a newer noisecli; this one reads "
+                          f"formats up to {CHECKPOINT_FORMAT}: upgrade noisecli to use it")
+    return state
 
 
 class RunFolder:
@@ -84,6 +118,11 @@ class RunFolder:
         self.path = Path(path)
         self.ckpt_dir = self.path / "checkpoints"
         self.lock_path = self.path / ".lock"
+        self._lock_fd: int | None = None  # the open, flock-ed .lock while this object holds the run
+        self._spec_text: str | None = None  # the resolved spec.yaml of the claimed run
+        self._before: set[str] = set()  # the folder's entries when it was claimed (undo_claim keeps them)
+        self._created: list[Path] = []  # folders the claim made
+        self.warn = lambda text: print(text, file=sys.stderr)  # claim() sets the display's
 
     @property
     def name(self) -> str:
@@ -103,12 +142,16 @@ class RunFolder:
         except (OSError, ValueError) as e:
             raise DamagedFile(f"{p}: unreadable status file ({e}); delete it to let the run resume "
                             "from its checkpoint") from None
-        if not isinstance(status, dict) or status.get("state") not in STATES:
-            raise DamagedFile(f"{p}: not a noisecli status file; delete it to let the run resume "
-                            "from its checkpoint")
+        bad = _status_problem(status)
+        if bad:
+            raise DamagedFile(f"{p}: not a noisecli status file ({bad}); delete it to let the run resume "
+                              "from its checkpoint")
         return status
 
     def write_status(self, **fields: Any) -> dict[str, Any]:
+        if self._spec_text is not None and not (self.path / "spec.yaml").exists():
+            self.warn(f"warning: {self.path / 'spec.yaml'} was deleted while the run trained; written again")
+            self.write_text("spec.yaml", self._spec_text)
         status = {**self.read_status_quiet(), **fields, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
         atomic_write(self.path / "status.json", json.dumps(status, indent=2) + "\n")
         return status
@@ -139,7 +182,7 @@ class RunFolder:
         atomic_write(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
     def write_error_log(self, text: str) -> None:
-        (self.path / "error.log").write_text(text)
+        atomic_write(self.path / "error.log", text)
 
     def drop_checkpoints(self) -> None:
         """`output.checkpoint: none`: the checkpoints served resuming only; the finished run keeps none."""
@@ -150,14 +193,22 @@ class RunFolder:
         p = self.path / "metrics.jsonl"
         if not p.exists():
             return []
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise DamagedFile(f"{p}: unreadable ({first_line(e)}); rerun `noisecli train` on this run "
+                              "to rewrite it from the checkpoint") from None
         rows = []
-        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        for i, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except ValueError:
-                    raise DamagedFile(f"{p}:{i}: corrupt line; rerun `noisecli train` on this run "
-                                    "to rewrite it from the checkpoint") from None
+                    row = None
+                if not isinstance(row, dict) or not _is_int(row.get("step")):
+                    raise DamagedFile(f"{p}:{i}: corrupt line (not a row with a step); rerun `noisecli train` "
+                                      "on this run to rewrite it from the checkpoint")
+                rows.append(row)
         return rows
 
     # ---------------------------------------------------------------- checkpoints
@@ -191,22 +242,19 @@ class RunFolder:
     def load_checkpoint(self, warn=None) -> dict | None:
         """The newest loadable checkpoint (last.pt, else prev.pt), or None when there is none.
 
-        weights_only=True: a checkpoint is data, never code. A damaged last.pt is reported
-        through `warn` and prev.pt is used; if both are damaged the run cannot resume.
+        A damaged last.pt (empty after a crash, cut short, foreign) is reported through `warn`
+        and prev.pt is used; if both are damaged the run cannot resume. A checkpoint written by
+        a newer noisecli is refused outright: prev.pt would be just as new.
         """
-        import torch
-
         problems = []
         for name in ("last.pt", "prev.pt"):
             p = self.ckpt_dir / name
             if not p.exists():
                 continue
             try:
-                state = torch.load(p, map_location="cpu", weights_only=True)
-                if not isinstance(state, dict) or not {"model", "optimizer", "step", "rng"} <= set(state):
-                    raise ValueError("not a noisecli checkpoint")
-            except Exception as e:  # noqa: BLE001 - truncated, corrupt or foreign file
-                problems.append(f"{p}: cannot load ({type(e).__name__}: {str(e).splitlines()[0][:100]})")
+                state = read_checkpoint(p, CHECKPOINT_KEYS)
+            except DamagedFile as e:
+                problems.append(e.problems[0])
                 continue
             if problems and warn is not None:
                 warn(f"warning: {problems[0]}; resuming from {p.name} (step {state['step']}) instead")
@@ -227,126 +275,282 @@ class RunFolder:
 
     # ---------------------------------------------------------------- claiming a run
 
-    def claim(self, resolved: dict, restart: bool, display) -> tuple[str, dict, dict | None]:
+    def claim(self, resolved: dict, restart: bool, display,
+              total_steps: int | None = None) -> tuple[str, dict, dict | None]:
         """Lock the folder and decide, under the lock: ('fresh' | 'resume' | 'completed', the old
         status, the checkpoint to resume from). Refuses a run trained with a different spec.
 
         Deciding under the lock means two processes (sweep workers, shards) never train the same
-        run, and a run another process just completed is not redone. The caller must `release_lock`.
+        run, and a run another process just completed is not redone. A completed run is known by
+        its status, or, when status.json is lost, by metrics that reach `total_steps`. The caller
+        must `release_lock`.
         """
+        if (self.path / "sweep.json").exists():
+            raise SpecError(f"name: {self.name!r} is the folder of a sweep ({self.path / 'sweep.json'}); "
+                            "give the run another name (name=NEW)")
+        created = [p for p in (self.path.parent, self.path) if not p.exists()]
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self.acquire_lock()
         except OSError as e:
-            raise SpecError(f"--runs-dir: cannot create {self.path}: {e.strerror or e}") from None
+            self.release_lock()
+            for folder in reversed(created):  # what this call made, and only that
+                _rmdir_quiet(folder)
+            raise SpecError(f"--runs-dir: cannot create {e.filename or self.path}: {e.strerror or e}") from None
+        self._before = {p.name for p in self.path.iterdir()} - {".lock"}
+        self._created = created
         try:
-            return self._decide(resolved, restart, display)
-        except BaseException:
+            return self._decide(resolved, restart, display, total_steps)
+        except BaseException as e:
             self.release_lock()  # a refusal leaves the folder as it was, unlocked
+            for folder in reversed(created):
+                _rmdir_quiet(folder)
+            if isinstance(e, OSError):  # a full or read-only disk: one line naming the file
+                raise SpecError(f"--runs-dir: cannot write {e.filename or self.path}: {e.strerror or e}") from None
             raise
 
-    def _decide(self, resolved: dict, restart: bool, display) -> tuple[str, dict, dict | None]:
-        if restart and (self.exists() or self.ckpt_dir.exists()):
+    def undo_claim(self) -> None:
+        """Release the run and remove what this claim (and what it started, a tracker's files)
+        added to the folder, and nothing else: files of an earlier attempt or of the user stay."""
+        self.release_lock()
+        for p in self.path.iterdir():
+            if p.name not in self._before:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        for folder in reversed(self._created):
+            _rmdir_quiet(folder)
+
+    def _decide(self, resolved: dict, restart: bool, display,
+                total_steps: int | None) -> tuple[str, dict, dict | None]:
+        if restart and (self.exists() or self.ckpt_dir.exists() or (self.path / "metrics.jsonl").exists()):
             self.release_lock()
             display.note(f"--restart: previous run moved to {self.archive()}")
             self.path.mkdir(parents=True)
             self.acquire_lock()
+            self._before = set()
         self.clean_temporaries()
+        self.warn = display.warn
         try:
-            status = self.read_status()
-        except DamagedFile as e:  # the checkpoint, not the status file, is what resuming needs
-            display.warn(f"warning: {e.problems[0].split(';')[0]}; rebuilding it from the checkpoint")
-            status = {}
+            status, status_problem = self.read_status(), None
+        except DamagedFile as e:  # the checkpoint or the metrics, not the status file, hold the run
+            status, status_problem = {}, e.problems[0].split(";")[0]
         state = self.load_checkpoint(warn=display.warn)
-        changed = self.changed_keys(resolved, state)
+        if status_problem:
+            display.warn(f"warning: {status_problem}; rebuilding it from the "
+                         f"{'checkpoint' if state else 'metrics'}")
+        spec_ok = self._check_spec(resolved, state, display)
+        rows = self._rows_on_disk(state, display)
+        done = status.get("state") == "completed" or (
+            not status and rows and total_steps is not None and rows[-1]["step"] >= total_steps)
+        if done:
+            self._repair_completed(status, rows, state, resolved, spec_ok, display)
+            return "completed", self.read_status(), state
+        if status.get("state") in ("diverged", "failed"):
+            display.warn(f"note: this run {status['state']} before ({status.get('error')}); resuming from "
+                         "its last good checkpoint repeats that unless the cause is gone")
+        if state is None and rows:  # rows that no checkpoint holds would be rewritten from nothing
+            display.warn(f"note: {self.name!r} has {len(rows)} metric rows but no checkpoint to resume from; "
+                         f"they are kept in {self.keep_files()}, and the run starts over")
+        self._spec_text = _dump_yaml(resolved)
+        self.write_text("spec.yaml", self._spec_text)
+        return ("fresh" if state is None else "resume"), status, state
+
+    def _check_spec(self, resolved: dict, state: dict | None, display) -> bool:
+        """Refuse a run trained with another spec; False when spec.yaml is missing or cut short
+        (then the checkpoint's copy, if any, is the reference, and the file is rewritten)."""
+        path = self.path / "spec.yaml"
+        old = read_saved_spec(path)
+        if old is not None and _cut_short(old, resolved):
+            display.warn(f"warning: {path} is cut short (a copy or a disk that lost its end); "
+                         "it is rewritten from the spec" + (" checked against the checkpoint's copy" if state else ""))
+            old = None
+        elif old is None and path.exists():
+            display.warn(f"warning: {path} is unreadable; it is rewritten from the spec")
+        intact = old is not None
+        if old is None and state:
+            old = state.get("spec")
+        changed = spec_diff(old, resolved) if isinstance(old, dict) else []
         if changed:
             code = [k.split(".")[0] for k in changed if k.split(":")[0].endswith(".code_sha256")]
             why = f"; the code {code[0]}.target names has changed since" if code else ""
             raise SpecError(f"run {self.name!r} exists with a different spec ({', '.join(changed)}{why}); "
                             "use --restart to start it over (the old run is kept under "
                             f"{self.path.parent / '.archive'}) or give it another name (name=NEW)")
-        if status.get("state") == "completed":
-            return "completed", status, state
-        if status.get("state") in ("diverged", "failed"):
-            display.warn(f"note: this run {status['state']} before ({status.get('error')}); resuming from "
-                         "its last good checkpoint repeats that unless the cause is gone")
-        self.write_text("spec.yaml", _dump_yaml(resolved))
-        return ("fresh" if state is None else "resume"), status, state
+        return intact
 
-    def changed_keys(self, resolved: dict, state: dict | None) -> list[str]:
-        """Keys whose value differs from the run's saved spec (name and device aside).
+    def _rows_on_disk(self, state: dict | None, display) -> list[dict[str, Any]]:
+        """metrics.jsonl's rows; where it is damaged and the checkpoint holds the rows, those."""
+        try:
+            return self.read_metrics()
+        except DamagedFile as e:
+            if state is None:
+                raise
+            display.warn(f"warning: {e.problems[0].split(';')[0]}; rebuilt from the checkpoint")
+            self.write_metrics(state["rows"])
+            return list(state["rows"])
 
-        spec.yaml is the reference; if it is missing or damaged, the copy inside the
-        checkpoint is; with neither there is nothing trained to protect.
-        """
-        old = read_saved_spec(self.path / "spec.yaml")
-        if old is None and state:
-            old = state.get("spec")
-        return spec_diff(old, resolved) if isinstance(old, dict) else []
+    def _repair_completed(self, status: dict, rows: list[dict], state: dict | None, resolved: dict,
+                          spec_ok: bool, display) -> None:
+        """A completed run is left as it is, except that a lost or damaged file is rebuilt from
+        what survives (the checkpoint's rows, the spec), and metrics cut short are never taken
+        for the whole run."""
+        last = status.get("step", rows[-1]["step"] if rows else None)
+        if not rows or rows[-1]["step"] != last:
+            saved = state["rows"] if state else []
+            if not saved or saved[-1]["step"] != last:
+                raise DamagedFile(f"{self.path / 'metrics.jsonl'}: ends at step "
+                                  f"{rows[-1]['step'] if rows else 0} but the run completed at step {last}: the "
+                                  "file was cut short and no checkpoint holds the rest; restore it from a copy, "
+                                  "or use --restart to train the run again (the old run is kept under .archive/)")
+            display.warn(f"warning: {self.path / 'metrics.jsonl'} was cut short; rebuilt from the checkpoint")
+            rows = list(saved)
+            self.write_metrics(rows)
+        if not spec_ok:
+            self.write_text("spec.yaml", _dump_yaml(resolved))
+        if not status:  # lost or damaged (said above): the metrics say the run completed
+            best = min((r["val_loss"] for r in rows if isinstance(r.get("val_loss"), (int, float))), default=None)
+            self.write_status(state="completed", step=last, epoch=rows[-1].get("epoch"), error=None,
+                              best_val_loss=best, val_loss=rows[-1].get("val_loss"))
+
+    def keep_files(self) -> Path:
+        """Copy the folder's top-level files aside (under .archive/, as --restart does) before they are
+        rewritten; returns where."""
+        dest = self._archive_dest()
+        dest.mkdir(parents=True)
+        for p in self.path.iterdir():
+            if p.is_file() and p.name != ".lock":
+                shutil.copy2(p, dest / p.name)
+        return dest
 
     # ---------------------------------------------------------------- lock
 
     def acquire_lock(self) -> None:
-        """One trainer per run folder; a lock left by a dead process on this host is taken over."""
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        for _ in range(3):
+        """One trainer per run folder, held as an OS lock (`flock`) on `.lock` for as long as the
+        run is claimed. The kernel drops the lock when its process dies, so a lock left by a dead
+        process is simply free: nobody ever deletes another process's lock, and two processes that
+        find the same stale file cannot both win. The pid and host written into it serve messages."""
+        for _ in range(5):
+            fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
-                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    holder = json.loads(self.lock_path.read_text())
-                except (OSError, ValueError):
-                    holder = {}
-                if holder and holder.get("host") == me["host"] and not pid_alive(int(holder.get("pid", 0))):
-                    self.lock_path.unlink(missing_ok=True)  # stale: its process is gone
-                    continue
-                if not holder:  # being written right now, or garbage: give it a moment
-                    time.sleep(0.2)
-                    if not self.lock_path.exists():
-                        continue
-                    try:
-                        holder = json.loads(self.lock_path.read_text())
-                    except (OSError, ValueError):
-                        self.lock_path.unlink(missing_ok=True)
-                        continue
-                raise RunLocked(f"run {self.name!r} is in use by pid {holder.get('pid')} on "
-                                f"{holder.get('host')}; wait for it, or stop it (its state is saved "
-                                f"on Ctrl-C). If that process is gone, delete {self.lock_path}")
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                holder = self._holder()
+                raise RunLocked(f"run {self.name!r} is in use by pid {holder.get('pid', '?')} on "
+                                f"{holder.get('host', '?')}; wait for it, or stop it (its state is saved "
+                                "on Ctrl-C)") from None
+            if not self._same_file(fd):  # the owner released (and removed) it between our open and lock
+                os.close(fd)
+                continue
+            try:
+                me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, me.encode(), 0)
+            except OSError:  # a full disk: the lock holds without its note; messages say "?"
+                pass
+            self._lock_fd = fd
             return
         raise RunLocked(f"could not take the lock {self.lock_path}: it keeps changing hands")
 
-    def held(self) -> bool:
-        """Whether a live process holds the lock (one on another host counts as live)."""
+    def _same_file(self, fd: int) -> bool:
+        try:
+            st = os.stat(self.lock_path)
+        except FileNotFoundError:
+            return False
+        return os.fstat(fd).st_ino == st.st_ino and os.fstat(fd).st_dev == st.st_dev
+
+    def _holder(self) -> dict[str, Any]:
+        """What the lock's owner wrote about itself (for messages only; never trusted for a decision)."""
         try:
             holder = json.loads(self.lock_path.read_text())
         except (OSError, ValueError):
-            return self.lock_path.exists()
-        return holder.get("host") != socket.gethostname() or pid_alive(int(holder.get("pid", 0)))
+            return {}
+        return holder if isinstance(holder, dict) else {}
+
+    def held(self) -> bool:
+        """Whether a live process holds the lock (tried without taking it for more than an instant)."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)  # closing drops the shared lock just taken
+        return False
 
     def release_lock(self) -> None:
-        """Remove the lock if this process holds it (never another process's)."""
-        try:
-            holder = json.loads(self.lock_path.read_text())
-        except (OSError, ValueError):
+        """Remove the lock if this object holds it (never another process's). The file is removed
+        while still locked, so a process waiting on it finds it gone and starts over (`_same_file`)."""
+        fd = getattr(self, "_lock_fd", None)
+        if fd is None:
             return
-        if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
-            self.lock_path.unlink(missing_ok=True)
+        self._lock_fd = None
+        try:
+            if self._same_file(fd):
+                self.lock_path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
     def archive(self) -> Path:
         """Move this run aside (for --restart): nothing trained is deleted."""
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        dest = self._archive_dest()
+        shutil.move(str(self.path), str(dest))
+        return dest
+
+    def _archive_dest(self) -> Path:
         # a dot-folder, so reports over the runs folder do not count old runs twice
         archive = self.path.parent / ".archive"
         archive.mkdir(exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
         dest = archive / f"{self.name}-{stamp}"
         n = 1
         while dest.exists():
             dest = archive / f"{self.name}-{stamp}-{n}"
             n += 1
-        shutil.move(str(self.path), str(dest))
         return dest
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _status_problem(status: Any) -> str:
+    """What makes `status` not a status file (valid JSON of the wrong shape included), or ''."""
+    if not isinstance(status, dict):
+        return f"a {type(status).__name__}, not a mapping"
+    if status.get("state") not in STATES:
+        return f"state {status.get('state')!r}"
+    for key in ("step", "epoch", "starts", "total_steps", "steps_per_epoch"):
+        if status.get(key) is not None and not _is_int(status[key]):
+            return f"{key} {status[key]!r}"
+    for key in ("best_val_loss", "val_loss"):
+        if status.get(key) is not None and not isinstance(status[key], (int, float)):
+            return f"{key} {status[key]!r}"
+    return ""
+
+
+def _rmdir_quiet(folder: Path) -> None:
+    """Remove `folder` if it is empty (never anything in it)."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def _cut_short(old: dict, new: dict) -> bool:
+    """Whether `old` reads like `new`'s YAML cut at a line boundary: its settings are the first
+    of new's, in order and equal (name and device aside), the last perhaps a section left empty."""
+    a, b = list(flatten(old).items()), list(flatten(new).items())
+    if len(a) >= len(b):
+        return False
+    for i, (key, value) in enumerate(a):
+        bkey, bvalue = b[i]
+        if key == bkey and (value == bvalue or key in ("name", "device")):
+            continue
+        return i == len(a) - 1 and value is None and bkey.startswith(key + ".")
+    return True
 
 
 class FollowerRunFolder(RunFolder):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+_SET_BY_US: dict[str, str] = {}  # environment variables this process set for W&B, and to what
 
 
 class Tracker:
@@ -59,6 +60,11 @@ class WandB(Tracker):
         import os
 
         os.environ.setdefault("WANDB_SILENT", "true")  # its banner and summary would clutter our display
+        # its caches, staging area and service logs would go under ~/.cache and ~/.local: keep
+        # them in the run folder unless the user says otherwise
+        for var, sub in (("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data")):
+            if os.environ.get(var) in (None, _SET_BY_US.get(var)):  # each run its own, a user's setting kept
+                _SET_BY_US[var] = os.environ[var] = str(run_path / "wandb" / sub)
         import wandb
 
         self.wandb = wandb
@@ -83,6 +89,7 @@ class MLflow(Tracker):
 
         import mlflow
 
+        from noisecli.runs import atomic_write
         from noisecli.spec import flatten
 
         self.mlflow = mlflow
@@ -99,7 +106,7 @@ class MLflow(Tracker):
             self.run_id = ids.read_text().strip()
         else:
             self.run_id = self.client.create_run(experiment_id, run_name=spec["name"]).info.run_id
-            ids.write_text(self.run_id)
+            atomic_write(ids, self.run_id)
             for key, value in list(flatten(spec).items())[:500]:
                 self.client.log_param(self.run_id, key, str(value)[:500])
 

@@ -17,7 +17,6 @@ batch across ranks and sum; rank 0 alone writes the run folder.
 from __future__ import annotations
 
 import math
-import shutil
 import signal
 import time
 import traceback
@@ -32,15 +31,14 @@ from noisecli.data import IGNORE, Dataset, load_dataset
 from noisecli.data.batches import Batches
 from noisecli.display import Display, TrainDisplay
 from noisecli.distributed import World, rank_seed
-from noisecli.errors import BadInput, Interrupted, RunError, SpecError
+from noisecli.errors import BadInput, Interrupted, NoisecliError, RunError, SpecError
 from noisecli.models import build_model
 from noisecli.noise import NoiseContext, build_noises
-from noisecli.runs import FollowerRunFolder, RunFolder
+from noisecli.runs import CHECKPOINT_FORMAT, FollowerRunFolder, RunFolder, first_line
 from noisecli.signals import StopRequest
 from noisecli.trackers import Tracker, open_tracker
 from noisecli.spec import Spec, TrainSpec, spec_to_dict
 
-CHECKPOINT_FORMAT = 2  # 2: the model is the evaluated (clean) one for every kind
 
 
 def resolve_device(name: str) -> torch.device:
@@ -183,6 +181,7 @@ class Trainer:
     def _reset_interval(self) -> None:
         self.sum_loss = torch.zeros((), device=self.device)
         self.sum_gn = torch.zeros((), device=self.device)
+        self.skipped = torch.zeros((), device=self.device)  # steps a GradScaler skipped (inf/nan gradients)
         self.interval_steps = 0
 
     # ------------------------------------------------------------------ the run folder
@@ -217,16 +216,15 @@ class Trainer:
         return outcome
 
     def _claim(self, restart: bool) -> tuple[str, dict, dict | None]:
-        outcome, status, state = self.run.claim(spec_to_dict(self.spec), restart, self.display)
+        outcome, status, state = self.run.claim(spec_to_dict(self.spec), restart, self.display, self.total_steps)
         self._locked = True
         if outcome == "completed":
             return outcome, status, state
         try:
             self.tracker = open_tracker(self.spec.output.tracker, self.run.path, spec_to_dict(self.spec))
         except SpecError:
-            if outcome == "fresh":  # nothing trained yet: leave no half-made run folder behind
-                self.close()
-                shutil.rmtree(self.run.path, ignore_errors=True)
+            self._locked = False
+            self.run.undo_claim()  # what this call wrote goes; an earlier attempt's files stay
             raise
         return outcome, status, state
 
@@ -270,6 +268,7 @@ class Trainer:
             "epoch": self.epoch,
             "rng": rng,
             "interval": {"loss": self.sum_loss, "grad_norm": self.sum_gn, "steps": self.interval_steps,
+                         "skipped": self.skipped,
                          # a tracker's per-step losses not sent yet (an interruption between evaluations)
                          "step_losses": torch.stack(self.step_losses).cpu() if self.step_losses else None},
             "rows": self.rows,
@@ -292,6 +291,8 @@ class Trainer:
         self.sum_loss = state["interval"]["loss"].to(self.device)
         self.sum_gn = state["interval"]["grad_norm"].to(self.device)
         self.interval_steps = state["interval"]["steps"]
+        if "skipped" in state["interval"]:
+            self.skipped = state["interval"]["skipped"].to(self.device)
         pending = state["interval"].get("step_losses")
         if self.step_losses is not None and pending is not None:
             self.step_losses = list(pending.to(self.device).unbind())
@@ -344,6 +345,12 @@ class Trainer:
         self.sum_loss += loss.detach()
         if self.step_losses is not None:  # for a tracker: sent at the next evaluation, no sync here
             self.step_losses.append(loss.detach())
+        if self.scaler.is_enabled():
+            # an overflowed step is skipped by the scaler by design; its inf norm says nothing of
+            # divergence, so it is counted (on the device) and left out of the interval's norm
+            finite = torch.isfinite(grad_norm)
+            self.skipped += ~finite
+            grad_norm = torch.where(finite, grad_norm, 0.0)
         self.sum_gn += grad_norm.detach()
         self.interval_steps += 1
         self.step += 1
@@ -357,7 +364,7 @@ class Trainer:
         try:  # torchrun passes a terminal's Ctrl-C on as a second SIGINT: not a "stop now"
             with self.stop.catching(second_sigint_stops_now=not self.world.distributed):
                 self._loop()
-        except (Interrupted, RunError, SpecError):
+        except (Interrupted, RunError):  # recorded where they were raised
             raise
         except KeyboardInterrupt:  # a second Ctrl-C: stop now, the last checkpoint stands
             self.run.write_status(state="interrupted", error="stopped without saving (second Ctrl-C); "
@@ -371,15 +378,22 @@ class Trainer:
                 noise.detach()
         return self.finish()
 
-    def failed(self, e: Exception) -> RunError:
-        """Record an unexpected failure (traceback in error.log, status failed); the error to raise."""
-        self.run.write_error_log(traceback.format_exc())
-        msg = f"{type(e).__name__}: {e}".splitlines()[0]
+    def failed(self, e: Exception) -> NoisecliError:
+        """Record an unexpected failure (traceback in error.log, status failed); the error to raise.
+        Bad input found only inside the loop stays bad input (exit 2), recorded all the same."""
+        log = self.run.path / "error.log"
+        msg = first_line(e, 200)
         if self.world.distributed and any(w in str(e) for w in ("gloo", "NCCL", "Connection", "peer")):
             msg = f"another process of this run stopped ({msg[:160]}); see torchrun's report"
-        self.run.write_status(state="failed", error=msg, step=self.step)
-        return RunError(f"run {self.run.name!r} failed at step {self.step}: {msg} "
-                        f"(traceback in {self.run.path / 'error.log'})")
+        try:
+            self.run.write_error_log(traceback.format_exc())
+            self.run.write_status(state="failed", error=msg, step=self.step)
+            where = f"traceback in {log}"
+        except OSError as write_error:  # a full disk: say so; the status may still read `running`
+            where = f"and it could not be recorded in the run folder: {write_error}"
+        if isinstance(e, BadInput):
+            return type(e)([f"{p} (run {self.run.name!r} stopped at step {self.step}; {where})" for p in e.problems])
+        return RunError(f"run {self.run.name!r} failed at step {self.step}: {msg} ({where})")
 
     def finish(self) -> dict[str, Any]:
         """The run reached its last step: mark it completed and show the summary."""
@@ -457,10 +471,12 @@ class Trainer:
         W = self.world.size
         steps = torch.stack(self.step_losses) if self.step_losses else torch.zeros(0, device=self.device)
         n = self.interval_steps
-        totals = self.world.sum(torch.cat([torch.stack([self.sum_loss / n / W, self.sum_gn / n / W, val_sum,
-                                                        val_correct, train_sum, n_val, n_train]), steps.float()]))
-        train_loss, grad_norm, val_sum, val_correct, train_sum, n_val, n_train = totals[:7].tolist()
-        step_losses = (totals[7:] / W).tolist()
+        stepped = (n - self.skipped).clamp(min=1)  # the grad norm is the mean over steps the optimizer took
+        totals = self.world.sum(torch.cat([torch.stack([self.sum_loss / n / W, self.sum_gn / stepped / W, val_sum,
+                                                        val_correct, train_sum, n_val, n_train,
+                                                        self.skipped / W]), steps.float()]))
+        train_loss, grad_norm, val_sum, val_correct, train_sum, n_val, n_train, skipped = totals[:8].tolist()
+        step_losses = (totals[8:] / W).tolist()
         self.elapsed += seconds
         row: dict[str, Any] = {
             "epoch": self.epoch, "step": self.step,
@@ -471,7 +487,10 @@ class Trainer:
         row.update(lr=lr, noise_factor=factors[0])
         if len(self.noises) > 1:  # a list of kinds: each one's own factor, as its schedule has it now
             row.update({f"noise_factor_{n.kind}": f for n, f in zip(self.spec.noise, factors)})
-        row.update(grad_norm=grad_norm,
+        row.update(grad_norm=grad_norm)
+        if self.scaler.is_enabled():
+            row.update(skipped_steps=round(skipped))
+        row.update(
                    samples_per_s=self.interval_steps * self.spec.train.batch_size / max(seconds, 1e-9),
                    seconds=self.elapsed)
         self.rows.append(row)

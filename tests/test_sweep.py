@@ -201,11 +201,17 @@ def test_stale_lock_of_a_dead_process_is_recovered(tmp_path):
 def test_a_live_lock_refuses_with_the_holders_pid(cli, tmp_path):
     import socket
 
+    from noisecli.runs import RunFolder
+
     folder = tmp_path / "runs" / "tiny"
     folder.mkdir(parents=True)
-    (folder / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    holder = RunFolder(folder)  # another claim of the run, live in this process
+    holder.acquire_lock()
     spec = write_spec(tmp_path, {"name": "tiny", **TINY})
-    code, _, err = cli("train", spec, "--runs-dir", tmp_path / "runs")
+    try:
+        code, _, err = cli("train", spec, "--runs-dir", tmp_path / "runs")
+    finally:
+        holder.release_lock()
     assert code == 2 and f"run 'tiny' is in use by pid {os.getpid()} on {socket.gethostname()}" in err
 
 

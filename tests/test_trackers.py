@@ -105,3 +105,20 @@ def test_an_interrupted_and_resumed_run_sends_every_step_once(tmp_path):
         evals += [e.step for e in events.Scalars("val_loss")] if "val_loss" in events.Tags()["scalars"] else []
     assert sorted(steps) == list(range(1, STEPS + 1))
     assert sorted(evals) == [8, 16, 24]
+
+
+def test_wandb_writes_nothing_outside_the_run_folder(tmp_path):
+    """W&B keeps its caches, staging files and service logs under ~/.cache and ~/.local by
+    default; a run's tracker files belong in its run folder. (A real process, so HOME is ours.)"""
+    from tests.conftest import run_process
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "WANDB_MODE": "offline", "XDG_CACHE_HOME": str(home / ".cache"),
+           "XDG_DATA_HOME": str(home / ".local" / "share"), "XDG_CONFIG_HOME": str(home / ".config")}
+    spec = spec_with(tmp_path, "wandb")
+    done = run_process("train", spec, "--runs-dir", tmp_path / "runs", "-q", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    written = [str(p.relative_to(home)) for p in home.rglob("*") if p.is_file() and ".config" not in p.parts]
+    assert not written
+    assert list((tmp_path / "runs" / "t" / "wandb").rglob("*.wandb"))
