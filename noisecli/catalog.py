@@ -21,8 +21,10 @@ SCHEDULES = ("constant", "linear", "cosine")
 @dataclass(frozen=True)
 class Option:
     """One key of a kind: its type (a typing annotation, checked by the spec loader), its default
-    and one line of help. `path` marks values that name something on disk, relative to the spec
-    file: 'file' and 'folder' must exist; 'local' is a folder or a Hugging Face name in the cache."""
+    and one line of help. The bounds (ge, gt, le, lt) and choices of a list option hold for each
+    item. `path` marks values that name something on disk, relative to the spec file: 'file' and
+    'folder' must exist (a file must be a regular file, not a pipe or a device); 'any' is either;
+    'local' is a folder or a Hugging Face name in the cache."""
 
     type: Any
     default: Any
@@ -186,14 +188,14 @@ MODELS = {
               {}, frozenset({VECTOR})),
         Entry("mlp", "multi-layer perceptron (model.hidden, model.activation, model.dropout)",
               "noisecli.models.mlp:build_mlp", {
-                  "hidden": Option(list[int], [256, 256], "hidden layer widths"),
+                  "hidden": Option(list[int], [256, 256], "hidden layer widths", ge=1),
                   "activation": Option(str, "relu", "relu | gelu | tanh", choices=("relu", "gelu", "tanh")),
                   "dropout": DROPOUT,
               }, frozenset({VECTOR})),
         Entry("cnn", "small convolutional net for small images such as digits (model.channels)",
               "noisecli.models.cnn:build_cnn", {
                   "dropout": DROPOUT,
-                  "channels": Option(list[int], [16, 32], "channels of each 3x3 conv block"),
+                  "channels": Option(list[int], [16, 32], "channels of each 3x3 conv block", ge=1),
               }, frozenset({IMAGE})),
         Entry("gpt", "small causal transformer (model.n_layer, n_head, n_embd, dropout; context = data.block_size)",
               "noisecli.models.gpt:build_gpt", {

@@ -13,8 +13,10 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
 import re
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -75,7 +77,7 @@ def load_function(target: str, where: str) -> Callable:
         else:
             module = importlib.import_module(source)
     except Exception as e:  # noqa: BLE001 - the user's code failing to import is their input to fix
-        raise SpecError(f"{where}: importing {source} failed: {_one_line(e)}") from None
+        raise user_failure(f"{where}: importing {source} failed", e) from None
     fn = getattr(module, func, None)
     if not callable(fn):
         names = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
@@ -97,7 +99,24 @@ def call(fn: Callable, target: str, where: str, args: dict[str, Any], offered: d
     try:
         return fn(**args, **extra)
     except Exception as e:  # noqa: BLE001 - an exception in the user's function is their input to fix
-        raise SpecError(f"{where}: {target} raised {_one_line(e)}") from None
+        raise user_failure(f"{where}: {target} raised", e) from None
+
+
+DEBUG_ENV = "NOISECLI_DEBUG"
+
+
+def debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def user_failure(text: str, e: BaseException) -> SpecError:
+    """The one line for an exception in the user's code, with its full traceback kept on the error
+    (`tracebacks`) for the CLI to print under NOISECLI_DEBUG=1: the line alone rarely says which
+    of the user's own lines failed. (Once a run folder exists, training failures go to error.log.)"""
+    hint = "" if debugging() else f" (set {DEBUG_ENV}=1 for the traceback)"
+    error = SpecError(f"{text} {_one_line(e)}{hint}")
+    error.tracebacks = ["".join(traceback.format_exception(e))]
+    return error
 
 
 def _one_line(e: BaseException) -> str:
@@ -116,6 +135,7 @@ def check_python_specs(specs: list, kinds: tuple[str, ...] = ("python",)) -> Non
     from noisecli.trainer import Trainer
 
     problems: list[str] = []
+    tracebacks: list[str] = []
     seen: set[str] = set()
     for spec in specs:
         if spec.data.kind not in kinds and spec.model.kind not in kinds:
@@ -131,5 +151,8 @@ def check_python_specs(specs: list, kinds: tuple[str, ...] = ("python",)) -> Non
             Trainer(on_cpu, "/nonexistent-never-written", quiet=True).setup()  # setup writes nothing
         except SpecError as e:
             problems += [p for p in e.problems if p not in problems]
+            tracebacks += getattr(e, "tracebacks", [])
     if problems:
-        raise SpecError(problems)
+        error = SpecError(problems)
+        error.tracebacks = tracebacks
+        raise error

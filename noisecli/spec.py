@@ -19,8 +19,11 @@ import yaml
 from noisecli import catalog
 from noisecli.errors import SpecError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+# \Z, not $: `$` also matches before a trailing newline, and "run\n" would name an odd folder
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)\Z")
+SEED_MAX = 2**32 - 1  # numpy's seeds stop here; the noise streams multiply the seed, and must stay in int64
+INT_MAX = 2**63 - 1  # any larger integer overflows torch (int64) wherever it is used
 # YAML 1.1 reads `1e-4` (no dot) as a string; the contract says it is a number.
 # YAML 1.1 reads these words as booleans; on a command line they are meant as words
 YAML11_WORDS = ("yes", "no", "on", "off", "y", "n")
@@ -41,6 +44,11 @@ class KindSection:
     The fields every kind shares are dataclass fields; the options of the chosen kind
     (declared, with defaults and help, in its catalog entry) live in `options` and read as
     attributes: `spec.model.n_layer`. An option not set falls back to its declared default.
+
+    The accessor is total over the catalog: an option that only other kinds of this section
+    declare reads as None (unset) here, so code that looks across specs of several kinds (the
+    `model.path` of each point of a gpt-vs-hf sweep) needs no kind check to stay safe. A name
+    that no kind declares is still an AttributeError: a typo in noisecli's own code.
     """
 
     TABLE: ClassVar[str]  # "data" | "model" | "noise": which catalog table names the kinds
@@ -51,9 +59,12 @@ class KindSection:
         options = self.__dict__.get("options", {})
         if name in options:
             return options[name]
-        entry = catalog.TABLES[self.TABLE].get(self.__dict__.get("kind"))
+        table = catalog.TABLES[self.TABLE]
+        entry = table.get(self.__dict__.get("kind"))
         if entry is not None and name in entry.options:
             return copy.deepcopy(entry.options[name].default)
+        if any(name in e.options for e in table.values()):
+            return None
         raise AttributeError(f"{self.TABLE} kind {self.__dict__.get('kind')!r} has no option {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -64,7 +75,9 @@ class KindSection:
 
 
 def _with_options(cls):
-    """Let the constructor take the kind's options as keywords: NoiseSpec(kind='weight', mode=...)."""
+    """Let the constructor take the kind's options as keywords: NoiseSpec(kind='weight', mode=...).
+    Every option of the kind not given holds its default, so a section left out of a spec
+    (`Spec()`'s ModelSpec()) resolves exactly as `{kind: <default>}` written out does."""
     cls = dataclass(cls)
     init, names = cls.__init__, {f.name for f in fields(cls)}
 
@@ -72,6 +85,10 @@ def _with_options(cls):
         options = {k: kwargs.pop(k) for k in list(kwargs) if k not in names}
         init(self, **kwargs)
         self.options.update(options)
+        entry = catalog.TABLES[cls.TABLE].get(self.kind)
+        if entry is not None:  # the declared order first, as the resolved spec writes them
+            declared = {n: self.options.get(n, copy.deepcopy(o.default)) for n, o in entry.options.items()}
+            self.options = {**declared, **self.options}
 
     cls.__init__ = __init__
     return cls
@@ -89,7 +106,7 @@ class DataSpec(KindSection):
     train_size: Optional[int] = opt(None, "subsample the training split to this many examples "
                                           "(or token windows' worth of text)", ge=1)
     seed: int = opt(0, "seed of the split and of synthetic data; kept apart from the run's seed "
-                       "so every seed of a sweep sees the same data")
+                       "so every seed of a sweep sees the same data", ge=0, le=SEED_MAX)
     options: dict = _options_field()
 
 
@@ -106,7 +123,8 @@ class NoiseSpec(KindSection):
     kind: str = opt("none", "noise kind (noisecli list noise)")
     factor: float = opt(0.01, "strength; its meaning depends on the kind (noisecli list noise)", ge=0)
     schedule: str = opt("constant", "how the factor changes over training: constant | linear | cosine "
-                                    "(decay to 0 at the last step)", choices=catalog.SCHEDULES)
+                                    "(decays toward 0, reached one step after the last, as transformers' "
+                                    "schedulers)", choices=catalog.SCHEDULES)
     warmup_steps: int = opt(0, "steps over which the factor ramps up from 0", ge=0)
     options: dict = _options_field()
     # the entry's dotted path for messages: 'noise' for a single mapping, 'noise.N' in a list
@@ -122,10 +140,11 @@ class TrainSpec:
     weight_decay: float = opt(0.01, "AdamW decoupled weight decay", ge=0)
     betas: list[float] = opt([0.9, 0.999], "AdamW betas [beta1, beta2]")
     grad_clip: float = opt(1.0, "clip the global gradient norm to this (0 turns clipping off)", ge=0)
-    lr_schedule: str = opt("constant", "constant | cosine | linear (decay to min_lr at the last step)",
+    lr_schedule: str = opt("constant", "constant | cosine | linear (decays toward min_lr, reached one step "
+                                       "after the last, as in transformers' get_cosine_schedule_with_warmup)",
                            choices=("constant", "cosine", "linear"))
     warmup_steps: int = opt(0, "linear learning-rate warmup steps", ge=0)
-    min_lr: float = opt(0.0, "learning rate at the last step for cosine and linear", ge=0)
+    min_lr: float = opt(0.0, "where cosine and linear decay to (one step after the last trained step)", ge=0)
     eval_every: Optional[int] = opt(None, "steps between evaluations (default: once per epoch)", ge=1)
     eval_batches: int = opt(20, "text datasets: batches of fixed windows per evaluation split", ge=1)
     precision: str = opt("auto", "auto (bf16 on CUDA, else fp32) | fp32 | bf16 | fp16",
@@ -145,7 +164,7 @@ class OutputSpec:
 @dataclass
 class Spec:
     name: Optional[str] = opt(None, "run name, the folder under runs/ (default: the spec file's stem)")
-    seed: int = opt(0, "seed of initialization, data order and noise draws")
+    seed: int = opt(0, "seed of initialization, data order and noise draws", ge=0, le=SEED_MAX)
     device: str = opt("auto", "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
     data: DataSpec = field(default_factory=DataSpec)
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -166,19 +185,116 @@ SPEC_KEYS = ("name", "seed", "device", "data", "model", "noise", "train", "outpu
 
 # --------------------------------------------------------------------------- loading
 
+# A spec is a few levels deep and a few hundred values long. These bounds keep what a YAML
+# document can ask for far from what breaks the code that walks it (deepcopy, flatten, json
+# and the checks recurse; Python stops near 1000 frames) or fills memory (billion laughs).
+MAX_DEPTH = 50
+MAX_VALUES = 100_000  # after expanding every *alias
+MAX_SPEC_BYTES = 10 * 2**20
 
-def read_yaml(path: Path) -> dict:
-    """Read a YAML mapping; every way it can be wrong is one SpecError line naming the file."""
+
+class SpecLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader with the limits above, and a key given twice in one mapping
+    refused (plain safe_load silently keeps the last, so a spec would not say what it does)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+        self._values = 0
+        self._shapes: dict[int, tuple[int, int] | None] = {}  # id(node) -> (values, depth) once expanded
+
+    def compose_node(self, parent, index):
+        mark = self.peek_event().start_mark
+        if self.check_event(yaml.AliasEvent):  # the anchored node again, whole: count it whole
+            node = super().compose_node(parent, index)
+            values, depth = self._shape(node, mark)
+            self._account(values, self._depth + depth, mark)
+            return node
+        self._depth += 1
+        self._account(1, self._depth, mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def _account(self, values: int, depth: int, mark) -> None:
+        self._values += values
+        if depth > MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep; "
+                                              "a spec is a few levels deep", mark)
+        if self._values > MAX_VALUES:
+            raise yaml.composer.ComposerError(None, None, f"more than {MAX_VALUES:,} values once its aliases "
+                                              "(*name) are expanded; a spec is far smaller", mark)
+
+    def _shape(self, node, mark) -> tuple[int, int]:
+        """(values, depth) of a node with its aliases expanded, each distinct node walked once."""
+        if id(node) in self._shapes:
+            shape = self._shapes[id(node)]
+            if shape is None:
+                raise yaml.composer.ComposerError(None, None, "an alias (*name) inside the node it names", mark)
+            return shape
+        self._shapes[id(node)] = None
+        children = node.value if isinstance(node, yaml.SequenceNode) else \
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+        shapes = [self._shape(child, mark) for child in children]
+        shape = (1 + sum(v for v, _ in shapes), 1 + max((d for _, d in shapes), default=0))
+        self._shapes[id(node)] = shape
+        return shape
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then own keys: an override, not a repeat
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = key in first
+                except TypeError:
+                    continue  # an unhashable key: the base class says so
+                if seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice (first on line {first[key] + 1}); give it once",
+                        key_node.start_mark)
+                first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """yaml.safe_load with SpecLoader's limits: every spec, override and --grid value is read here."""
+    return yaml.load(text, Loader=SpecLoader)  # noqa: S506 - SpecLoader is a SafeLoader
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """repr(text), cut to `limit` characters: a message stays one readable line."""
+    r = repr(text)
+    return r if len(r) <= limit else r[: limit - 4] + "...'"
+
+
+def _read_text(path: Path) -> str:
+    """A spec file's text: a regular file of at most MAX_SPEC_BYTES (a FIFO would hang, /dev/zero
+    would fill memory)."""
     if not path.exists():
         raise SpecError(f"{path}: file not found")
     if path.is_dir():
         raise SpecError(f"{path}: is a folder, expected a YAML file")
+    if not path.is_file():
+        raise SpecError(f"{path}: not a regular file (a pipe, a device or a socket); give a YAML file")
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
+        if len(data) > MAX_SPEC_BYTES:
+            raise SpecError(f"{path}: larger than {MAX_SPEC_BYTES // 2**20} MB; a spec is a small YAML file")
+        return data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"{path}: cannot read: {e}") from None
+
+
+def read_yaml(path: Path) -> dict:
+    """Read a YAML mapping; every way it can be wrong is one SpecError line naming the file."""
+    text = _read_text(path)
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
@@ -197,13 +313,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
-        raise SpecError(f"override {text!r}: must be in the form key=value, e.g. noise.factor=0.05")
+        raise SpecError(f"override {_short(text)}: must be in the form key=value, e.g. noise.factor=0.05")
     if value.strip().lower() in YAML11_WORDS:  # `noise.factor=yes` is the word, not True
         return key.split("."), value.strip()
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        raise SpecError(f"override {text!r}: cannot read the value {value!r}") from None
+        parsed = load_yaml(value) if value.strip() else None
+    except yaml.YAMLError as e:
+        why = getattr(e, "problem", None)
+        raise SpecError(f"override {_short(key + '=' + value)}: cannot read the value"
+                        + (f": {why}" if why else f" {_short(value)}")) from None
     return key.split("."), parsed
 
 
@@ -267,7 +385,7 @@ def apply_overrides(raw: dict, overrides: list[str], cwd: Path | None = None) ->
             value = local_or_name(value, cwd or Path.cwd(), always_local=keys == ["data", "path"])
         problem = set_dotted(raw, keys, value)
         if problem:
-            problems.append(f"override {text!r}: {problem}")
+            problems.append(f"override {_short(text)}: {problem}")
     if problems:
         raise SpecError(problems)
     return raw
@@ -367,6 +485,9 @@ def _check_range(value: Any, meta: dict, where: str, problems: list[str]) -> Non
             if meta[bound] is not None and isinstance(v, (int, float)) and not ok(v, meta[bound]):
                 problems.append(f"{where}: must be {text} {meta[bound]}, got {v!r}")
                 return
+        if isinstance(v, int) and abs(v) > INT_MAX:  # whatever the key, torch would overflow on it
+            problems.append(f"{where}: {v:.3g} is too large for any setting (at most 2**63 - 1)")
+            return
 
 
 def _public_fields(cls) -> list:
@@ -483,6 +604,9 @@ def spec_from_dict(raw: dict, base_dir: Path | None = None) -> Spec:
         noises = [NoiseSpec()]
     spec.noise = noises
 
+    if "name" in raw and raw["name"] is None:  # `name: null` or `name=`: the default is the file's stem
+        problems.append("name: empty; give the run a name (it names a folder under the runs folder), "
+                        "or leave the key out to use the spec file's name")
     if spec.name is not None and not NAME_RE.match(spec.name):
         problems.append(f"name: {spec.name!r} must be 1-100 letters, digits, '.', '_' or '-', "
                         "starting with a letter or digit (it names a folder under the runs folder)")
@@ -555,6 +679,10 @@ def _resolve_paths(section: KindSection, where: str, entry: catalog.Entry, base:
             continue
         path = Path(value).expanduser()
         path = path if path.is_absolute() else base / path
+        if path.exists() and not path.is_file() and not path.is_dir():
+            # a FIFO would hang the loader and /dev/zero fill memory: data is regular files and folders
+            problems.append(f"{where}.{name}: not a regular file (a pipe, a device or a socket): {path}")
+            continue
         exists = {"folder": path.is_dir, "file": path.is_file, "any": path.exists}[option.path]()
         if not exists:
             problems.append(f"{where}.{name}: {'file or folder' if option.path == 'any' else option.path} "
@@ -676,7 +804,7 @@ def spec_diff(old: dict, new: dict) -> list[str]:
 def read_saved_spec(path: Path) -> dict | None:
     """A run folder's spec.yaml as a mapping, or None when it is missing or damaged."""
     try:
-        old = yaml.safe_load(path.read_text(encoding="utf-8"))
+        old = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
     return old if isinstance(old, dict) else None

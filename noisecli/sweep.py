@@ -13,6 +13,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +22,13 @@ from typing import Any
 import yaml
 
 from noisecli.errors import SpecError
-from noisecli.spec import (DEVICE_RE, NAME_RE, Spec, apply_overrides, canonical, flatten, read_saved_spec, read_yaml,
-                           set_dotted, spec_diff, spec_from_dict, spec_to_dict, suggest)
+from noisecli.spec import (DEVICE_RE, NAME_RE, SEED_MAX, Spec, apply_overrides, canonical, flatten, load_yaml,
+                           read_saved_spec, read_yaml, set_dotted, spec_diff, spec_from_dict, spec_to_dict, suggest)
 
 SWEEP_KEYS = ("name", "base", "grid", "seeds")
+# Past this many points a sweep is a mistake (a grid of 33 million points would take minutes just
+# to plan); split it into several sweeps, or sweep fewer values.
+MAX_POINTS = 100_000
 
 
 @dataclass
@@ -62,7 +66,7 @@ def parse_grid_option(text: str) -> tuple[str, list]:
     if not sep or not key.strip() or not values.strip():
         raise SpecError(f"--grid {text!r}: must be KEY=V1,V2,..., e.g. --grid noise.factor=0,0.05,0.1")
     try:
-        return key.strip(), [yaml.safe_load(v) for v in values.split(",")]
+        return key.strip(), [load_yaml(v) for v in values.split(",")]
     except yaml.YAMLError:
         raise SpecError(f"--grid {text!r}: cannot read the values") from None
 
@@ -78,10 +82,15 @@ def parse_seeds(value: Any, where: str) -> list[int]:
     if isinstance(value, int):
         if value < 1:
             raise SpecError(f"{where}: a count of seeds must be >= 1, got {value}")
+        if value > MAX_POINTS:  # (before range() makes the list)
+            raise SpecError(f"{where}: a count of seeds must be at most {MAX_POINTS:,}, got {value}")
         return list(range(value))
     if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         if len(set(value)) != len(value):
             raise SpecError(f"{where}: seeds are listed twice: {value}")
+        bad = [v for v in value if not 0 <= v <= SEED_MAX]
+        if bad:
+            raise SpecError(f"{where}: a seed must be from 0 to {SEED_MAX}, got {bad[0]}")
         return list(value)
     raise SpecError(f"{where}: must be a count or a non-empty list of integers, got {value!r}")
 
@@ -119,7 +128,12 @@ def load_plan(path: Path | str, grid_options: list[str] | None = None, seeds: st
         problems.append(f"{path}: a plain spec with nothing to sweep; give --grid KEY=V1,V2,... and/or --seeds N, "
                         f"or train it with: noisecli train {path}")
     plan = Plan(sweep_name, grid, seed_list)
-    if source.base_raw is not None:  # every problem at once, each said once, where it is
+    size = math.prod(len(v) for v in grid.values()) * len(seed_list)  # counted before anything is expanded
+    if size > MAX_POINTS:
+        problems.append(f"grid: {size:,} points ({' x '.join(str(len(v)) for v in grid.values())} values x "
+                        f"{plural(len(seed_list), 'seed')}); a sweep has at most {MAX_POINTS:,}: sweep fewer values, "
+                        "or split it into several sweeps")
+    elif source.base_raw is not None:  # every problem at once, each said once, where it is
         try:
             base_raw = apply_overrides(source.base_raw, overrides or [])
             in_base = _base_problems(base_raw, source, grid)
@@ -190,7 +204,11 @@ def _merge_grid(grid: dict, grid_options: list[str], problems: list[str]) -> dic
     """The file's grid, each value a non-empty list, with --grid options added or replacing."""
     grid = dict(grid)
     for key, values in list(grid.items()):
-        if not isinstance(values, list) or not values:
+        if not isinstance(key, str):  # `1: [...]` or `true: [...]`: YAML reads such keys as numbers, booleans
+            problems.append(f"grid.{key}: a grid key must be a dotted spec key such as noise.factor, "
+                            f"got {key!r} ({type(key).__name__})")
+            grid.pop(key)
+        elif not isinstance(values, list) or not values:
             problems.append(f"grid.{key}: must be a non-empty list of values, got {values!r}")
             grid.pop(key)
     for text in grid_options:
@@ -283,13 +301,24 @@ def _value_text(v: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_" if isinstance(v, str) else "-", text).strip("-_") or "empty"
 
 
+UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")  # what NAME_RE does not allow
+
+
 def point_name(settings: dict[str, Any], short: dict[str, str], seed: int) -> str:
-    parts = [f"{short[k]}-{_value_text(v)}" for k, v in settings.items()] + [f"seed-{seed}"]
+    """The point's folder name, made of its settings: safe characters only, so that a grid key
+    reaching into a free-form mapping (`model.config.label2id./etc`, `..`) can never name a
+    folder outside the sweep's. Where a key had to be changed to be safe, a hash of the settings
+    keeps the name unique; ordinary names are as they always were."""
+    keys = {k: UNSAFE.sub("_", short[k]).strip("._-") or "key" for k in settings}
+    parts = [f"{keys[k]}-{_value_text(v)}" for k, v in settings.items()] + [f"seed-{seed}"]
     name = "_".join(parts)
+    settings_hash = hashlib.sha1(json.dumps([settings, seed], sort_keys=True, default=str).encode()).hexdigest()[:8]
+    if any(keys[k] != short[k] for k in settings):
+        name = f"{name[:90]}_{settings_hash}"
     if len(name) > 100:
         digest = hashlib.sha1(name.encode()).hexdigest()[:8]
         name = f"{name[:90]}_{digest}"
-    return name
+    return name if NAME_RE.match(name) else f"point_{settings_hash}"  # (cannot happen; never a path)
 
 
 def changed_points(plan: Plan, sweep_dir: Path) -> str | None:

@@ -9,6 +9,10 @@ GPT = {"data": {"kind": "pydoc"}, "model": {"kind": "gpt"}}
 SWEEP = {"base": TINY, "grid": {"noise.factor": [0.1]}}
 GPT2 = {"model_type": "gpt2", "n_layer": 1, "n_head": 2, "n_embd": 16}
 HF = {"data": {"kind": "markov", "block_size": 16, "n_tokens": 2000}, "model": {"kind": "hf", "config": GPT2}}
+# billion laughs: nine anchors, each ten of the one before, under a typed key (10**9 values once expanded)
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi")) + \
+    "data: {kind: digits}\nmodel: {kind: mlp, hidden: *i}\n"
 
 # (command, spec written to spec.yaml or None, extra arguments, expected text in stderr)
 CASES = [
@@ -94,6 +98,28 @@ CASES = [
     ("sweep", SWEEP, ["--devices", "gpu0"], "--devices: 'gpu0' is not cpu, cuda, cuda:N or mps"),
     ("sweep", {**SWEEP, "grid": {"noise.kind": ["input", "tokn"]}}, [], "grid point noise.kind=tokn: noise.kind: unknown noise kind 'tokn'"),
     ("sweep", TINY, ["--seeds", "x"], "--seeds: must be a count or a list of integers"),
+    # input that recursed, filled memory or named odd folders (issue 19); FIFOs and devices: test_defects_spec.py
+    ("train", "data: {kind: digits}\nmodel: " + "[" * 3000 + "]" * 3000 + "\n", [], "spec.yaml:2:57: bad YAML: nested more than 50 levels deep"),
+    ("train", TINY, ["model.hidden=" + "[" * 3000 + "]" * 3000], "cannot read the value: nested more than 50 levels deep"),
+    ("validate", LAUGHS, [], "bad YAML: more than 100,000 values once its aliases (*name) are expanded"),
+    ("train", "data: {kind: digits}\ntrain:\n  lr: 0.1\n  lr: 0.2\n", [], "spec.yaml:4:3: bad YAML: key 'lr' appears twice (first on line 3)"),
+    ("sweep", "base: {data: {kind: digits}}\ngrid: {noise.factor: [0.1]}\ngrid: {noise.factor: [0.2]}\n", [], "key 'grid' appears twice"),
+    ("validate", {**TINY, "seed": 1e30}, [], "error: seed: must be <= 4294967295, got 1000000000000000019884624838656"),
+    ("train", {**TINY, "data": {"kind": "digits", "seed": -1}}, [], "error: data.seed: must be >= 0, got -1"),
+    ("train", TINY, ["train.epochs=1e30"], "error: train.epochs: 1e+30 is too large for any setting"),
+    ("validate", {**TINY, "model": {"kind": "mlp", "hidden": [32, 0]}}, [], "error: model.hidden: must be >= 1, got 0"),
+    ("validate", {**TINY, "model": {"kind": "cnn", "channels": [-4]}}, [], "error: model.channels: must be >= 1, got -4"),
+    ("train", {**GPT, "train": {"batch_size": 10**9}}, [], "error: train.batch_size: 1,000,000,000 is more than the"),
+    ("train", {**GPT, "train": {"eval_batches": 10**9}}, [], "error: train.eval_batches: 1,000,000,000 batches of 32 windows is more than the"),
+    ("validate", {**TINY, "name": None}, [], "error: name: empty; give the run a name"),
+    ("train", TINY, ["name="], "error: name: empty; give the run a name"),
+    ("validate", {**TINY, "name": "run\n"}, [], "error: name: 'run\\n' must be 1-100 letters"),
+    ("validate", {**TINY, "name": "a\tb"}, [], "error: name: 'a\\tb' must be 1-100 letters"),
+    ("train", {**TINY, "device": "cpu\n"}, [], "error: device: must be auto, cpu, cuda, cuda:N or mps; got 'cpu\\n'"),
+    ("sweep", {"base": TINY, "grid": {1: [1, 2]}}, [], "error: grid.1: a grid key must be a dotted spec key such as noise.factor, got 1 (int)"),
+    ("validate", {**SWEEP, "name": "s\n"}, [], "error: name: 's\\n' must be 1-100 letters"),
+    ("sweep", {**SWEEP, "seeds": 10**12}, [], "error: seeds: a count of seeds must be at most 100,000, got 1000000000000"),
+    ("sweep", {**SWEEP, "seeds": [0, 2**40]}, [], "error: seeds: a seed must be from 0 to 4294967295, got 1099511627776"),
     # report
     ("report", None, ["missing-dir"], "report: missing-dir: no such folder"),
     ("report", None, ["emptydir"], "report: emptydir: no run folders"),

@@ -150,14 +150,16 @@ BAD = [
     ({"model": {"kind": "python"}}, "error: model.target: required for model kind 'python' (FILE.py:FUNCTION or "
                                     "package.module:FUNCTION)"),
     ({"model": {"kind": "python", "target": "usercode.py:raises"}},
-     "error: model.target: {dir}/usercode.py:raises raised ValueError: width must be even"),
+     "error: model.target: {dir}/usercode.py:raises raised ValueError: width must be even "
+     "(set NOISECLI_DEBUG=1 for the traceback)"),
     ({"model": {"kind": "python", "target": "usercode.py:not_a_module"}},
      "error: model.target: {dir}/usercode.py:not_a_module returned str, not a torch.nn.Module"),
     ({"model": {"kind": "python", "target": "usercode.py:wrong_width"}},
      "error: model.target: {dir}/usercode.py:wrong_width: forward on 2 training examples returned (2, 11); "
      "expected a tensor of shape (2, 10) (classification)"),
     ({"model": {"kind": "python", "target": "usercode.py:mlp", "args": {"depth": 3}}},
-     "error: model.target: {dir}/usercode.py:mlp raised TypeError: mlp() got an unexpected keyword argument 'depth'"),
+     "error: model.target: {dir}/usercode.py:mlp raised TypeError: mlp() got an unexpected keyword argument 'depth' "
+     "(set NOISECLI_DEBUG=1 for the traceback)"),
     ({"data": {"kind": "python", "target": "usercode.py:no_y"}},
      "error: data.target: {dir}/usercode.py:no_y: lacks array(s) y (found: x)"),
     ({"data": {"kind": "python", "target": "usercode.py:typo"}},

@@ -13,11 +13,28 @@ from typing import Iterator
 import torch
 
 from noisecli.data import Dataset
+from noisecli.errors import SpecError
+
+
+def _check_sizes(ds: Dataset, batch_size: int, eval_batches: int) -> None:
+    """Text batches are windows gathered into new tensors, (batch_size, block_size) each, and the
+    evaluation windows (eval_batches x batch_size) are drawn once and kept: past the number of
+    windows the training text has, a number only allocates until memory runs out. (A table's
+    batch is a slice of the split, so a batch_size above its size is simply the whole split.)"""
+    if not ds.is_stream:
+        return
+    if batch_size > ds.n_train:
+        raise SpecError(f"train.batch_size: {batch_size:,} is more than the {ds.n_train:,} windows of the "
+                        "training text; lower train.batch_size")
+    if eval_batches * batch_size > ds.n_train:
+        raise SpecError(f"train.eval_batches: {eval_batches:,} batches of {batch_size} windows is more than the "
+                        f"{ds.n_train:,} windows of the training text; lower train.eval_batches")
 
 
 class Batches:
     def __init__(self, ds: Dataset, batch_size: int, seed: int, eval_batches: int, device: torch.device):
         self.ds, self.batch_size, self.device = ds, batch_size, device
+        _check_sizes(ds, batch_size, eval_batches)
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.perm: torch.Tensor | None = None
         self.pos = 0

@@ -159,7 +159,8 @@ def _encoder(spec: DataSpec, texts: list[str]):
     from noisecli.hub import import_transformers, load_local
 
     transformers = import_transformers("data.tokenizer")
-    tok = load_local(transformers.AutoTokenizer, spec.tokenizer, "data.tokenizer")
+    # a tokenizer's own code never runs (as for text data, see text.encode)
+    tok = load_local(transformers.AutoTokenizer, spec.tokenizer, "data.tokenizer", trust_remote_code=False)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     if pad is None:
         raise SpecError(f"data.tokenizer: {spec.tokenizer} has neither a pad nor an end-of-sequence token to pad with")

@@ -24,7 +24,8 @@ def encode(spec: DataSpec, texts: list[str]) -> tuple[list[torch.Tensor], int, d
     from noisecli.hub import import_transformers, load_local
 
     transformers = import_transformers("data.tokenizer")
-    tokenizer = load_local(transformers.AutoTokenizer, tokenizer_name, "data.tokenizer")
+    # a tokenizer's own code never runs: model.trust_remote_code speaks for the model's folder only
+    tokenizer = load_local(transformers.AutoTokenizer, tokenizer_name, "data.tokenizer", trust_remote_code=False)
     ids = [torch.tensor(tokenizer(t, add_special_tokens=False)["input_ids"], dtype=torch.long) for t in texts]
     return ids, len(tokenizer), {"tokenizer": tokenizer_name, "tokens": sum(len(i) for i in ids)}
 

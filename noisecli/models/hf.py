@@ -75,7 +75,7 @@ def build_hf(spec: ModelSpec, ds: Dataset) -> nn.Module:
             raise SpecError(f"model.config: transformers cannot build this {config.model_type}: {reason(e)}") from None
         where = "model.config"
     else:
-        model = load_local(auto, spec.path, "model.path", trust_remote_code=spec.trust_remote_code)
+        model = load_local(auto, spec.path, "model.path", spec.trust_remote_code, "model.trust_remote_code")
         where = "model.path"
     model = model.float()
     vocab = model.get_input_embeddings().num_embeddings
@@ -98,8 +98,10 @@ def check_hf_models(specs: list[Spec]) -> None:
     seen = set()
     for spec in specs:
         m = spec.model
+        if m.kind != "hf":  # a sweep may compare hf with other kinds: only hf models are checked here
+            continue
         key = json.dumps([m.path, m.config, m.trust_remote_code], sort_keys=True, default=str)
-        if m.kind != "hf" or key in seen:
+        if key in seen:
             continue
         seen.add(key)
         transformers = import_transformers("model.kind: 'hf'")
@@ -107,7 +109,7 @@ def check_hf_models(specs: list[Spec]) -> None:
             if m.config is not None:
                 _fresh_config(transformers, m, None)
             else:
-                load_local(transformers.AutoConfig, m.path, "model.path", trust_remote_code=m.trust_remote_code)
+                load_local(transformers.AutoConfig, m.path, "model.path", m.trust_remote_code, "model.trust_remote_code")
         except SpecError as e:
             problems += [p for p in e.problems if p not in problems]
     if problems:

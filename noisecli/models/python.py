@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from noisecli.code import call, load_function
+from noisecli.code import call, load_function, user_failure
 from noisecli.data import Dataset
 from noisecli.errors import SpecError
 from noisecli.spec import ModelSpec
@@ -44,10 +44,8 @@ def _check_forward(model: nn.Module, target: str, ds: Dataset) -> None:
     try:
         out = model(x)
     except Exception as e:  # noqa: BLE001 - the user's forward failing is their input to fix
-        from noisecli.code import _one_line
-
-        raise SpecError(f"model.target: {target}: forward on 2 training examples of shape {tuple(x.shape)} "
-                        f"failed: {_one_line(e)}") from None
+        raise user_failure(f"model.target: {target}: forward on 2 training examples of shape {tuple(x.shape)} "
+                           "failed:", e) from None
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
