@@ -74,6 +74,9 @@ def exit_codes():
         say_once(f"interrupted: {e}")
         raise typer.Exit(e.exit_code) from None
     except NoisecliError as e:
+        if os.environ.get("NOISECLI_DEBUG", "") not in ("", "0"):  # the user's code's tracebacks (code.py keeps them)
+            for text in getattr(e, "tracebacks", []):
+                sys.stderr.write(text)
         for line in getattr(e, "problems", [str(e)]):
             error(line)
         raise typer.Exit(e.exit_code) from None
@@ -193,11 +196,17 @@ class Format(str, Enum):
     html = "html"
 
 
+OUTPUT_FORMATS = {".md": Format.md, ".markdown": Format.md, ".csv": Format.csv, ".json": Format.json,
+                  ".html": Format.html, ".htm": Format.html, ".txt": Format.table}
+
+
 @app.command()
 def report(dirs: Annotated[Optional[list[Path]], typer.Argument(help="run folders, sweep folders or runs "
                                                                 "folders (default: the --runs-dir folder)",
                                                                 show_default=False, metavar="DIR")] = None,
-           fmt: Annotated[Format, typer.Option("--format", "-f", help="table | md | csv | json | html")] = Format.table,
+           fmt: Annotated[Optional[Format], typer.Option("--format", "-f", show_default=False,
+                                                         help="table | md | csv | json | html (default: from "
+                                                         "--output's extension, else table)")] = None,
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write to this file",
                                                           show_default=False, metavar="FILE")] = None,
            runs_dir: RunsDirOpt = Path("runs")) -> None:
@@ -206,29 +215,35 @@ def report(dirs: Annotated[Optional[list[Path]], typer.Argument(help="run folder
 
     with exit_codes():
         dirs = list(dirs or [runs_dir])
+        if output is not None and output.is_dir():
+            raise SpecError(f"--output: {output} is a folder; name a file in it, e.g. {output / 'report.md'}")
+        if output is not None and output.parent.is_file():
+            raise SpecError(f"--output: {output.parent} is a file, not a folder")
         if output is not None and not output.parent.is_dir():
             raise SpecError(f"--output: folder {output.parent} does not exist")
+        if fmt is None:  # -o report.md writes Markdown (not the table under a .md name); unknown: the table
+            fmt = OUTPUT_FORMATS.get(output.suffix.lower(), Format.table) if output is not None else Format.table
         if fmt == Format.html and output is None and stdout_is_terminal():
             raise SpecError("--format html: the page embeds its plots; write it to a file with "
                             "--output report.html (or redirect: > report.html)")
-        text = rep.render(dirs, fmt.value, f"noisecli report: {', '.join(map(str, dirs))}")
+        text = rep.render(dirs, fmt.value, f"noisecli report: {', '.join(map(str, dirs))}",
+                          warn=lambda line: say_once(f"warning: {line}"))
         if not isinstance(text, str):  # a rich renderable
             from rich.console import Console
 
-            console = Console(width=160, record=output is not None) if output or not Console().is_terminal \
-                else Console()
             if output is None:
-                console.print(text)
+                (Console() if Console().is_terminal else Console(width=160)).print(text)
                 return
-            with console.capture():
-                console.print(text)
-            text = console.export_text()
+            text = rep.plain_text(text)
         if output is None:
             print(text, end="")
         else:
             from noisecli.runs import atomic_write
 
-            atomic_write(output, text)
+            try:
+                atomic_write(output, text)
+            except OSError as e:  # read-only folder, no space: one line naming the file, as for any unusable path
+                raise SpecError(f"--output: cannot write {output} ({e.strerror or e})") from None
             print(f"wrote {output}")
 
 

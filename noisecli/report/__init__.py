@@ -6,14 +6,17 @@ the baseline, intervals, Holm-adjusted p values) and `render` (table, md, csv, j
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
+from noisecli.errors import SpecError
 from noisecli.report.load import Config, Run, find_runs, group
 from noisecli.report.page import render_html
-from noisecli.report.render import render_csv, render_json, render_markdown, render_single, rich_table
+from noisecli.report.render import (plain_text, render_csv, render_json, render_markdown, render_single,
+                                    rich_table)
 from noisecli.report.stats import ALPHA, Comparison, analyze, delta_ci, holm, t975
 
 __all__ = ["ALPHA", "Comparison", "Config", "Run", "analyze", "build", "delta_ci", "find_runs", "group", "holm",
-           "render", "t975"]
+           "plain_text", "render", "t975"]
 
 
 def build(dirs: list[Path]) -> tuple[list[Config], list[Run]]:
@@ -24,12 +27,23 @@ def build(dirs: list[Path]) -> tuple[list[Config], list[Run]]:
     return configs, runs
 
 
-def render(dirs: list[Path], fmt: str, title: str):
+def render(dirs: list[Path], fmt: str, title: str, warn: Callable[[str], None] = lambda line: None):
     """The report in `fmt` (table | md | csv | json | html): a string, or a rich renderable for
-    `table`. One run folder alone gets its per-evaluation table instead (html compares runs)."""
+    `table`. One run folder alone gets its per-evaluation table instead (html compares runs).
+
+    A run folder that cannot be read is skipped with one `warn` line naming the file and why (and
+    listed in the report); when every folder found is unreadable there is nothing to report: bad input."""
+    runs = find_runs(dirs)
     if len(dirs) == 1 and (Path(dirs[0]) / "status.json").exists() and fmt != "html":
-        return render_single(find_runs(dirs)[0], fmt)
-    configs, runs = build(dirs)
+        return render_single(runs[0], fmt)
+    unreadable = [r for r in runs if r.state == "unreadable"]
+    for r in unreadable:
+        warn(f"report: skipped {r.error}")  # the error names the file, in the run's folder
+    if len(unreadable) == len(runs):
+        raise SpecError(f"report: nothing to report: the {len(runs)} run folder{'s' if len(runs) > 1 else ''} "
+                        f"under {', '.join(map(str, dirs))} {'are all' if len(runs) > 1 else 'is'} unreadable")
+    configs = group(runs)
+    analyze(configs)
     if fmt == "table":
         return rich_table(configs, runs)
     if fmt == "md":

@@ -3,11 +3,18 @@
 Runs that differ only by seed form a configuration (the key is `spec.canonical` without the
 seed); within a configuration each seed counts once. Runs that are not completed are kept,
 with their state, to be listed, never averaged.
+
+A folder that cannot be read (a damaged or foreign status.json, metrics.jsonl or spec.yaml) is
+an 'unreadable' run naming the file and why, never a failed report. A completed run with a NaN
+or inf loss is 'not finite': listed, not averaged, and counted with its configuration's
+diverged runs (`Config.diverged`), so that a noise that blows up two seeds of three is not
+judged on the one that survived.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,22 +47,120 @@ class Run:
         return min(r["val_loss"] for r in self.rows)
 
 
+NOT_FINITE = "not finite"  # a completed run with a NaN or inf loss
+SET_ASIDE = ("diverged", NOT_FINITE)  # runs of a configuration that count against it, not in its means
+
+
 def _read_run(path: Path) -> Run:
-    """One run folder, read through RunFolder; a damaged file makes the run 'unreadable' with
-    the reason, not a failed report."""
+    """One run folder, read through RunFolder; a damaged or foreign file makes the run
+    'unreadable' with the file and the reason, not a failed report."""
     folder = RunFolder(path)
     try:
         status = folder.read_status()
+    except BadInput as e:
+        return _unreadable(path, e.problems[0])
+    try:
         rows = folder.read_metrics()
     except BadInput as e:
-        return Run(path, "unreadable", {}, [], e.problems[0])
+        return _unreadable(path, e.problems[0])
+    except (OSError, ValueError) as e:  # not UTF-8, or a folder where the file should be
+        return _unreadable(path, f"{path / 'metrics.jsonl'}: unreadable ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0][:120]})")
     spec = read_saved_spec(path / "spec.yaml")
     if spec is None:
-        return Run(path, "unreadable", {}, [], f"{path / 'spec.yaml'}: missing or unreadable")
-    state = status.get("state", "unknown")
+        return _unreadable(path, f"{path / 'spec.yaml'}: missing or unreadable")
+    bad = _spec_problem(spec)
+    if bad:
+        return _unreadable(path, f"{path / 'spec.yaml'}: not a noisecli spec ({bad})")
+    state, error = status.get("state", "unknown"), status.get("error")
+    error = None if error is None else str(error)
     if state == "completed" and not rows:
-        state, status["error"] = "unreadable", "completed but metrics.jsonl is empty"
-    return Run(path, state, spec, rows, status.get("error"), str(status.get("updated", "")))
+        return _unreadable(path, f"{path / 'metrics.jsonl'}: missing or empty, though status.json says "
+                                 "completed; rerun `noisecli train` on this run to rewrite it")
+    if state == "completed" and _is_int(status.get("step")) and rows[-1].get("step") != status["step"]:
+        return _unreadable(path, f"{path / 'metrics.jsonl'}: ends at step {rows[-1].get('step')} but the run "
+                                 f"completed at step {status['step']}: cut short; rerun `noisecli train` on this "
+                                 "run to rebuild it from the checkpoint")
+    bad = _rows_problem(rows, averaged=state == "completed")
+    if bad:
+        return _unreadable(path, f"{path / 'metrics.jsonl'}:{bad}")
+    bad = _non_finite(rows) if state == "completed" else ""
+    if bad:
+        state, error = NOT_FINITE, f"{bad}; not averaged"
+    return Run(path, state, spec, rows, error, str(status.get("updated", "")))
+
+
+def _unreadable(path: Path, why: str) -> Run:
+    return Run(path, "unreadable", {}, [], why)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _spec_problem(spec: dict) -> str:
+    """What in a saved spec the report cannot group by (a foreign or hand-broken spec.yaml), or ''.
+    Only what grouping reads is checked: the seed and each noise entry's kind and factor."""
+    seed = spec.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        return f"seed {seed!r} is not an integer"
+    noise = spec.get("noise", {"kind": "none"})
+    entries = noise if isinstance(noise, list) and noise else [noise]
+    for i, e in enumerate(entries):
+        where = f"noise.{i}" if isinstance(noise, list) else "noise"
+        if not isinstance(e, dict):
+            return f"{where} {e!r} is not a mapping"
+        if not isinstance(e.get("kind", "none"), str):
+            return f"{where}.kind {e.get('kind')!r} is not a name"
+        factor = e.get("factor", 0.0)
+        if not _is_number(factor) and not _numeric_text(factor):  # "1e-4": YAML 1.1 reads it as a string
+            return f"{where}.factor {factor!r} is not a number"
+    return ""
+
+
+def _numeric_text(v: Any) -> bool:
+    try:
+        return isinstance(v, str) and math.isfinite(float(v))
+    except ValueError:
+        return False
+
+
+# what the statistics and the plots read from a completed run: val_loss of every row (best val, the
+# curves), the last row's clean train loss (the gap) and val_acc where it was recorded
+def _rows_problem(rows: list[dict], averaged: bool) -> str:
+    """'LINE: why' for the first row the report cannot use (any run's rows are listed one by one;
+    an `averaged` run's also feed the statistics), or ''."""
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            return f"{i}: not a row (a {type(row).__name__})"
+        if not averaged:
+            continue
+        if not isinstance(row.get("step"), int) or isinstance(row.get("step"), bool):
+            return f"{i}: step is {row.get('step')!r}, not an integer"
+        keys = ("val_loss", "clean_train_loss") if i == len(rows) else ("val_loss",)
+        for key in keys:
+            if key not in row:
+                return f"{i}: no {key}"
+            if not _is_number(row[key]):
+                return f"{i}: {key} is {row[key]!r}, not a number"
+        if i == len(rows) and "val_acc" in row and not _is_number(row["val_acc"]):
+            return f"{i}: val_acc is {row['val_acc']!r}, not a number"
+    return ""
+
+
+def _non_finite(rows: list[dict]) -> str:
+    """'KEY is nan at step N' for the first NaN or inf the statistics would read, or ''."""
+    last = rows[-1]
+    checks = [(r, "val_loss") for r in rows] + [(last, "clean_train_loss")] + \
+             ([(last, "val_acc")] if "val_acc" in last else [])
+    for row, key in checks:
+        if not math.isfinite(row[key]):
+            return f"{key} is {row[key]} at step {row.get('step', '?')}"
+    return ""
 
 
 def find_runs(dirs: list[Path]) -> list[Run]:
@@ -99,6 +204,7 @@ class Config:
     runs: list[Run]
     extra: str = ""
     stats: dict[str, Any] = field(default_factory=dict)
+    diverged: list[Run] = field(default_factory=list)  # its runs that diverged or ended non-finite, one per seed
 
     @property
     def label(self) -> str:
@@ -116,10 +222,12 @@ def config_keys(spec: dict) -> tuple[str, str]:
 def group(runs: list[Run]) -> list[Config]:
     """Completed runs grouped into configurations. Within a configuration each seed counts once:
     a copied run folder, or the same settings and seed trained under two names, would otherwise
-    count twice and shrink the spread; the newer run is kept and the other marked 'duplicate'."""
+    count twice and shrink the spread; the newer run is kept and the other marked 'duplicate'.
+    Runs that diverged or ended non-finite join their configuration's `diverged`, not its runs
+    (a configuration may then have no runs at all: every seed blew up)."""
     configs: dict[str, Config] = {}
     for run in runs:
-        if run.state != "completed":
+        if run.state != "completed" and run.state not in SET_ASIDE:
             continue
         key, base = config_keys(run.spec)
         if key not in configs:
@@ -134,7 +242,9 @@ def group(runs: list[Run]) -> list[Config]:
                 older = by_seed[run.seed]
                 older.state, older.error = "duplicate", f"seed {run.seed} of {c.label} again; {run.path} is newer and counted"
             by_seed[run.seed] = run
-        c.runs = sorted(by_seed.values(), key=lambda r: r.seed)
+        kept = sorted(by_seed.values(), key=lambda r: r.seed)
+        c.runs = [r for r in kept if r.state == "completed"]
+        c.diverged = [r for r in kept if r.state != "completed"]
     return sorted(out, key=lambda c: (c.extra, c.noise != "none", c.noise, factor_value(c.factor)))
 
 

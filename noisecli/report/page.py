@@ -33,12 +33,20 @@ def colours(configs: list[Config]) -> dict[str, str]:
 
 
 def _panels(configs: list[Config]) -> dict[str, list[Config]]:
-    """The noisy configurations grouped by kind (and by what else differs), in table order."""
+    """The noisy configurations grouped by kind (and by what else differs), in table order; one
+    with no runs (every seed diverged) has nothing to plot, and stays a table row."""
     panels: dict[str, list[Config]] = {}
     for c in configs:
-        if c.noise != "none" and not c.stats.get("baseline"):
-            panels.setdefault(c.noise + (f" ({c.extra})" if c.extra and "noise." not in c.extra else ""), []).append(c)
+        if c.noise != "none" and not c.stats.get("baseline") and c.runs:
+            title = c.noise + (f" ({c.extra})" if c.extra and "noise." not in c.extra else "")
+            panels.setdefault(_plain(title), []).append(c)
     return panels
+
+
+def _plain(text: str) -> str:
+    """Text from run folders as matplotlib should draw it: a `$` would start mathtext (and a
+    malformed formula raises when the figure is drawn)."""
+    return text.replace("$", r"\$")
 
 
 def _baseline_for(c: Config, configs: list[Config]) -> Config | None:
@@ -122,7 +130,7 @@ def _curves_figure(plt, panels: dict[str, list[Config]], configs: list[Config]) 
         base = _baseline_for(cs[0], configs)
         for c in ([base] if base is not None else []) + cs:
             steps, mean, std = _mean_curve(c, "val_loss")
-            ax.plot(steps, mean, color=colour[c.key], linewidth=1.4, label=_short_label(c))
+            ax.plot(steps, mean, color=colour[c.key], linewidth=1.4, label=_plain(_short_label(c)))
             ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
                             color=colour[c.key], alpha=0.15, linewidth=0)
             values += mean[len(mean) // 4:]  # the first quarter's descent would squeeze what matters

@@ -5,20 +5,55 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from html import escape
 from typing import Any
 
 from noisecli.errors import SpecError
 from noisecli.report.load import Config, Run
 
-CSV_COLUMNS = ["noise", "factor", "n", "val_loss_mean", "val_loss_std", "best_val_loss_mean", "best_val_loss_std",
-               "clean_train_loss_mean", "gap_mean", "val_acc_mean", "delta_vs_none", "delta_ci_low",
-               "delta_ci_high", "paired", "p_value", "p_adjusted", "significant", "delta_best_vs_none",
+CSV_COLUMNS = ["noise", "factor", "n", "n_diverged", "val_loss_mean", "val_loss_std", "best_val_loss_mean",
+               "best_val_loss_std", "clean_train_loss_mean", "gap_mean", "val_acc_mean", "delta_vs_none",
+               "delta_ci_low", "delta_ci_high", "paired", "p_value", "p_adjusted", "significant", "delta_best_vs_none",
                "delta_best_ci_low", "delta_best_ci_high", "best_p_value", "best_p_adjusted", "best_significant",
                "best_in_kind", "best_overall", "config"]
+
+# the columns whose text comes from run folders (spec values), not from the statistics
+FOLDER_TEXT_COLUMNS = ("noise", "factor", "config")
+
+
+def _finite_or_none(v: Any) -> Any:
+    """NaN and inf as None, in lists and mappings too: JSON has no NaN (Python writes a bare `NaN`
+    that strict parsers reject) and CSV readers read an empty cell as missing."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite_or_none(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite_or_none(x) for x in v]
+    return v
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|])")
+
+
+def md_escape(text: Any) -> str:
+    """Text from run folders (names, spec values, error messages) made inert in Markdown: raw HTML
+    escaped as the html page escapes it, and the characters that would start emphasis, code or a
+    link, or split a table cell, backslash-escaped; line breaks become spaces (a table row is one line)."""
+    text = " ".join(str(text).splitlines())
+    return _MD_SPECIAL.sub(r"\\\1", escape(text, quote=False))
+
+
 def _f(v: Any, fmt: str = ".4f") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     return format(v, fmt)
+
+
+def _n_text(s: dict) -> str:
+    """Runs averaged, and those of the same configuration that diverged or ended non-finite."""
+    return f"{s['n']} (+{s['n_diverged']} diverged)" if s.get("n_diverged") else str(s["n"])
 
 
 def _pm(mean: float, std: float) -> str:
@@ -45,7 +80,7 @@ def table_rows(configs: list[Config]) -> tuple[list[str], list[list[str]]]:
         s = c.stats
         mark = "overall" if s["best_overall"] else ("kind" if s["best_in_kind"] else "")
         rows.append([c.noise, c.factor or "-"] + ([c.extra] if has_extra else []) +
-                    [str(s["n"]), _pm(s["val_loss_mean"], s["val_loss_std"]),
+                    [_n_text(s), _pm(s["val_loss_mean"], s["val_loss_std"]),
                      _pm(s["best_val_loss_mean"], s["best_val_loss_std"]), _f(s["clean_train_loss_mean"]),
                      _f(s["gap_mean"], "+.4f")] + ([_f(s["val_acc_mean"], ".3f")] if has_acc else []) +
                     [_delta_text(s), _delta_text(s, best=True), mark])
@@ -70,23 +105,29 @@ LEGEND = ("val loss: final validation loss, mean ± std over seeds (each seed co
           "0.05 (so an interval may exclude 0 without a star when many configurations are compared). "
           "Δ best val: the same for each run's best val loss, which says whether the noise reached a better "
           "optimum or only held on to one longer (what early stopping also buys). "
-          "best: lowest mean val loss overall, or for its noise kind.")
+          "best: lowest mean val loss overall, or for its noise kind. "
+          "n: the runs averaged; (+k diverged): runs of the same configuration that diverged or recorded a "
+          "NaN or inf loss, not averaged and listed below.")
 
 
 def render_markdown(configs: list[Config], runs: list[Run]) -> str:
     header, rows = table_rows(configs)
+    from_folders = {i for i, h in enumerate(header) if h in FOLDER_TEXT_COLUMNS}
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for c, r in zip(configs, rows):
         cells = []
-        for x in r:
+        for i, x in enumerate(r):
+            if i in from_folders:
+                cells.append(f"**{md_escape(x)}**" if c.stats["best_overall"] else md_escape(x))
+                continue
             star = x.endswith(" *")  # escaped and outside the bold: `***` is not read as the star by CommonMark
             x = x.removesuffix(" *")
             cells.append((f"**{x}**" if c.stats["best_overall"] and x else x) + (" \\*" if star else ""))
         lines.append("| " + " | ".join(cells) + " |")
     out = "\n".join(lines) + "\n\n" + LEGEND + "\n"
-    excluded = excluded_lines(runs)
+    excluded = excluded_lines(runs)  # paths and error texts: escaped as the html page escapes them
     if excluded:
-        out += "\nNot in the statistics:\n" + "".join(f"- {line}\n" for line in excluded)
+        out += "\nNot in the statistics:\n" + "".join(f"- {md_escape(line)}\n" for line in excluded)
     return out
 
 
@@ -99,8 +140,7 @@ def render_csv(configs: list[Config]) -> str:
     w.writerow(CSV_COLUMNS)
     for c in configs:
         s = {**c.stats, "noise": c.noise, "factor": c.factor, "config": c.extra}
-        w.writerow(["" if s[k] is None or (isinstance(s[k], float) and math.isnan(s[k])) else s[k]
-                    for k in CSV_COLUMNS])
+        w.writerow(["" if _finite_or_none(s[k]) is None else s[k] for k in CSV_COLUMNS])
     return buf.getvalue()
 
 
@@ -113,18 +153,14 @@ def _factor_json(text: str):
 
 
 def render_json(configs: list[Config], runs: list[Run]) -> str:
-    def clean(v):
-        return None if isinstance(v, float) and math.isnan(v) else v
-
-    return json.dumps({
-        "configs": [{"noise": c.noise, "factor": _factor_json(c.factor), "config": c.extra,
-                     **{k: clean(v) for k, v in c.stats.items()},
+    return json.dumps(_finite_or_none({
+        "configs": [{"noise": c.noise, "factor": _factor_json(c.factor), "config": c.extra, **c.stats,
                      "runs": [{"path": str(r.path), "seed": r.seed, "val_loss": r.final["val_loss"],
                                "best_val_loss": r.best_val} for r in c.runs]} for c in configs],
         "excluded": [{"path": str(r.path), "state": r.state, "error": r.error} for r in runs
                      if r.state != "completed"],
         "duplicates": sum(r.state == "duplicate" for r in runs),
-    }, indent=2) + "\n"
+    }), indent=2, allow_nan=False) + "\n"
 
 
 def rich_table(configs: list[Config], runs: list[Run]):
@@ -140,12 +176,25 @@ def rich_table(configs: list[Config], runs: list[Run]):
     for c, r in zip(configs, rows):
         style = "bold green" if c.stats["best_overall"] else ("bold" if c.stats["best_in_kind"] else None)
         r = [x.replace(" [", "\n[") if i in deltas else x for i, x in enumerate(r)]  # narrow: CI below
-        table.add_row(*r, style=style)
+        table.add_row(*map(Text, r), style=style)  # Text: a plain str is read as rich markup ("[/x]" raises)
     parts = [table, Text(LEGEND, style="dim")]
     excluded = excluded_lines(runs)
     if excluded:
         parts.append(Text("Not in the statistics:\n" + "\n".join("  " + e for e in excluded)))
     return Group(*parts)
+
+
+def plain_text(renderable, width: int = 160) -> str:
+    """A rich renderable as the plain text a file gets (no colours, no terminal codes). Rendered
+    into its own buffer: printing inside `console.capture()` and then `export_text()` records
+    nothing, which wrote an empty report file."""
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    Console(file=buf, width=width, color_system=None, force_terminal=False).print(renderable)
+    return buf.getvalue()
 
 
 def render_single(run: Run, fmt: str):
@@ -156,7 +205,8 @@ def render_single(run: Run, fmt: str):
         raise SpecError(f"report: {run.path}: unreadable run ({run.error})")
     status = f"{run.path}: {run.state}{' (' + run.error + ')' if run.error else ''}"
     if fmt == "json":
-        return json.dumps({"path": str(run.path), "state": run.state, "rows": run.rows}, indent=2) + "\n"
+        return json.dumps(_finite_or_none({"path": str(run.path), "state": run.state, "rows": run.rows}), indent=2,
+                          allow_nan=False) + "\n"
     if fmt == "csv":
         import csv
         import io
@@ -169,8 +219,10 @@ def render_single(run: Run, fmt: str):
         return buf.getvalue()
     if fmt == "md":
         cols = list(dict.fromkeys(k for r in run.rows for k in r))
-        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        lines += ["| " + " | ".join(_f(r.get(c), ".4g") if isinstance(r.get(c), float) else str(r.get(c, "-"))
-                                    for c in cols) + " |" for r in run.rows]
-        return status + "\n\n" + "\n".join(lines) + "\n"
-    return metrics_table(run.rows, title=status)
+        lines = ["| " + " | ".join(map(md_escape, cols)) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(_f(r.get(c), ".4g") if isinstance(r.get(c), float)
+                                    else md_escape(r.get(c, "-")) for c in cols) + " |" for r in run.rows]
+        return md_escape(status) + "\n\n" + "\n".join(lines) + "\n"
+    from rich.text import Text
+
+    return metrics_table(run.rows, title=Text(status))  # the path and the error as written, not as markup

@@ -5,6 +5,10 @@ else one at factor 0): the difference of mean final val loss, and of mean best v
 with a plain 95 % t-interval, paired by seed where both have the same seeds, Welch's
 otherwise, and the p of the same test. p values are Holm-adjusted over the comparisons
 against one baseline; a comparison is significant where the adjusted p is below ALPHA.
+
+Only completed runs with finite losses are averaged (load sets the others aside); a
+configuration whose every run diverged has n = 0, NaN means and no comparison, and is never
+a baseline or the best.
 """
 
 from __future__ import annotations
@@ -55,7 +59,10 @@ class Comparison:
 
 
 def delta_ci(cfg: dict[int, float], none: dict[int, float]) -> Comparison:
-    """cfg minus none in mean value, keyed by seed."""
+    """cfg minus none in mean value, keyed by seed. Paired only where both have exactly the same
+    seeds: pairing the shared seeds of partly overlapping sets would silently drop the others."""
+    if not cfg or not none:
+        return Comparison(math.nan, math.nan, math.nan, False, math.nan)
     common = sorted(set(cfg) & set(none))
     if len(common) >= 2 and len(common) == len(cfg) == len(none):
         diffs = [cfg[s] - none[s] for s in common]
@@ -95,7 +102,7 @@ def analyze(configs: list[Config]) -> None:
     baselines = _baselines(configs)
     for c in configs:
         none = baselines.get(c.base)
-        if none is not None and none is not c:
+        if none is not None and none is not c and c.runs:
             c.stats.update(_comparisons(c, none))
     # Holm within each baseline's family of comparisons, separately for final and best val loss:
     # a grid of 28 configurations at 95 % would otherwise star about 1.4 of them by chance
@@ -115,8 +122,8 @@ def _summary(c: Config) -> dict:
     bm, bs = _mean_std([r.best_val for r in c.runs])
     accs = [r["val_acc"] for r in finals if "val_acc" in r]
     return {
-        "n": len(c.runs), "val_loss_mean": vm, "val_loss_std": vs, "best_val_loss_mean": bm,
-        "best_val_loss_std": bs,
+        "n": len(c.runs), "n_diverged": len(c.diverged), "val_loss_mean": vm, "val_loss_std": vs,
+        "best_val_loss_mean": bm, "best_val_loss_std": bs,
         "clean_train_loss_mean": _mean_std([r["clean_train_loss"] for r in finals])[0],
         "gap_mean": _mean_std([r["val_loss"] - r["clean_train_loss"] for r in finals])[0],
         "val_acc_mean": _mean_std(accs)[0] if accs else None,
@@ -130,10 +137,12 @@ def _summary(c: Config) -> dict:
 
 def _baselines(configs: list[Config]) -> dict[str, Config]:
     """The baseline of each base: its `none` configuration, else one whose factors are all 0 (a
-    kind at factor 0 trains bitwise like `none`, so a grid of factors 0, 0.1, ... has one)."""
-    baselines = {c.base: c for c in configs if c.noise == "none"}
+    kind at factor 0 trains bitwise like `none`, so a grid of factors 0, 0.1, ... has one). Every
+    factor of a list of kinds must be 0: `input+weight 0/0.1` still trains with weight noise. A
+    configuration with no runs (every seed diverged) has nothing to compare with."""
+    baselines = {c.base: c for c in configs if c.noise == "none" and c.runs}
     for c in configs:
-        if c.base not in baselines and c.factor and all(factor_is_zero(f) for f in c.factor.split("/")):
+        if c.base not in baselines and c.runs and c.factor and all(factor_is_zero(f) for f in c.factor.split("/")):
             baselines[c.base] = c
     for c in baselines.values():
         c.stats["baseline"] = True
@@ -151,6 +160,7 @@ def _comparisons(c: Config, none: Config) -> dict:
 
 
 def _mark_best(configs: list[Config]) -> None:
+    configs = [c for c in configs if not math.isnan(c.stats["val_loss_mean"])]  # no runs: not a candidate
     best_kind: dict[str, Config] = {}
     for c in configs:
         if c.noise not in best_kind or c.stats["val_loss_mean"] < best_kind[c.noise].stats["val_loss_mean"]:
