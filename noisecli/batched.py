@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import functools
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -37,7 +37,7 @@ from noisecli.noise.base import Noise
 from noisecli.noise.embedding import EmbeddingNoise, input_embedding
 from noisecli.signals import StopRequest
 from noisecli.spec import Spec
-from noisecli.sweep_run import Outcome, PointDisplay
+from noisecli.sweep_run import Outcome, PointDisplay, os_error_line, point_threads
 from noisecli.trainer import Trainer, loss_fn, lr_at
 
 
@@ -372,13 +372,58 @@ class BatchedTrainer:
                 self.outcomes.append(Outcome(m.spec.name, "completed", "", m.rows[-1]["val_loss"], m.best_val))
 
 
+def _rewind(m: Trainer, step: int) -> bool:
+    """Bring member `m`, one save ahead of the rest of its stack, back to `step`, the state its
+    previous save holds (prev.pt; at step 0, the fresh start); False where no save holds it.
+
+    A stack's members save one after another at each evaluation, so a kill in between leaves
+    some a save ahead. Trained on as two stacks they would not be bitwise what the whole stack
+    gives (a member's arithmetic depends on the stack's size: (K, ...) matmuls), so the ones
+    ahead go back one save (retraining at most one evaluation interval) and the stack resumes whole."""
+    prev = m.run.ckpt_dir / "prev.pt"
+    if step == 0:
+        if prev.exists() or m.step > m.eval_every:  # more than the one save a kill can leave
+            return False
+        tracked = m.step_losses is not None
+        m.setup()  # what a fresh open gives
+        m.step_losses = [] if tracked else None
+    else:
+        try:
+            state = torch.load(prev, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - none, or damaged: it trains on from where it is
+            return False
+        if not isinstance(state, dict) or state.get("step") != step:
+            return False
+        m._load_state(state)
+    m.run.write_metrics(m.rows)
+    m.run.write_status(step=m.step, epoch=m.epoch, best_val_loss=None if not m.rows else m.best_val,
+                       val_loss=m.rows[-1]["val_loss"] if m.rows else None)
+    return True
+
+
+def _rejoin(opened: list[Trainer], last: Trainer | None) -> None:
+    """Members of one stack found at different steps: those its lagging members can be rejoined
+    with (`_rewind`) are brought back to the earliest step; the others train on as their own
+    stack. Torch's global generator is left as opening them in turn leaves it (`last` opened last)."""
+    if len({m.step for m in opened}) < 2:
+        return
+    target = min(m.step for m in opened)
+    rng = torch.get_rng_state()
+    for m in opened:
+        if m.step > target and _rewind(m, target) and m is last:
+            rng = torch.get_rng_state()
+    torch.set_rng_state(rng)
+
+
 def train_group(specs: list[Spec], runs_dir: Path, report: Callable[[str, int, int], None],
-                stop: StopRequest | None = None) -> list[Outcome]:
+                stop: StopRequest | None = None, threads: int | None = None) -> list[Outcome]:
     """Open every member's run as `train` would (skip, resume, refuse), then train those at the
-    same step as one stack (members resumed at different steps form separate stacks)."""
+    same step as one stack (members resumed at different steps form separate stacks, except the
+    ones a kill between the members' saves left one save ahead: they rejoin, see `_rewind`)."""
     stop = stop or StopRequest()
     outcomes: list[Outcome] = []
     trainers: list[Trainer] = []
+    opened: list[Trainer] = []
     ready: dict[int, list[Trainer]] = {}
     try:
         for spec in specs:
@@ -397,12 +442,19 @@ def train_group(specs: list[Spec], runs_dir: Path, report: Callable[[str, int, i
             except BadInput as e:
                 outcomes.append(Outcome(spec.name, "failed", "; ".join(e.problems)))
                 continue
-            ready.setdefault(trainer.step, []).append(trainer)
-        for same_step in ready.values():
-            if stop.requested:
-                outcomes += [Outcome(t.spec.name, "interrupted", "not started") for t in same_step]
+            except OSError as e:  # its run folder could not be written (a full disk)
+                outcomes.append(Outcome(spec.name, "failed", os_error_line(e)))
                 continue
-            outcomes += BatchedTrainer(same_step, stop).train()
+            opened.append(trainer)
+        _rejoin(opened, trainers[-1] if trainers else None)
+        for trainer in opened:
+            ready.setdefault(trainer.step, []).append(trainer)
+        with point_threads(opened, threads) if opened else nullcontext():
+            for same_step in ready.values():
+                if stop.requested:
+                    outcomes += [Outcome(t.spec.name, "interrupted", "not started") for t in same_step]
+                    continue
+                outcomes += BatchedTrainer(same_step, stop).train()
     finally:
         for trainer in trainers:
             trainer.close()

@@ -187,6 +187,17 @@ class ClusterRunner:
         try:
             result = job.result()
         except Exception as e:  # noqa: BLE001 - the job failed outside train_point (killed, out of memory)
-            first = str(e).strip().splitlines()
-            return Outcome(name, "failed", f"job {job.job_id}: {first[-1][:200] if first else type(e).__name__}")
-        return Outcome(**result)
+            first = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+            return Outcome(name, "failed", f"job {job.job_id}: {first[-1][:200] if first else type(e).__name__} "
+                           f"(log: {job_log(job)})")
+        outcome = Outcome(**result)
+        if outcome.state == "failed":  # what the point printed around its failure is in the job's log
+            outcome.message = f"{outcome.message} (job log: {job_log(job)})"
+        return outcome
+
+
+def job_log(job) -> Path:
+    """The job's submitit log of stderr (its traceback, if it died), or of stdout where that is the
+    one it wrote."""
+    err, out = Path(job.paths.stderr), Path(job.paths.stdout)
+    return out if not err.exists() and out.exists() else err

@@ -72,8 +72,34 @@ class PointDisplay:
         pass
 
 
+def os_error_line(e: OSError) -> str:
+    """A full disk or a read-only folder as one line that names the file."""
+    return f"cannot write {e.filename}: {e.strerror or e}" if e.filename else f"cannot write the run folder: {e}"
+
+
+@contextmanager
+def point_threads(trainers: list, planned: int | None) -> Iterator[int]:
+    """Train with the number of torch threads the points started with (recorded in their
+    status.json as `threads`), else `planned` (a worker's share of the cores, fixed by the
+    sweep's plan), else this process's; restored after. CPU kernels split their sums by
+    thread, so a point resumed with another count would not be bitwise the uninterrupted one."""
+    import torch
+
+    before = torch.get_num_threads()
+    recorded = [t.run.read_status_quiet().get("threads") for t in trainers]
+    n = next((r for r in recorded if isinstance(r, int) and not isinstance(r, bool) and r > 0), None)
+    torch.set_num_threads(n or planned or before)
+    n = torch.get_num_threads()
+    try:
+        for t in trainers:
+            t.run.write_status(threads=n)
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
 def train_point(spec: Spec, runs_dir: Path, report: Callable[[str, int, int], None],
-                stop: StopRequest | None = None) -> Outcome:
+                stop: StopRequest | None = None, threads: int | None = None) -> Outcome:
     from noisecli.trainer import Trainer
 
     trainer = Trainer(spec, runs_dir, display=PointDisplay(report), stop=stop)
@@ -83,7 +109,8 @@ def train_point(spec: Spec, runs_dir: Path, report: Callable[[str, int, int], No
             status = trainer.run.read_status()
             return Outcome(spec.name, "skipped", "already completed", status.get("val_loss"),
                            status.get("best_val_loss"))
-        trainer.train()
+        with point_threads([trainer], threads):
+            trainer.train()
         return Outcome(spec.name, "completed", "", trainer.rows[-1]["val_loss"] if trainer.rows else None,
                        trainer.best_val if trainer.rows else None)
     except RunLocked as e:
@@ -94,18 +121,29 @@ def train_point(spec: Spec, runs_dir: Path, report: Callable[[str, int, int], No
         return Outcome(spec.name, trainer.run.read_status_quiet().get("state", "failed"), str(e))
     except BadInput as e:
         return Outcome(spec.name, "failed", "; ".join(e.problems))
+    except OSError as e:  # the run folder could not be written (a full disk): this point fails, in one line
+        return Outcome(spec.name, "failed", os_error_line(e))
     finally:
         trainer.close()
 
 
 def train_points(specs: list[Spec], runs_dir: Path, report: Callable[[str, int, int], None],
-                 stop: StopRequest | None = None) -> list[Outcome]:
-    """One point as `train` trains it, or a group of points as one stack (`sweep --batched`)."""
+                 stop: StopRequest | None = None, threads: int | None = None) -> list[Outcome]:
+    """One point as `train` trains it, or a group of points as one stack (`sweep --batched`);
+    `threads`: see `point_threads`."""
     if len(specs) == 1:
-        return [train_point(specs[0], runs_dir, report, stop)]
+        return [train_point(specs[0], runs_dir, report, stop, threads)]
     from noisecli.batched import train_group
 
-    return train_group(specs, runs_dir, report, stop)
+    return train_group(specs, runs_dir, report, stop, threads)
+
+
+def worker_threads(jobs: int, planned: int) -> int:
+    """Each worker's share of the cores (N workers x all cores each oversubscribes the CPU and
+    makes the sweep many times slower than running the points in turn). A function of the
+    command and the plan (`planned`: the groups of the points this command was given, done or
+    not), never of how many happen to be left, so a rerun trains a point as the first run did."""
+    return max(1, (os.cpu_count() or 1) // max(1, min(jobs, planned)))
 
 
 def _worker(payload: list[list[dict]], runs_dir: str, device: str | None, threads: int, tasks, results,
@@ -113,8 +151,6 @@ def _worker(payload: list[list[dict]], runs_dir: str, device: str | None, thread
     os.setpgrp()  # terminal signals go to the parent, which forwards one to each worker
     import torch
 
-    # each worker gets its share of the cores: N workers x all cores each oversubscribes
-    # the CPU and makes the sweep many times slower than running the points in turn
     torch.set_num_threads(threads)
     try:
         while True:
@@ -126,7 +162,12 @@ def _worker(payload: list[list[dict]], runs_dir: str, device: str | None, thread
                 if device:
                     spec.device = device
                 results.put(("start", spec.name, None))
-            outcomes = train_points(specs, Path(runs_dir), lambda n, d, t: progress.put((n, d, t)))
+            try:
+                outcomes = train_points(specs, Path(runs_dir), lambda n, d, t: progress.put((n, d, t)),
+                                        threads=threads)
+            except Exception as e:  # noqa: BLE001 - said for each point, not a worker dying without a word
+                why = f"{type(e).__name__}: {next(iter(str(e).splitlines()), '')[:200]}"
+                outcomes = [Outcome(spec.name, "failed", why) for spec in specs]
             for outcome in outcomes:
                 results.put(("done", outcome.name, outcome))
             if any(o.state == "interrupted" for o in outcomes):
@@ -141,9 +182,11 @@ class SweepRunner:
     running points save, the rest wait for the next run."""
 
     def __init__(self, points: list, runs_dir: Path, display, jobs: int = 1, devices: list[str] | None = None,
-                 fail_fast: bool = False, stop: StopRequest | None = None, groups: list[list] | None = None):
+                 fail_fast: bool = False, stop: StopRequest | None = None, groups: list[list] | None = None,
+                 planned: int | None = None):
         self.points, self.runs_dir, self.display = points, runs_dir, display
         self.groups = groups or [[p] for p in points]  # each group trains as one (sweep --batched)
+        self.planned = planned or len(self.groups)  # groups in the plan, done ones too (worker_threads)
         self.devices = devices or []
         self.jobs = max(jobs, len(self.devices) or 1)
         self.fail_fast = fail_fast
@@ -202,8 +245,7 @@ class SweepRunner:
         for i in range(len(self.groups)):
             tasks.put(i)
         n_workers = min(self.jobs, len(self.groups))
-        # each worker gets its share of the cores: N workers x all cores each oversubscribes the CPU
-        threads = max(1, (os.cpu_count() or 1) // n_workers)
+        threads = worker_threads(self.jobs, self.planned)
         workers = []
         for w in range(n_workers):
             device = self.devices[w % len(self.devices)] if self.devices else None
@@ -273,7 +315,6 @@ def run_sweep(plan, points: list, sweep_dir: Path, jobs: int, devices: list[str]
     import json
 
     from noisecli.display import SweepDisplay
-    from noisecli.runs import atomic_write
     from noisecli.sweep import check_existing
 
     check_existing(plan, sweep_dir)
@@ -285,8 +326,7 @@ def run_sweep(plan, points: list, sweep_dir: Path, jobs: int, devices: list[str]
                 resolve_device(device)
             except SpecError as e:
                 raise SpecError(f"--devices: {e.problems[0].removeprefix('device: ')}") from None
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(sweep_dir / "sweep.json", json.dumps(plan.to_dict(), indent=2, default=str) + "\n")
+    _write_plan(sweep_dir, json.dumps(plan.to_dict(), indent=2, default=str) + "\n")
     done = [_completed(p, sweep_dir) for p in points]  # known without a worker, a device or torch
     skipped = [o for o in done if o is not None]
     pending = [p for p, o in zip(points, done) if o is None]
@@ -299,14 +339,15 @@ def run_sweep(plan, points: list, sweep_dir: Path, jobs: int, devices: list[str]
 
         runner = ClusterRunner(pending, sweep_dir, display, cluster, plan.name, stop)
     else:
-        groups = None
+        groups, planned = None, len(points)
         if max_batch:
             from noisecli.sweep import form_groups
 
             groups, notes = form_groups(pending, max_batch)
             for note in notes:
                 display.note(note)
-        runner = SweepRunner(pending, sweep_dir, display, jobs, devices, fail_fast, stop, groups)
+            planned = len(form_groups(points, max_batch)[0])
+        runner = SweepRunner(pending, sweep_dir, display, jobs, devices, fail_fast, stop, groups, planned)
     with display:
         for outcome in skipped:
             display.finished(outcome)
@@ -317,6 +358,27 @@ def run_sweep(plan, points: list, sweep_dir: Path, jobs: int, devices: list[str]
         raise RunError(f"{len(failed)} of {len(points)} points failed: {', '.join(o.name for o in failed[:5])}"
                        f"{', ...' if len(failed) > 5 else ''}")
     return outcomes
+
+
+def _write_plan(sweep_dir: Path, text: str) -> None:
+    """The sweep's folder and its sweep.json, before any point runs. A runs folder that is a
+    file, read-only or full is bad input said in one line (exit 2), as `train` says it, and
+    leaves nothing behind: the folders this made are removed again."""
+    from noisecli.runs import atomic_write
+
+    made = [p for p in (sweep_dir, *sweep_dir.parents) if not p.exists()]  # innermost first
+    what, path = "create", sweep_dir
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        what, path = "write", sweep_dir / "sweep.json"
+        atomic_write(path, text)
+    except OSError as e:
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise SpecError(f"--runs-dir: cannot {what} {e.filename or path}: {e.strerror or e}") from None
 
 
 def _submit_only(plan, pending: list, skipped: list[Outcome], sweep_dir: Path, cluster, quiet: bool) -> list[Outcome]:

@@ -63,6 +63,31 @@ def test_two_processes_follow_the_trajectory_of_one(tmp_path, kind, base, factor
     assert not (tmp_path / "two" / "r" / ".lock").exists()
 
 
+def test_instruction_data_with_an_uneven_last_batch_follows_one_process(tmp_path):
+    """Padded instruction data whose last batch of an epoch has an odd number of rows (split 3 + 2
+    by the ranks), under NEFTune: each rank's noise is the rows of the global draw that rank holds
+    (World.rows, remainder included), and the loss is normalised by the global batch's response
+    tokens, not its padded positions; so 2 processes follow 1, evaluation by evaluation."""
+    from tests.test_sft import EXAMPLES, GPT
+
+    spec_dict = {"name": "r", "device": "cpu", "data": {"kind": "sft", "path": "instructions.jsonl"}, "model": GPT,
+                 "noise": {"kind": "embedding", "factor": 5.0}, "train": {"epochs": 2, "batch_size": 8, "lr": 3e-3}}
+    spec = write_spec(tmp_path, spec_dict)
+    for n in range(len(EXAMPLES), 40, -1):  # as many examples as leave an odd last batch
+        (tmp_path / "instructions.jsonl").write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES[:n]))
+        n_train = Trainer(load_spec(spec, []), tmp_path / "unused", quiet=True).setup().data.n_train
+        if n_train % 8 % 2:
+            break
+    assert n_train % 8 % 2 == 1 and n_train // 8 >= 2, n_train
+    two = torchrun(spec, "--runs-dir", "two", "--quiet", cwd=tmp_path)
+    assert two.returncode == 0, two.stderr[-2000:]
+    train_run(spec, tmp_path / "one")
+    assert_same_curves(metrics(tmp_path / "one" / "r"), metrics(tmp_path / "two" / "r"), rel=1e-4)
+    w1, w2 = weights(tmp_path / "one" / "r"), weights(tmp_path / "two" / "r")
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5)
+
+
 def test_per_rank_streams_are_reseeded_off_rank_zero_only(tmp_path):
     """Dropout and activation noise differ between ranks; the globally drawn kinds do not."""
     spec = load_spec(write_spec(tmp_path, {"name": "r", **TABLE, "model": {"kind": "mlp", "hidden": [32],
