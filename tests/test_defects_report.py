@@ -388,3 +388,20 @@ def test_output_format_follows_the_extension_and_the_table_is_never_empty(cli, s
     path = tmp_path / "explicit.md"  # an explicit --format wins over the extension
     code, _, _ = cli("report", small, "-f", "csv", "-o", path)
     assert code == 0 and path.read_text().startswith("noise,factor,")
+
+
+def test_a_completed_runs_metrics_cut_at_a_line_boundary_are_named_not_reported(cli, tmp_path):
+    """Before: metrics.jsonl cut at a line boundary made `report` print the final val loss of
+    an earlier evaluation as the run's, with no warning."""
+    import json
+
+    from tests.conftest import TINY, write_spec
+
+    spec = write_spec(tmp_path, {**TINY, "name": "cut"})
+    assert cli("train", spec, "--runs-dir", tmp_path / "runs", "-q")[0] == 0
+    metrics = tmp_path / "runs" / "cut" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines(keepends=True)
+    metrics.write_text("".join(lines[:-1]))
+    code, out, err = cli("report", tmp_path / "runs", "-f", "csv")
+    assert code == 2 and "metrics.jsonl: ends at step" in err and "cut short" in err, (out, err)
+    assert str(json.loads(lines[-2])["val_loss"])[:6] not in out
