@@ -31,13 +31,13 @@ import torch
 from torch.func import functional_call, vmap
 
 from noisecli.data import IGNORE
-from noisecli.errors import BadInput, Interrupted, RunError, RunLocked, SpecError
+from noisecli.errors import BadInput, RunError, RunLocked
 from noisecli.noise.activation import ActivationNoise
 from noisecli.noise.base import Noise
 from noisecli.noise.embedding import EmbeddingNoise, input_embedding
+from noisecli.points import Outcome, PointDisplay, os_error_line, point_threads
 from noisecli.signals import StopRequest
 from noisecli.spec import Spec
-from noisecli.sweep_run import Outcome, PointDisplay, os_error_line, point_threads
 from noisecli.trainer import Trainer, loss_fn, lr_at
 
 
@@ -142,7 +142,7 @@ class BatchedTrainer:
         """Stack the members' parameters, buffers and optimizer states; their parameters become
         views into the stack. Called again, without the diverged, when a member drops out."""
         self.members = members
-        K, lead, t = len(members), members[0], members[0].spec.train
+        lead, t = members[0], members[0].spec.train
         self.params = [dict(m.raw_model.named_parameters()) for m in members]
         self.P = {n: torch.stack([p[n].detach() for p in self.params]).requires_grad_() for n in self.names}
         for k, p in enumerate(self.params):

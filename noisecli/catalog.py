@@ -16,6 +16,8 @@ from typing import Any, Callable, Optional
 
 VECTOR, IMAGE, TOKENS = "vector", "image", "tokens"
 SCHEDULES = ("constant", "linear", "cosine")
+# output.tracker -> the package it needs (looked for by the spec loader, imported only by trackers.py)
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ def exit_codes():
             error(line)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:  # Ctrl-C before the loop took over signals (setup, imports)
-        from noisecli.display import say
+        from noisecli.display import say  # lazy: keeps --help fast
 
         say("interrupted: stopped before training began; nothing of a run was lost. Run the same command again")
         raise typer.Exit(130) from None
@@ -98,7 +98,7 @@ def train(spec: SpecArg, overrides: OverridesArg = None, runs_dir: RunsDirOpt = 
           restart: Annotated[bool, typer.Option("--restart", help="start over; the old run folder is moved "
                                                 "to <runs-dir>/.archive/")] = False) -> None:
     """Train one run; rerunning resumes it where it stopped."""
-    from noisecli.spec import load_spec
+    from noisecli.spec import load_spec  # lazy: keeps --help fast
 
     with exit_codes():
         resolved = load_spec(spec, list(overrides or []) + ([f"device={device}"] if device else []))
@@ -160,14 +160,15 @@ def sweep(spec: Annotated[Path, typer.Argument(help="a sweep spec, or a plain sp
           no_wait: Annotated[bool, typer.Option("--no-wait", help="submit, print the job ids and return")] = False,
           ) -> None:
     """Run every point of a grid of spec keys x seeds; rerunning skips finished points."""
-    from noisecli.cluster import cluster_options
-    from noisecli.sweep import load_plan, parse_devices, plan_text, shard_points, status_text
+    from noisecli.cluster import cluster_options  # lazy: keeps --help fast
+    from noisecli.sweep import parse_devices, plan_text, shard_points, status_text  # lazy: keeps --help fast
+    from noisecli.validate import checked_plan  # lazy: keeps --help fast
 
     with exit_codes():
         if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
             raise SpecError("sweep under torchrun: each point is its own job; run `torchrun ... -m noisecli "
                             "train SPEC` for one run on several processes, or --jobs/--devices for a sweep")
-        plan = load_plan(spec, grid, seeds, list(overrides or []) + ([f"device={device}"] if device else []), name)
+        plan = checked_plan(spec, grid, seeds, list(overrides or []) + ([f"device={device}"] if device else []), name)
         points = shard_points(plan.points, shard)
         device_list = parse_devices(devices)
         on_cluster = cluster_options(backend, cluster, partition, gpus_per_job, cpus_per_job, time_limit,
@@ -183,7 +184,7 @@ def sweep(spec: Annotated[Path, typer.Argument(help="a sweep spec, or a plain sp
         if status:
             print(status_text(plan, points, runs_dir / plan.name), end="")
             return
-        from noisecli.sweep_run import run_sweep
+        from noisecli.sweep_run import run_sweep  # lazy: keeps --help fast
 
         run_sweep(plan, points, runs_dir / plan.name, jobs, device_list, fail_fast, quiet, on_cluster, batch)
 
@@ -211,7 +212,7 @@ def report(dirs: Annotated[Optional[list[Path]], typer.Argument(help="run folder
                                                           show_default=False, metavar="FILE")] = None,
            runs_dir: RunsDirOpt = Path("runs")) -> None:
     """Compare runs: configurations over seeds, delta against no noise with a 95 % interval."""
-    from noisecli import report as rep
+    from noisecli import report as rep  # lazy: keeps --help fast
 
     with exit_codes():
         dirs = list(dirs or [runs_dir])
@@ -238,7 +239,7 @@ def report(dirs: Annotated[Optional[list[Path]], typer.Argument(help="run folder
         if output is None:
             print(text, end="")
         else:
-            from noisecli.runs import atomic_write
+            from noisecli.runs import atomic_write  # lazy: keeps --help fast
 
             try:
                 atomic_write(output, text)
@@ -266,7 +267,7 @@ def eval_(run_dir: Annotated[Path, typer.Argument(help="a run folder (runs/NAME)
           fmt: Annotated[EvalFormat, typer.Option("--format", "-f", help="table | json")] = EvalFormat.table,
           device: DeviceOpt = None, runs_dir: RunsDirOpt = Path("runs")) -> None:
     """Evaluate a saved checkpoint with every noise off, exactly as training evaluated it."""
-    from noisecli.evaluate import evaluate, render
+    from noisecli.evaluate import evaluate, render  # lazy: keeps --help fast
 
     with exit_codes():
         if not run_dir.exists() and (runs_dir / run_dir).is_dir():  # a name: runs/NAME
@@ -285,7 +286,7 @@ def validate(spec: SpecArg, overrides: OverridesArg = None,
              show: Annotated[bool, typer.Option("--show", help="print the resolved spec")] = False,
              quiet: QuietOpt = False) -> None:
     """Check a spec without training: exit 0 if valid, 2 with one line per problem if not."""
-    from noisecli.sweep import validate_file
+    from noisecli.validate import validate_file  # lazy: keeps --help fast
 
     with exit_codes():
         text = validate_file(spec, list(overrides or []), show)
@@ -298,11 +299,11 @@ def list_(what: Annotated[Optional[str], typer.Argument(help="models | datasets 
                                                          show_default=False,
                                                          metavar="[models|datasets|noise]")] = None) -> None:
     """What can be named in a spec, one line each."""
-    from noisecli.catalog import DATASETS, MODELS, NOISE
+    from noisecli.catalog import DATASETS, MODELS, NOISE  # lazy: keeps --help fast
 
     tables = {"datasets": DATASETS, "models": MODELS, "noise": NOISE}
     if what is not None and what not in tables:
-        from noisecli.spec import suggest
+        from noisecli.spec import suggest  # lazy: keeps --help fast
 
         error(f"list: unknown {what!r}{suggest(what, tables)}; choose models, datasets or noise")
         raise typer.Exit(2)

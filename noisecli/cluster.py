@@ -1,7 +1,7 @@
 """`sweep --backend submitit`: a sweep's pending points as one job array, through submitit
 (Slurm, or submitit's `local` and `debug` executors to try the same path on one machine).
 
-Each array task trains one point through `sweep_run.train_point`, the path `train` and the
+Each array task trains one point through `points.train_point`, the path `train` and the
 local backend use, so skip, lock, resume and changed-spec rules are the same everywhere.
 Preemption and time limits: submitit sends the job its preemption signal (SIGUSR2) ahead of
 the end; the point then finishes its step, saves like a Ctrl-C, and only then asks
@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from noisecli.errors import SpecError
+from noisecli.errors import Interrupted, SpecError
+from noisecli.jobs import read_jobs
+from noisecli.points import Outcome, train_point
+from noisecli.runs import RunFolder
+from noisecli.signals import StopRequest
+from noisecli.spec import spec_from_dict, spec_to_dict
 
 CLUSTERS = ("slurm", "local", "debug")
 
@@ -95,10 +100,6 @@ class PointJob:
     def __call__(self, payload: dict) -> dict:
         import submitit
 
-        from noisecli.signals import StopRequest
-        from noisecli.spec import spec_from_dict
-        from noisecli.sweep_run import train_point
-
         stop = StopRequest()
         preempt = submitit.JobEnvironment._usr_sig()  # the signal submitit's scheduler sends ahead of the end
         requeue = signal.getsignal(preempt)  # submitit's: checkpoint() below, then requeue and exit
@@ -119,8 +120,7 @@ def submit(points: list, sweep_dir: Path, plan_name: str, options: ClusterOption
     """Submit the points as one job array; the job ids are written to <sweep>/jobs.json."""
     import submitit
 
-    from noisecli.runs import atomic_write
-    from noisecli.spec import spec_to_dict
+    from noisecli.runs import atomic_write  # at call time: tests replace it to fill the disk
 
     executor = submitit.AutoExecutor(folder=sweep_dir / ".submitit", cluster=options.cluster)
     executor.update_parameters(**options.executor_parameters(plan_name))
@@ -131,14 +131,6 @@ def submit(points: list, sweep_dir: Path, plan_name: str, options: ClusterOption
                   for p, j in zip(points, jobs)})
     atomic_write(sweep_dir / "jobs.json", json.dumps(known, indent=2) + "\n")
     return jobs
-
-
-def read_jobs(sweep_dir: Path) -> dict[str, dict]:
-    try:
-        jobs = json.loads((sweep_dir / "jobs.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return jobs if isinstance(jobs, dict) else {}
 
 
 class ClusterRunner:
@@ -152,10 +144,6 @@ class ClusterRunner:
         self.outcomes: list = []
 
     def run(self) -> list:
-        from noisecli.errors import Interrupted
-        from noisecli.runs import RunFolder
-        from noisecli.sweep_run import Outcome
-
         if not self.points:
             return self.outcomes
         jobs = submit(self.points, self.sweep_dir, self.plan_name, self.options)
@@ -172,7 +160,7 @@ class ClusterRunner:
                         self.display.progress(name, status.get("step", 0), status["total_steps"])
                     if job.done():
                         del waiting[name]
-                        self.outcomes.append(self._outcome(name, job, Outcome))
+                        self.outcomes.append(self._outcome(name, job))
                         self.display.finished(self.outcomes[-1])
                 time.sleep(0.5)
         if self.stop.requested:
@@ -183,7 +171,7 @@ class ClusterRunner:
         return self.outcomes
 
     @staticmethod
-    def _outcome(name: str, job, Outcome):
+    def _outcome(name: str, job) -> Outcome:
         try:
             result = job.result()
         except Exception as e:  # noqa: BLE001 - the job failed outside train_point (killed, out of memory)

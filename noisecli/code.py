@@ -4,7 +4,8 @@ A target is `FILE.py:FUNCTION` (a file relative to the spec file) or
 `package.module:FUNCTION` (importable from the current environment). Only the file or module
 a `kind: python` spec names is ever imported; every other spec imports nothing it names.
 The run records a hash of the target's file (`code_sha256`), so resuming a run whose code
-changed is refused like resuming one whose spec changed.
+changed is refused like resuming one whose spec changed (the target is checked and hashed when
+the spec is read, by `targets.resolve_target`, without running it; this module imports it).
 """
 
 from __future__ import annotations
@@ -14,49 +15,13 @@ import importlib
 import importlib.util
 import inspect
 import os
-import re
 import sys
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
 from noisecli.errors import SpecError
-
-TARGET_RE = re.compile(r"^(?P<where>[^:]+):(?P<func>[A-Za-z_][A-Za-z0-9_]*)$")
-MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-
-
-def resolve_target(value: str, where: str, base: Path, problems: list[str]) -> tuple[str, str | None]:
-    """(the target with its file made absolute, the file's hash); problems appended, never raised."""
-    m = TARGET_RE.match(value.strip())
-    if not m:
-        problems.append(f"{where}: {value!r} must be FILE.py:FUNCTION or package.module:FUNCTION")
-        return value, None
-    source, func = m.group("where"), m.group("func")
-    if source.endswith(".py"):
-        path = Path(source).expanduser()
-        path = (path if path.is_absolute() else base / path).resolve()
-        if not path.is_file():
-            problems.append(f"{where}: file not found: {path}")
-            return value, None
-        return f"{path}:{func}", _hash(path)
-    if not MODULE_RE.match(source):
-        problems.append(f"{where}: {source!r} is neither a .py file nor a module name (package.module)")
-        return value, None
-    try:
-        found = importlib.util.find_spec(source)
-    except (ImportError, ValueError) as e:
-        problems.append(f"{where}: cannot find module {source!r} ({type(e).__name__}: {e})")
-        return value, None
-    if found is None:
-        problems.append(f"{where}: no module named {source!r} (is its package installed, or on PYTHONPATH?)")
-        return value, None
-    origin = Path(found.origin) if found.origin and found.origin not in ("built-in", "frozen") else None
-    return f"{source}:{func}", _hash(origin) if origin and origin.is_file() else None
-
-
-def _hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+from noisecli.spec import suggest
 
 
 def load_function(target: str, where: str) -> Callable:
@@ -82,8 +47,6 @@ def load_function(target: str, where: str) -> Callable:
     if not callable(fn):
         names = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
                  and getattr(v, "__module__", None) == module.__name__]
-        from noisecli.spec import suggest
-
         raise SpecError(f"{where}: {source} has no function {func!r}{suggest(func, names)}")
     return fn
 
@@ -122,37 +85,3 @@ def user_failure(text: str, e: BaseException) -> SpecError:
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")[:300]
-
-
-def check_python_specs(specs: list, kinds: tuple[str, ...] = ("python",)) -> None:
-    """Build each distinct run whose data or model kind is in `kinds` (data, model and noise, in
-    memory, on the CPU), so that broken code or data fails in `validate` and before a sweep
-    starts, not at its first point."""
-    import copy
-    import json
-
-    from noisecli.spec import spec_to_dict
-    from noisecli.trainer import Trainer
-
-    problems: list[str] = []
-    tracebacks: list[str] = []
-    seen: set[str] = set()
-    for spec in specs:
-        if spec.data.kind not in kinds and spec.model.kind not in kinds:
-            continue
-        d = spec_to_dict(spec)
-        key = json.dumps([d["data"], d["model"], d["noise"]], sort_keys=True, default=str)
-        if key in seen:
-            continue
-        seen.add(key)
-        on_cpu = copy.deepcopy(spec)
-        on_cpu.device = "cpu"
-        try:
-            Trainer(on_cpu, "/nonexistent-never-written", quiet=True).setup()  # setup writes nothing
-        except SpecError as e:
-            problems += [p for p in e.problems if p not in problems]
-            tracebacks += getattr(e, "tracebacks", [])
-    if problems:
-        error = SpecError(problems)
-        error.tracebacks = tracebacks
-        raise error

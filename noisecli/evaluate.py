@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from noisecli.errors import DamagedFile, SpecError
+from noisecli.runs import read_checkpoint
 from noisecli.spec import read_saved_spec, spec_from_dict
 
 NAMED = ("last", "best", "prev")
@@ -47,8 +48,7 @@ def evaluate(run_dir: Path, checkpoint: str = "last", split: str = "val", device
 
     import torch
 
-    from noisecli.runs import read_checkpoint
-    from noisecli.trainer import Trainer
+    from noisecli.trainer import Trainer  # torch
 
     try:
         state = read_checkpoint(path)

@@ -18,6 +18,7 @@ import yaml
 
 from noisecli import catalog
 from noisecli.errors import SpecError
+from noisecli.targets import resolve_target
 
 # \Z, not $: `$` also matches before a trailing newline, and "run\n" would name an odd folder
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
@@ -391,12 +392,17 @@ def apply_overrides(raw: dict, overrides: list[str], cwd: Path | None = None) ->
     return raw
 
 
+def is_sweep_file(raw: dict) -> bool:
+    """A sweep spec has `base` or `grid`; a misspelling of either (`bsae:`, `grids:`) counts too,
+    so that it is named as a sweep key with a suggestion, not as an unknown spec key."""
+    return "grid" in raw or "base" in raw or any(
+        k not in SPEC_KEYS and suggest(str(k), ("base", "grid")) for k in raw)
+
+
 def load_spec(path: Path | str, overrides: list[str] | None = None) -> Spec:
     """Read, override and validate a spec file; raises SpecError listing every problem."""
     path = Path(path)
     raw = read_yaml(path)
-    from noisecli.sweep import is_sweep_file
-
     if is_sweep_file(raw):
         raise SpecError(f"{path}: this is a sweep spec (base, grid, seeds); run it with: noisecli sweep {path}")
     raw = apply_overrides(raw, overrides or [])
@@ -645,9 +651,7 @@ def _check_tracker(spec: Spec, problems: list[str]) -> None:
     """The tracker's package must be installed (looked for, not imported)."""
     import importlib.util
 
-    from noisecli.trackers import PACKAGES
-
-    package = PACKAGES.get(spec.output.tracker)  # (a misspelled tracker has its own line already)
+    package = catalog.TRACKER_PACKAGES.get(spec.output.tracker)  # (a misspelled tracker has its own line already)
     if package is not None and importlib.util.find_spec(package) is None:
         problems.append(f"output.tracker: {spec.output.tracker} needs the {package} package: "
                         f"pip install 'noisecli[{spec.output.tracker}]'")
@@ -669,8 +673,6 @@ def _resolve_paths(section: KindSection, where: str, entry: catalog.Entry, base:
                 problems.append(f"{where}.{name}: required for {where} kind {entry.name!r} "
                                 "(FILE.py:FUNCTION or package.module:FUNCTION)")
                 continue
-            from noisecli.code import resolve_target
-
             section.options[name], section.options["code_sha256"] = resolve_target(value, f"{where}.{name}",
                                                                                   base, problems)
             continue

@@ -22,8 +22,11 @@ from typing import Any
 import yaml
 
 from noisecli.errors import SpecError
-from noisecli.spec import (DEVICE_RE, NAME_RE, SEED_MAX, Spec, apply_overrides, canonical, flatten, load_yaml,
-                           read_saved_spec, read_yaml, set_dotted, spec_diff, spec_from_dict, spec_to_dict, suggest)
+from noisecli.jobs import read_jobs
+from noisecli.runs import RunFolder
+from noisecli.spec import (DEVICE_RE, NAME_RE, SEED_MAX, Spec, apply_overrides, canonical, flatten, is_sweep_file,
+                           load_yaml, read_saved_spec, read_yaml, set_dotted, spec_diff, spec_from_dict, spec_to_dict,
+                           suggest)
 
 SWEEP_KEYS = ("name", "base", "grid", "seeds")
 # Past this many points a sweep is a mistake (a grid of 33 million points would take minutes just
@@ -49,15 +52,6 @@ class Plan:
     def to_dict(self) -> dict:
         return {"name": self.name, "grid": self.grid, "seeds": self.seeds,
                 "points": [{"name": p.name, "settings": p.settings} for p in self.points]}
-
-
-def is_sweep_file(raw: dict) -> bool:
-    """A sweep spec has `base` or `grid`; a misspelling of either (`bsae:`, `grids:`) counts too,
-    so that it is named as a sweep key with a suggestion, not as an unknown spec key."""
-    from noisecli.spec import SPEC_KEYS
-
-    return "grid" in raw or "base" in raw or any(
-        k not in SPEC_KEYS and suggest(str(k), ("base", "grid")) for k in raw)
 
 
 def parse_grid_option(text: str) -> tuple[str, list]:
@@ -110,7 +104,8 @@ class _SweepSource:
 
 def load_plan(path: Path | str, grid_options: list[str] | None = None, seeds: str | None = None,
               overrides: list[str] | None = None, name: str | None = None) -> Plan:
-    """Read a sweep spec (or a plain spec swept by --grid), validate every point, merge duplicates."""
+    """Read a sweep spec (or a plain spec swept by --grid), validate every point, merge duplicates.
+    What only building the components can check is `validate.checked_plan`'s."""
     path = Path(path)
     problems: list[str] = []
     source = _read_source(read_yaml(path), path, problems)
@@ -144,7 +139,6 @@ def load_plan(path: Path | str, grid_options: list[str] | None = None, seeds: st
             problems += e.problems
     if problems:
         raise SpecError(list(dict.fromkeys(problems)))
-    check_buildable([p.spec for p in plan.points])
     return plan
 
 
@@ -158,27 +152,13 @@ def _base_problems(base_raw: dict, source: "_SweepSource", grid: dict) -> list[s
     return []
 
 
-def check_buildable(specs: list[Spec]) -> None:
-    """The checks only the components themselves can make, before anything runs: transformers'
-    own config checks for `hf` models, and building whatever names user code (`kind: python`)
-    or reads instruction data (`sft`). Only such specs import transformers or the user's code."""
-    if any(s.model.kind == "hf" for s in specs):
-        from noisecli.models.hf import check_hf_models
-
-        check_hf_models(specs)
-    built = ("python", "sft")  # user code, and instruction files whose problems show only when read
-    if any(s.data.kind in built or s.model.kind in built for s in specs):
-        from noisecli.code import check_python_specs
-
-        check_python_specs(specs, built)
-
-
 def _read_source(raw: dict, path: Path, problems: list[str]) -> _SweepSource:
     if not is_sweep_file(raw):  # a plain spec: the grid comes from --grid
         return _SweepSource(raw, path.parent, {}, f"{raw.get('name', path.stem)}-sweep", 1)
     for key in raw:
         if key not in SWEEP_KEYS:
-            problems.append(f"{key}: unknown sweep key{suggest(key, SWEEP_KEYS) or ' (valid: ' + ', '.join(SWEEP_KEYS) + ')'}")
+            hint = suggest(key, SWEEP_KEYS) or " (valid: " + ", ".join(SWEEP_KEYS) + ")"
+            problems.append(f"{key}: unknown sweep key{hint}")
     base, base_raw, base_dir = raw.get("base"), None, path.parent
     inline = not isinstance(base, str)
     if isinstance(base, str):
@@ -442,9 +422,6 @@ def status_text(plan: Plan, points: list[Point], sweep_dir: Path) -> str:
     """`sweep --status`: each point's state from its run folder (pending, running, interrupted,
     completed, failed, diverged; `stopped` when a run's process is gone without a word), its
     step, and the cluster job it was submitted as. Reads files only: it never waits."""
-    from noisecli.cluster import read_jobs
-    from noisecli.runs import RunFolder
-
     jobs = read_jobs(sweep_dir)
     counts: dict[str, int] = {}
     lines = []
@@ -466,18 +443,3 @@ def status_text(plan: Plan, points: list[Point], sweep_dir: Path) -> str:
            fmt.format("point", "state", "step", "best val", "job")]
     out += [fmt.format(*r) for r in lines]
     return "\n".join(line.rstrip() for line in out) + "\n"
-
-
-def validate_file(path: Path, overrides: list[str], show: bool = False) -> str:
-    """`noisecli validate`: a spec or a sweep spec checked as a run would check it (for `hf`
-    models, transformers' own config checks too); the text to print, or SpecError."""
-    from noisecli.spec import dump_yaml, load_spec
-
-    if is_sweep_file(read_yaml(path)):
-        plan = load_plan(path, overrides=overrides)
-        return f"ok: {path} (sweep {plan.name!r}: {len(plan.points)} points)\n"
-    resolved = load_spec(path, overrides)
-    check_buildable([resolved])
-    text = dump_yaml(spec_to_dict(resolved)) if show else ""
-    return text + (f"ok: {path} (run {resolved.name!r}: data {resolved.data.kind}, model {resolved.model.kind}, "
-                   f"noise {resolved.noise_label})\n")

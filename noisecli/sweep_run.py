@@ -11,120 +11,19 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-from noisecli.display import say
-from noisecli.errors import BadInput, Interrupted, RunError, RunLocked, SpecError
+from noisecli.cluster import ClusterRunner, submit
+from noisecli.display import SweepDisplay
+from noisecli.errors import Interrupted, RunError, SpecError
+from noisecli.points import Outcome, train_point
+from noisecli.runs import RunFolder
 from noisecli.signals import StopRequest
 from noisecli.spec import Spec, spec_from_dict, spec_to_dict
+from noisecli.sweep import check_existing, form_groups
 
 FAILED = ("failed", "diverged")
-
-
-@dataclass
-class Outcome:
-    name: str
-    state: str  # completed | skipped | failed | diverged | interrupted | busy
-    message: str = ""
-    val_loss: float | None = None  # the final evaluation's
-    best_val_loss: float | None = None  # the best evaluation's
-
-
-class _PointBar:
-    def __init__(self, name: str, total: int, done: int, report: Callable[[str, int, int], None]):
-        self.name, self.total, self.done, self.report = name, total, done, report
-        self.last = 0.0
-        report(name, done, total)
-
-    def advance(self) -> None:
-        self.done += 1
-        now = time.monotonic()
-        if now - self.last > 0.25 or self.done == self.total:  # a few updates a second is plenty
-            self.last = now
-            self.report(self.name, self.done, self.total)
-
-    def show(self, row: dict) -> None:
-        pass
-
-
-class PointDisplay:
-    """What a trainer inside a sweep shows (a `display.Display`): nothing of its own, only
-    progress reports to the sweep's screen, and warnings on stderr."""
-
-    def __init__(self, report: Callable[[str, int, int], None]):
-        self.report = report
-
-    def note(self, text: str) -> None:
-        pass
-
-    def warn(self, text: str) -> None:
-        say(text)
-
-    @contextmanager
-    def progress(self, total: int, done: int, name: str) -> Iterator[_PointBar]:
-        yield _PointBar(name, total, done, self.report)
-
-    def summary(self, rows, classification, path) -> None:
-        pass
-
-
-def os_error_line(e: OSError) -> str:
-    """A full disk or a read-only folder as one line that names the file."""
-    return f"cannot write {e.filename}: {e.strerror or e}" if e.filename else f"cannot write the run folder: {e}"
-
-
-@contextmanager
-def point_threads(trainers: list, planned: int | None) -> Iterator[int]:
-    """Train with the number of torch threads the points started with (recorded in their
-    status.json as `threads`), else `planned` (a worker's share of the cores, fixed by the
-    sweep's plan), else this process's; restored after. CPU kernels split their sums by
-    thread, so a point resumed with another count would not be bitwise the uninterrupted one."""
-    import torch
-
-    before = torch.get_num_threads()
-    recorded = [t.run.read_status_quiet().get("threads") for t in trainers]
-    n = next((r for r in recorded if isinstance(r, int) and not isinstance(r, bool) and r > 0), None)
-    torch.set_num_threads(n or planned or before)
-    n = torch.get_num_threads()
-    try:
-        for t in trainers:
-            t.run.write_status(threads=n)
-        yield n
-    finally:
-        torch.set_num_threads(before)
-
-
-def train_point(spec: Spec, runs_dir: Path, report: Callable[[str, int, int], None],
-                stop: StopRequest | None = None, threads: int | None = None) -> Outcome:
-    from noisecli.trainer import Trainer
-
-    trainer = Trainer(spec, runs_dir, display=PointDisplay(report), stop=stop)
-    try:
-        trainer.setup()
-        if trainer.open_run() == "completed":
-            status = trainer.run.read_status()
-            return Outcome(spec.name, "skipped", "already completed", status.get("val_loss"),
-                           status.get("best_val_loss"))
-        with point_threads([trainer], threads):
-            trainer.train()
-        return Outcome(spec.name, "completed", "", trainer.rows[-1]["val_loss"] if trainer.rows else None,
-                       trainer.best_val if trainer.rows else None)
-    except RunLocked as e:
-        return Outcome(spec.name, "busy", str(e))
-    except Interrupted as e:
-        return Outcome(spec.name, "interrupted", str(e))
-    except RunError as e:
-        return Outcome(spec.name, trainer.run.read_status_quiet().get("state", "failed"), str(e))
-    except BadInput as e:
-        return Outcome(spec.name, "failed", "; ".join(e.problems))
-    except OSError as e:  # the run folder could not be written (a full disk): this point fails, in one line
-        return Outcome(spec.name, "failed", os_error_line(e))
-    finally:
-        trainer.close()
 
 
 def train_points(specs: list[Spec], runs_dir: Path, report: Callable[[str, int, int], None],
@@ -133,7 +32,7 @@ def train_points(specs: list[Spec], runs_dir: Path, report: Callable[[str, int, 
     `threads`: see `point_threads`."""
     if len(specs) == 1:
         return [train_point(specs[0], runs_dir, report, stop, threads)]
-    from noisecli.batched import train_group
+    from noisecli.batched import train_group  # torch (batched imports it at its top)
 
     return train_group(specs, runs_dir, report, stop, threads)
 
@@ -314,12 +213,9 @@ def run_sweep(plan, points: list, sweep_dir: Path, jobs: int, devices: list[str]
     that many (`sweep --batched`)."""
     import json
 
-    from noisecli.display import SweepDisplay
-    from noisecli.sweep import check_existing
-
     check_existing(plan, sweep_dir)
     if devices:  # a device that is not here is bad input, said before anything runs
-        from noisecli.trainer import resolve_device
+        from noisecli.trainer import resolve_device  # torch: only to check --devices
 
         for device in devices:
             try:
@@ -335,14 +231,10 @@ def run_sweep(plan, points: list, sweep_dir: Path, jobs: int, devices: list[str]
     stop = StopRequest()
     display = SweepDisplay(plan.name, len(points), quiet, stop=stop)
     if cluster is not None:
-        from noisecli.cluster import ClusterRunner
-
         runner = ClusterRunner(pending, sweep_dir, display, cluster, plan.name, stop)
     else:
         groups, planned = None, len(points)
         if max_batch:
-            from noisecli.sweep import form_groups
-
             groups, notes = form_groups(pending, max_batch)
             for note in notes:
                 display.note(note)
@@ -364,7 +256,7 @@ def _write_plan(sweep_dir: Path, text: str) -> None:
     """The sweep's folder and its sweep.json, before any point runs. A runs folder that is a
     file, read-only or full is bad input said in one line (exit 2), as `train` says it, and
     leaves nothing behind: the folders this made are removed again."""
-    from noisecli.runs import atomic_write
+    from noisecli.runs import atomic_write  # at call time: tests replace it to fill the disk
 
     made = [p for p in (sweep_dir, *sweep_dir.parents) if not p.exists()]  # innermost first
     what, path = "create", sweep_dir
@@ -383,8 +275,6 @@ def _write_plan(sweep_dir: Path, text: str) -> None:
 
 def _submit_only(plan, pending: list, skipped: list[Outcome], sweep_dir: Path, cluster, quiet: bool) -> list[Outcome]:
     """--no-wait: submit, say the job ids and how to follow them, return."""
-    from noisecli.cluster import submit
-
     jobs = submit(pending, sweep_dir, plan.name, cluster) if pending else []
     if not quiet:
         ids = sorted({str(j.job_id).split("_")[0] for j in jobs})
@@ -396,8 +286,6 @@ def _submit_only(plan, pending: list, skipped: list[Outcome], sweep_dir: Path, c
 
 def _completed(point, sweep_dir: Path) -> Outcome | None:
     """A point whose run folder says it is completed (its settings were checked to match)."""
-    from noisecli.runs import RunFolder
-
     status = RunFolder(sweep_dir / point.name).read_status_quiet()
     if status.get("state") != "completed":
         return None

@@ -19,7 +19,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+from noisecli.errors import SpecError
+from noisecli.spec import flatten
+
 _SET_BY_US: dict[str, str] = {}  # environment variables this process set for W&B, and to what
 
 
@@ -89,8 +91,7 @@ class MLflow(Tracker):
 
         import mlflow
 
-        from noisecli.runs import atomic_write
-        from noisecli.spec import flatten
+        from noisecli.runs import atomic_write  # at call time: tests replace it to fill the disk
 
         self.mlflow = mlflow
         uri = os.environ.get("MLFLOW_TRACKING_URI")
@@ -140,7 +141,5 @@ def open_tracker(kind: str, run_path: Path, spec: dict) -> Tracker:
     try:
         return {"tensorboard": TensorBoard, "wandb": WandB, "mlflow": MLflow}[kind](run_path, group, spec)
     except Exception as e:  # noqa: BLE001 - a tracker that cannot start (no login, a bad URI) is one line
-        from noisecli.errors import SpecError
-
         raise SpecError(f"output.tracker: {kind} could not start: {type(e).__name__}: "
                         f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}") from None

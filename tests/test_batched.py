@@ -12,7 +12,7 @@ from noisecli.batched import BatchedTrainer, train_group
 from noisecli.catalog import NOISE
 from noisecli.spec import spec_from_dict, spec_to_dict
 from noisecli.sweep import form_groups, load_plan
-from noisecli.sweep_run import train_point
+from noisecli.points import train_point
 from tests.conftest import assert_same_curves, metrics_rows, write_spec
 
 TABLE = {"data": {"kind": "digits", "train_size": 96}, "train": {"epochs": 2, "batch_size": 16, "lr": 3e-3},
@@ -163,7 +163,9 @@ def test_ctrl_c_saves_every_member_and_the_stack_resumes(tmp_path, monkeypatch):
     outcomes = train_group(specs, tmp_path / "split", lambda *a: None)
     assert [o.state for o in outcomes] == ["completed"] * 4
     for spec in specs:  # resumed as a stack: the same numbers as the uninterrupted stack, bitwise
-        untimed = lambda rs: [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s")} for r in rs]
+        def untimed(rs):
+            return [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s")} for r in rs]
+
         assert untimed(rows(tmp_path / "split" / spec.name)) == untimed(rows(tmp_path / "whole" / spec.name))
 
 

@@ -95,7 +95,7 @@ def test_no_wait_returns_with_job_ids_and_status_follows_the_points(sweep_spec, 
                          "--no-wait")
     assert code == 0, err
     jobs = json.loads((runs / "sw" / "jobs.json").read_text())
-    assert f"2 points submitted to local as job" in out
+    assert "2 points submitted to local as job" in out
     assert all(j["job_id"] in out for j in jobs.values())
     deadline = time.time() + 90
     while time.time() < deadline:

@@ -19,7 +19,7 @@ from noisecli.distributed import World
 from noisecli.signals import StopRequest
 from noisecli.spec import spec_from_dict, spec_to_dict
 from noisecli.sweep import load_plan
-from noisecli.sweep_run import train_point
+from noisecli.points import train_point
 from noisecli.trainer import Trainer
 from tests.conftest import metrics_rows, write_spec
 from tests.test_batched import MODELS, TABLE, assert_close_rows, specs_for

@@ -4,19 +4,16 @@ test failed before its fix."""
 import ast
 import json
 import math
-import multiprocessing
 import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from noisecli.errors import DamagedFile, Interrupted, RunError, RunLocked
+from noisecli.errors import Interrupted, RunLocked
 from noisecli.runs import CHECKPOINT_FORMAT, RunFolder
 from noisecli.spec import load_spec
 from noisecli.trainer import Trainer, lr_at

@@ -17,7 +17,7 @@ from noisecli.code import call, load_function
 from noisecli.data import Dataset
 from noisecli.data.tabular import table_from_arrays
 from noisecli.errors import SpecError
-from noisecli.spec import DataSpec
+from noisecli.spec import DataSpec, suggest
 
 KEYS = ("x", "y", "x_val", "y_val")
 
@@ -30,8 +30,6 @@ def load_python(spec: DataSpec) -> Dataset:
                         "(and optionally x_val, y_val)")
     unknown = [k for k in result if k not in KEYS]
     if unknown:
-        from noisecli.spec import suggest
-
         raise SpecError(f"{where} returned unknown key {unknown[0]!r}{suggest(str(unknown[0]), KEYS)} "
                         f"(expected {', '.join(KEYS)})")
     return table_from_arrays(spec, {k: _array(v, f"{where}: {k}") for k, v in result.items()}, where)

@@ -77,7 +77,7 @@ def load_sft(spec: DataSpec) -> Dataset:
 def _read_rows(path: Path) -> dict[str, list[dict]]:
     """{'train': rows[, 'validation': rows]} from a save_to_disk folder or a .jsonl/.json/.csv file."""
     if path.is_dir():
-        from noisecli.hub import load_saved_dataset
+        from noisecli.hub import load_saved_dataset  # lazy: only Hugging Face tokenizers and datasets need it
 
         saved = load_saved_dataset(str(path), "data.path")
         splits = dict(saved) if hasattr(saved, "keys") else {"train": saved}
@@ -156,7 +156,7 @@ def _encoder(spec: DataSpec, texts: list[str]):
         stoi = {c: i + 1 for i, c in enumerate(chars)}  # id 0 is padding
         return ((lambda p, r: ([stoi[c] for c in p], [stoi[c] for c in r])), len(chars) + 1, 0,
                 {"vocab": "characters, 0 = padding"})
-    from noisecli.hub import import_transformers, load_local
+    from noisecli.hub import import_transformers, load_local  # lazy: only Hugging Face tokenizers and datasets need it
 
     transformers = import_transformers("data.tokenizer")
     # a tokenizer's own code never runs (as for text data, see text.encode)

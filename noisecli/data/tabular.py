@@ -10,7 +10,7 @@ import torch
 
 from noisecli.data import Dataset, split_indices, subsample
 from noisecli.errors import SpecError
-from noisecli.spec import DataSpec
+from noisecli.spec import DataSpec, suggest
 
 
 def make_table_dataset(spec: DataSpec, x: np.ndarray, y: np.ndarray, task: str,
@@ -160,8 +160,6 @@ def load_csv(spec: DataSpec) -> Dataset:
     elif spec.target in header:
         col = header.index(spec.target)
     else:
-        from noisecli.spec import suggest
-
         raise SpecError(f"data.target: no column {spec.target!r} in {path.name}{suggest(spec.target, header)}")
     bad = [i + 2 for i, r in enumerate(body) if len(r) != len(header)]
     if bad:

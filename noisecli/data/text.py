@@ -21,7 +21,7 @@ def encode(spec: DataSpec, texts: list[str]) -> tuple[list[torch.Tensor], int, d
         chars = sorted(set().union(*map(set, texts)))
         stoi = {c: i for i, c in enumerate(chars)}
         return [torch.tensor([stoi[c] for c in t], dtype=torch.long) for t in texts], len(chars), {}
-    from noisecli.hub import import_transformers, load_local
+    from noisecli.hub import import_transformers, load_local  # lazy: only Hugging Face tokenizers and datasets need it
 
     transformers = import_transformers("data.tokenizer")
     # a tokenizer's own code never runs: model.trust_remote_code speaks for the model's folder only
@@ -81,7 +81,7 @@ def load_hf(spec: DataSpec) -> Dataset:
     """A saved Hugging Face dataset: its `train` split (or the dataset itself) is the training
     text, its `validation` (or `test`) split the validation text, else the last val_fraction.
     Documents are joined by a blank line, as in a text file."""
-    from noisecli.hub import load_saved_dataset
+    from noisecli.hub import load_saved_dataset  # lazy: only Hugging Face tokenizers and datasets need it
 
     saved = load_saved_dataset(spec.path, "data.path")
     splits = dict(saved) if hasattr(saved, "keys") else {"train": saved}

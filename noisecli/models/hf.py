@@ -109,7 +109,8 @@ def check_hf_models(specs: list[Spec]) -> None:
             if m.config is not None:
                 _fresh_config(transformers, m, None)
             else:
-                load_local(transformers.AutoConfig, m.path, "model.path", m.trust_remote_code, "model.trust_remote_code")
+                load_local(transformers.AutoConfig, m.path, "model.path", m.trust_remote_code,
+                           "model.trust_remote_code")
         except SpecError as e:
             problems += [p for p in e.problems if p not in problems]
     if problems:

@@ -240,7 +240,8 @@ def group(runs: list[Run]) -> list[Config]:
         for run in sorted(c.runs, key=lambda r: (r.updated, _mtime(r.path), str(r.path))):
             if run.seed in by_seed:
                 older = by_seed[run.seed]
-                older.state, older.error = "duplicate", f"seed {run.seed} of {c.label} again; {run.path} is newer and counted"
+                older.state = "duplicate"
+                older.error = f"seed {run.seed} of {c.label} again; {run.path} is newer and counted"
             by_seed[run.seed] = run
         kept = sorted(by_seed.values(), key=lambda r: r.seed)
         c.runs = [r for r in kept if r.state == "completed"]

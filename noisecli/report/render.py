@@ -199,7 +199,7 @@ def plain_text(renderable, width: int = 160) -> str:
 
 def render_single(run: Run, fmt: str):
     """One run: its per-evaluation table."""
-    from noisecli.display import metrics_table
+    from noisecli.display import metrics_table  # lazy: rich, as everywhere in this module
 
     if run.state == "unreadable":
         raise SpecError(f"report: {run.path}: unreadable run ({run.error})")

@@ -1,0 +1,119 @@
+"""One point of a sweep trained as `noisecli train` trains a run (`train_point`), and what every
+backend reports of it: its `Outcome`, its progress (`PointDisplay`), the torch threads it
+trains with. The local backend (sweep_run), stacks (batched) and cluster jobs (cluster) all
+go through here."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from noisecli.display import say
+from noisecli.errors import BadInput, Interrupted, RunError, RunLocked
+from noisecli.signals import StopRequest
+from noisecli.spec import Spec
+
+
+@dataclass
+class Outcome:
+    name: str
+    state: str  # completed | skipped | failed | diverged | interrupted | busy
+    message: str = ""
+    val_loss: float | None = None  # the final evaluation's
+    best_val_loss: float | None = None  # the best evaluation's
+
+
+class _PointBar:
+    def __init__(self, name: str, total: int, done: int, report: Callable[[str, int, int], None]):
+        self.name, self.total, self.done, self.report = name, total, done, report
+        self.last = 0.0
+        report(name, done, total)
+
+    def advance(self) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if now - self.last > 0.25 or self.done == self.total:  # a few updates a second is plenty
+            self.last = now
+            self.report(self.name, self.done, self.total)
+
+    def show(self, row: dict) -> None:
+        pass
+
+
+class PointDisplay:
+    """What a trainer inside a sweep shows (a `display.Display`): nothing of its own, only
+    progress reports to the sweep's screen, and warnings on stderr."""
+
+    def __init__(self, report: Callable[[str, int, int], None]):
+        self.report = report
+
+    def note(self, text: str) -> None:
+        pass
+
+    def warn(self, text: str) -> None:
+        say(text)
+
+    @contextmanager
+    def progress(self, total: int, done: int, name: str) -> Iterator[_PointBar]:
+        yield _PointBar(name, total, done, self.report)
+
+    def summary(self, rows, classification, path) -> None:
+        pass
+
+
+def os_error_line(e: OSError) -> str:
+    """A full disk or a read-only folder as one line that names the file."""
+    return f"cannot write {e.filename}: {e.strerror or e}" if e.filename else f"cannot write the run folder: {e}"
+
+
+@contextmanager
+def point_threads(trainers: list, planned: int | None) -> Iterator[int]:
+    """Train with the number of torch threads the points started with (recorded in their
+    status.json as `threads`), else `planned` (a worker's share of the cores, fixed by the
+    sweep's plan), else this process's; restored after. CPU kernels split their sums by
+    thread, so a point resumed with another count would not be bitwise the uninterrupted one."""
+    import torch
+
+    before = torch.get_num_threads()
+    recorded = [t.run.read_status_quiet().get("threads") for t in trainers]
+    n = next((r for r in recorded if isinstance(r, int) and not isinstance(r, bool) and r > 0), None)
+    torch.set_num_threads(n or planned or before)
+    n = torch.get_num_threads()
+    try:
+        for t in trainers:
+            t.run.write_status(threads=n)
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
+def train_point(spec: Spec, runs_dir: Path, report: Callable[[str, int, int], None],
+                stop: StopRequest | None = None, threads: int | None = None) -> Outcome:
+    from noisecli.trainer import Trainer  # torch: the sweep's parent process never trains
+
+    trainer = Trainer(spec, runs_dir, display=PointDisplay(report), stop=stop)
+    try:
+        trainer.setup()
+        if trainer.open_run() == "completed":
+            status = trainer.run.read_status()
+            return Outcome(spec.name, "skipped", "already completed", status.get("val_loss"),
+                           status.get("best_val_loss"))
+        with point_threads([trainer], threads):
+            trainer.train()
+        return Outcome(spec.name, "completed", "", trainer.rows[-1]["val_loss"] if trainer.rows else None,
+                       trainer.best_val if trainer.rows else None)
+    except RunLocked as e:
+        return Outcome(spec.name, "busy", str(e))
+    except Interrupted as e:
+        return Outcome(spec.name, "interrupted", str(e))
+    except RunError as e:
+        return Outcome(spec.name, trainer.run.read_status_quiet().get("state", "failed"), str(e))
+    except BadInput as e:
+        return Outcome(spec.name, "failed", "; ".join(e.problems))
+    except OSError as e:  # the run folder could not be written (a full disk): this point fails, in one line
+        return Outcome(spec.name, "failed", os_error_line(e))
+    finally:
+        trainer.close()

@@ -1,0 +1,79 @@
+"""What only building a run's components can check, before anything trains: `noisecli validate`,
+and a sweep's plan before its first point (`checked_plan`). The spec and plan readers
+(spec.py, sweep.py) check everything else without importing torch; only specs whose
+components must be built to be checked (`hf` models, `kind: python` code, `sft` data) import
+it here."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from noisecli.errors import SpecError
+from noisecli.spec import Spec, dump_yaml, is_sweep_file, load_spec, read_yaml, spec_to_dict
+from noisecli.sweep import Plan, load_plan
+
+
+def checked_plan(path: Path | str, grid_options: list[str] | None = None, seeds: str | None = None,
+                 overrides: list[str] | None = None, name: str | None = None) -> Plan:
+    """`sweep.load_plan`, then every point's components checked as `check_buildable` checks them."""
+    plan = load_plan(path, grid_options, seeds, overrides, name)
+    check_buildable([p.spec for p in plan.points])
+    return plan
+
+
+def check_buildable(specs: list[Spec]) -> None:
+    """The checks only the components themselves can make, before anything runs: transformers'
+    own config checks for `hf` models, and building whatever names user code (`kind: python`)
+    or reads instruction data (`sft`). Only such specs import transformers or the user's code."""
+    if any(s.model.kind == "hf" for s in specs):
+        from noisecli.models.hf import check_hf_models  # torch and transformers: only for hf models
+
+        check_hf_models(specs)
+    built = ("python", "sft")  # user code, and instruction files whose problems show only when read
+    if any(s.data.kind in built or s.model.kind in built for s in specs):
+        check_python_specs(specs, built)
+
+
+def check_python_specs(specs: list, kinds: tuple[str, ...] = ("python",)) -> None:
+    """Build each distinct run whose data or model kind is in `kinds` (data, model and noise, in
+    memory, on the CPU), so that broken code or data fails in `validate` and before a sweep
+    starts, not at its first point."""
+    from noisecli.trainer import Trainer  # torch: only specs that name code or sft data come here
+
+    problems: list[str] = []
+    tracebacks: list[str] = []
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.data.kind not in kinds and spec.model.kind not in kinds:
+            continue
+        d = spec_to_dict(spec)
+        key = json.dumps([d["data"], d["model"], d["noise"]], sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        on_cpu = copy.deepcopy(spec)
+        on_cpu.device = "cpu"
+        try:
+            Trainer(on_cpu, "/nonexistent-never-written", quiet=True).setup()  # setup writes nothing
+        except SpecError as e:
+            problems += [p for p in e.problems if p not in problems]
+            tracebacks += getattr(e, "tracebacks", [])
+    if problems:
+        error = SpecError(problems)
+        error.tracebacks = tracebacks
+        raise error
+
+
+def validate_file(path: Path, overrides: list[str], show: bool = False) -> str:
+    """`noisecli validate`: a spec or a sweep spec checked as a run would check it (for `hf`
+    models, transformers' own config checks too); the text to print, or SpecError."""
+    if is_sweep_file(read_yaml(path)):
+        plan = checked_plan(path, overrides=overrides)
+        return f"ok: {path} (sweep {plan.name!r}: {len(plan.points)} points)\n"
+    resolved = load_spec(path, overrides)
+    check_buildable([resolved])
+    text = dump_yaml(spec_to_dict(resolved)) if show else ""
+    return text + (f"ok: {path} (run {resolved.name!r}: data {resolved.data.kind}, model {resolved.model.kind}, "
+                   f"noise {resolved.noise_label})\n")
