@@ -82,7 +82,7 @@ def main() -> int:
         return 2
     print(f"{torch.cuda.get_device_name()} torch {torch.__version__}, model {args.model}")
     base = trainer_for("none", args.model)
-    assert base.precision == "bf16", base.precision
+    assert base.precision.name == "bf16", base.precision.name
     assert base.optimizer.defaults.get("fused") is True
     print("precision auto -> bf16: ok; AdamW fused: ok")
     rates = {}

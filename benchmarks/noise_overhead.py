@@ -89,7 +89,7 @@ def main() -> None:
             times[k].append(time_steps(trainer, args.steps))
 
     first = next(iter(trainers.values()))
-    print(f"model {args.model} on {first.device} ({first.precision}), "
+    print(f"model {args.model} on {first.device} ({first.precision.name}), "
           f"{sum(p.numel() for p in first.params):,} parameters, "
           f"batch {first.spec.train.batch_size}, {args.rounds} rounds x {args.steps} steps, "
           f"torch {torch.__version__}")

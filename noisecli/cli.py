@@ -107,62 +107,62 @@ def train(spec: SpecArg, overrides: OverridesArg = None, runs_dir: RunsDirOpt = 
         train_run(resolved, runs_dir, quiet=quiet, restart=restart)
 
 
+# sweep's options, one alias each so that the command reads as its list of options
+GridOpt = Annotated[Optional[list[str]], typer.Option("--grid", help="KEY=V1,V2,... (repeatable); adds to or "
+                                                      "replaces the file's grid", metavar="KEY=V1,V2")]
+SeedsOpt = Annotated[Optional[str], typer.Option("--seeds", help="a count (3) or a list (0,1,2)", show_default=False,
+                                                 metavar="N|S1,S2")]
+NameOpt = Annotated[Optional[str], typer.Option("--name", help="the sweep's folder under the runs folder",
+                                                show_default=False, metavar="NAME")]
+JobsOpt = Annotated[int, typer.Option("--jobs", "-j", help="worker processes", min=1, metavar="N")]
+DevicesOpt = Annotated[Optional[str], typer.Option("--devices", help="spread points over devices, e.g. "
+                                                   "cuda:0,cuda:1", show_default=False, metavar="D1,D2")]
+ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="K/N: run only the K-th of N shares (for cluster "
+                                                 "job arrays)", show_default=False, metavar="K/N")]
+FailFastOpt = Annotated[bool, typer.Option("--fail-fast", help="stop at the first failed point")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="print the expanded plan; run nothing")]
+StatusOpt = Annotated[bool, typer.Option("--status", help="show each point's state (pending, running, completed, "
+                                         "failed...) and job; run nothing")]
+BatchedOpt = Annotated[bool, typer.Option("--batched", help="train the points that differ only in noise factor and "
+                                          "seed as one stacked model (torch.func.vmap)")]
+MaxBatchOpt = Annotated[Optional[int], typer.Option("--max-batch", min=1, show_default=False, metavar="M",
+                                                    help="with --batched: at most M points per stack (default 64); "
+                                                    "bounds memory")]
+BackendOpt = Annotated[str, typer.Option("--backend", help="local (processes here) | submitit (a job array on a "
+                                         "cluster)", metavar="local|submitit")]
+ClusterOpt = Annotated[Optional[str], typer.Option("--cluster", help="slurm (default) | local | debug",
+                                                   show_default=False, metavar="slurm|local|debug")]
+PartitionOpt = Annotated[Optional[str], typer.Option("--partition", help="Slurm partition", metavar="NAME",
+                                                     show_default=False)]
+GpusOpt = Annotated[Optional[int], typer.Option("--gpus-per-job", min=0, show_default=False, metavar="N",
+                                                help="GPUs per point (default 0)")]
+CpusOpt = Annotated[Optional[int], typer.Option("--cpus-per-job", min=1, show_default=False, metavar="N",
+                                                help="CPU cores per point")]
+TimeLimitOpt = Annotated[Optional[int], typer.Option("--time-limit", min=1, show_default=False, metavar="MIN",
+                                                     help="minutes per job (default 60); a point that runs out "
+                                                     "saves and is requeued")]
+ArrayOpt = Annotated[Optional[int], typer.Option("--array-parallelism", min=1, metavar="N", show_default=False,
+                                                 help="at most this many points at once")]
+SlurmOpt = Annotated[Optional[list[str]], typer.Option("--slurm", help="an extra Slurm parameter (repeatable), e.g. "
+                                                       "qos=high", show_default=False, metavar="KEY=VALUE")]
+NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="submit, print the job ids and return")]
+
+
 @app.command()
 def sweep(spec: Annotated[Path, typer.Argument(help="a sweep spec, or a plain spec swept with --grid",
                                                show_default=False, metavar="SWEEP_SPEC")],
-          overrides: OverridesArg = None,
-          grid: Annotated[Optional[list[str]], typer.Option("--grid", help="KEY=V1,V2,... (repeatable); "
-                                                            "adds to or replaces the file's grid",
-                                                            metavar="KEY=V1,V2")] = None,
-          seeds: Annotated[Optional[str], typer.Option("--seeds", help="a count (3) or a list (0,1,2)",
-                                                       show_default=False, metavar="N|S1,S2")] = None,
-          name: Annotated[Optional[str], typer.Option("--name", help="the sweep's folder under the runs "
-                                                      "folder", show_default=False, metavar="NAME")] = None,
-          runs_dir: RunsDirOpt = Path("runs"),
-          jobs: Annotated[int, typer.Option("--jobs", "-j", help="worker processes", min=1, metavar="N")] = 1,
-          devices: Annotated[Optional[str], typer.Option("--devices", help="spread points over devices, "
-                                                         "e.g. cuda:0,cuda:1", show_default=False,
-                                                         metavar="D1,D2")] = None,
-          shard: Annotated[Optional[str], typer.Option("--shard", help="K/N: run only the K-th of N shares "
-                                                       "(for cluster job arrays)", show_default=False,
-                                                       metavar="K/N")] = None,
-          fail_fast: Annotated[bool, typer.Option("--fail-fast", help="stop at the first failed point")] = False,
-          dry_run: Annotated[bool, typer.Option("--dry-run", help="print the expanded plan; run nothing")] = False,
-          status: Annotated[bool, typer.Option("--status", help="show each point's state (pending, running, "
-                                               "completed, failed...) and job; run nothing")] = False,
-          device: DeviceOpt = None, quiet: QuietOpt = False,
-          batched: Annotated[bool, typer.Option("--batched", help="train the points that differ only in noise "
-                                                "factor and seed as one stacked model (torch.func.vmap)")] = False,
-          max_batch: Annotated[Optional[int], typer.Option("--max-batch", min=1, show_default=False,
-                                                           metavar="M", help="with --batched: at most M points "
-                                                           "per stack (default 64); bounds memory")] = None,
-          backend: Annotated[str, typer.Option("--backend", help="local (processes here) | submitit (a job "
-                                               "array on a cluster)",
-                                               metavar="local|submitit")] = "local",
-          cluster: Annotated[Optional[str], typer.Option("--cluster", help="slurm (default) | local | debug",
-                                                         show_default=False,
-                                                         metavar="slurm|local|debug")] = None,
-          partition: Annotated[Optional[str], typer.Option("--partition", help="Slurm partition", metavar="NAME",
-                                                           show_default=False)] = None,
-          gpus_per_job: Annotated[Optional[int], typer.Option("--gpus-per-job", min=0, show_default=False, metavar="N",
-                                                              help="GPUs per point (default 0)")] = None,
-          cpus_per_job: Annotated[Optional[int], typer.Option("--cpus-per-job", min=1, show_default=False, metavar="N",
-                                                              help="CPU cores per point")] = None,
-          time_limit: Annotated[Optional[int], typer.Option("--time-limit", min=1, show_default=False, metavar="MIN",
-                                                            help="minutes per job (default 60); a point that "
-                                                            "runs out saves and is requeued")] = None,
-          array_parallelism: Annotated[Optional[int], typer.Option("--array-parallelism", min=1, metavar="N",
-                                                                   show_default=False,
-                                                                   help="at most this many points at once")] = None,
-          slurm: Annotated[Optional[list[str]], typer.Option("--slurm", help="an extra Slurm parameter "
-                                                             "(repeatable), e.g. qos=high", show_default=False,
-                                                             metavar="KEY=VALUE")] = None,
-          no_wait: Annotated[bool, typer.Option("--no-wait", help="submit, print the job ids and return")] = False,
-          ) -> None:
+          overrides: OverridesArg = None, grid: GridOpt = None, seeds: SeedsOpt = None, name: NameOpt = None,
+          runs_dir: RunsDirOpt = Path("runs"), jobs: JobsOpt = 1, devices: DevicesOpt = None, shard: ShardOpt = None,
+          fail_fast: FailFastOpt = False, dry_run: DryRunOpt = False, status: StatusOpt = False,
+          device: DeviceOpt = None, quiet: QuietOpt = False, batched: BatchedOpt = False,
+          max_batch: MaxBatchOpt = None, backend: BackendOpt = "local", cluster: ClusterOpt = None,
+          partition: PartitionOpt = None, gpus_per_job: GpusOpt = None, cpus_per_job: CpusOpt = None,
+          time_limit: TimeLimitOpt = None, array_parallelism: ArrayOpt = None, slurm: SlurmOpt = None,
+          no_wait: NoWaitOpt = False) -> None:
     """Run every point of a grid of spec keys x seeds; rerunning skips finished points."""
     from noisecli.cluster import cluster_options  # lazy: keeps --help fast
     from noisecli.sweep import parse_devices, plan_text, shard_points, status_text  # lazy: keeps --help fast
-    from noisecli.validate import checked_plan  # lazy: keeps --help fast
+    from noisecli.validate import checked_plan, stack_refusal  # lazy: keeps --help fast
 
     with exit_codes():
         if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
@@ -179,7 +179,7 @@ def sweep(spec: Annotated[Path, typer.Argument(help="a sweep spec, or a plain sp
             raise SpecError("--max-batch: only with --batched")
         batch = (max_batch or 64) if batched else None
         if dry_run:
-            print(plan_text(plan, points, shard, runs_dir / plan.name, batch), end="")
+            print(plan_text(plan, points, shard, runs_dir / plan.name, batch, stack_refusal if batch else None), end="")
             return
         if status:
             print(status_text(plan, points, runs_dir / plan.name), end="")

@@ -13,6 +13,9 @@ from typing import Any, Iterator, Protocol
 from rich.console import Console
 from rich.table import Table
 
+from noisecli import metrics
+
+
 def say(text: str) -> None:
     """One line on stderr. If stderr is a pipe whose reader went away (`2>&1 | head`), the line
     is dropped: the exit code still says what happened."""
@@ -22,10 +25,11 @@ def say(text: str) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
 
 
-COLUMNS = [("epoch", "epoch", "{:d}"), ("step", "step", "{:d}"), ("train_loss", "train loss", "{:.4f}"),
-           ("clean_train_loss", "clean train", "{:.4f}"), ("val_loss", "val loss", "{:.4f}"),
-           ("val_acc", "val acc", "{:.3f}"), ("lr", "lr", "{:.2e}"), ("noise_factor", "noise", "{:.3g}"),
-           ("samples_per_s", "samples/s", "{:,.0f}"), ("seconds", "time (s)", "{:.1f}")]
+def table_columns() -> list[tuple[str, str, str]]:
+    """(row key, header, format) of the per-evaluation table; the evaluation's from the metric schema."""
+    return [("epoch", "epoch", "{:d}"), ("step", "step", "{:d}"), ("train_loss", "train loss", "{:.4f}"),
+            *metrics.display_columns(), ("lr", "lr", "{:.2e}"), ("noise_factor", "noise", "{:.3g}"),
+            ("samples_per_s", "samples/s", "{:,.0f}"), ("seconds", "time (s)", "{:.1f}")]
 
 
 def _fmt(row: dict, key: str, fmt: str) -> str:
@@ -44,7 +48,7 @@ DROP_ORDER = ("samples_per_s", "lr", "seconds", "noise_factor", "train_loss", "e
 
 def metrics_table(rows: list[dict[str, Any]], title: str | None = None, width: int | None = None) -> Table:
     """The per-evaluation table; with `width`, the least needed columns are left out until it fits."""
-    cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+    cols = [c for c in table_columns() if any(c[0] in r for r in rows)]
     cells = {key: [_fmt(r, key, fmt) for r in rows] for key, _, fmt in cols}
 
     def needed(columns) -> int:  # rich's box: one border and two padding characters a column, one more
@@ -241,3 +245,20 @@ class SweepDisplay:
                 self.console.print(f"  {o.name}: {o.state}: {o.message}", markup=False)
         if any(o.state in ("completed", "skipped") for o in outcomes):  # there is something to compare
             self.console.print(f"compare them: noisecli report {sweep_dir}", markup=False)
+
+
+def describe_run(run) -> str:
+    """One line saying what is about to be trained, so a wrong setting shows before the run does."""
+    d, spec = run.data, run.spec
+    if d.is_stream:
+        sizes = (f"{d.x_train.numel():,} train / {d.x_val.numel():,} val tokens, vocab {d.n_outputs}, "
+                 f"context {d.block_size}")
+    elif d.is_tokens:
+        sizes = (f"{d.x_train.shape[0]:,} train / {d.x_val.shape[0]:,} val examples padded to "
+                 f"{d.block_size} tokens, vocab {d.n_outputs}, loss on response tokens")
+    else:
+        sizes = f"{d.x_train.shape[0]:,} train / {d.x_val.shape[0]:,} val examples, {d.task}"
+    return (f"{run.run.name}: {d.name} ({sizes}); {spec.model.kind} "
+            f"({sum(p.numel() for p in run.params):,} parameters); noise {spec.noise_label}; "
+            f"{run.device.type} {run.precision.name}"
+            f"{f' x {run.world.size} processes' if run.world.distributed else ''}; {run.total_steps:,} steps")

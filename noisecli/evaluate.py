@@ -2,7 +2,7 @@
 
 The run's model and data are rebuilt from the run folder's resolved spec (so the same
 split, the same fixed evaluation windows, the same precision), the checkpoint is loaded
-with `weights_only=True`, and the trainer's own `measure` runs with every noise off.
+with `weights_only=True`, and the engine's own `evaluation.measure` runs with every noise off.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from noisecli import metrics
 from noisecli.errors import DamagedFile, SpecError
 from noisecli.runs import read_checkpoint
 from noisecli.spec import read_saved_spec, spec_from_dict
@@ -34,7 +35,8 @@ def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
 
 
 def evaluate(run_dir: Path, checkpoint: str = "last", split: str = "val", device: str | None = None) -> dict[str, Any]:
-    """{checkpoint, step, val_loss[, val_acc]} or, with split 'train', {..., clean_train_loss[, train_acc]}."""
+    """{checkpoint, step, ...} and every metric of the run's task on the split (`metrics.columns`:
+    val_loss, val_acc, ... or, with split 'train', clean_train_loss, clean_train_acc, ...)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise SpecError(f"eval: {run_dir}: no such run folder")
@@ -48,7 +50,8 @@ def evaluate(run_dir: Path, checkpoint: str = "last", split: str = "val", device
 
     import torch
 
-    from noisecli.trainer import Trainer  # torch
+    from noisecli.engine import evaluation  # torch, only when a checkpoint is evaluated
+    from noisecli.trainer import Trainer  # torch, as above
 
     try:
         state = read_checkpoint(path)
@@ -67,15 +70,12 @@ def evaluate(run_dir: Path, checkpoint: str = "last", split: str = "val", device
     for noise in trainer.noises:  # the model as evaluation saw it (Anti-PGD's clean point)
         noise.before_eval()
     trainer.model.eval()
-    total, correct, count = trainer.measure(split)
-    loss, correct, count = torch.stack([total, correct, count]).tolist()
+    sums = evaluation.measure(trainer, split)
+    values = dict(zip(sums, torch.stack(list(sums.values())).tolist()))  # one host read
 
     out: dict[str, Any] = {"run": str(run_dir), "checkpoint": str(path), "step": state.get("step"),
                            "epoch": state.get("epoch"), "split": split}
-    key = "val" if split == "val" else "train"
-    out["val_loss" if split == "val" else "clean_train_loss"] = loss / count
-    if trainer.data.task == "classification":
-        out[f"{key}_acc"] = correct / count
+    out.update(metrics.split_values(trainer.data.task, split, values, every_metric=True))
     return out
 
 
@@ -83,7 +83,7 @@ def render(result: dict[str, Any]) -> str:
     lines = [f"{result['run']}: {Path(result['checkpoint']).name} at step {result['step']} "
              f"(epoch {result['epoch']}), {result['split']} split, noise off"]
     width = max(len(k) for k in result)
-    for k in ("val_loss", "val_acc", "clean_train_loss", "train_acc"):
+    for k in metrics.every_column():
         if k in result:
             lines.append(f"  {k:<{width}}  {result[k]:.6f}")
     return "\n".join(lines) + "\n"

@@ -90,30 +90,46 @@ def point_threads(trainers: list, planned: int | None) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
+def open_point(trainer) -> Outcome | None:
+    """Build and claim one point's run as `train` does: None when it is to be trained, else what
+    became of it (skipped: already completed; busy: another process holds it; failed: bad input
+    or a run folder that cannot be written)."""
+    name = trainer.spec.name
+    try:
+        trainer.setup()
+        if trainer.open_run() == "completed":
+            status = trainer.run.read_status()
+            return Outcome(name, "skipped", "already completed", status.get("val_loss"), status.get("best_val_loss"))
+    except RunLocked as e:
+        return Outcome(name, "busy", str(e))
+    except BadInput as e:
+        return Outcome(name, "failed", "; ".join(e.problems))
+    except OSError as e:  # the run folder could not be written (a full disk): this point fails, in one line
+        return Outcome(name, "failed", os_error_line(e))
+    return None
+
+
 def train_point(spec: Spec, runs_dir: Path, report: Callable[[str, int, int], None],
                 stop: StopRequest | None = None, threads: int | None = None) -> Outcome:
     from noisecli.trainer import Trainer  # torch: the sweep's parent process never trains
 
     trainer = Trainer(spec, runs_dir, display=PointDisplay(report), stop=stop)
     try:
-        trainer.setup()
-        if trainer.open_run() == "completed":
-            status = trainer.run.read_status()
-            return Outcome(spec.name, "skipped", "already completed", status.get("val_loss"),
-                           status.get("best_val_loss"))
+        opened = open_point(trainer)
+        if opened is not None:
+            return opened
         with point_threads([trainer], threads):
             trainer.train()
-        return Outcome(spec.name, "completed", "", trainer.rows[-1]["val_loss"] if trainer.rows else None,
-                       trainer.best_val if trainer.rows else None)
-    except RunLocked as e:
-        return Outcome(spec.name, "busy", str(e))
+        s = trainer.state
+        return Outcome(spec.name, "completed", "", s.rows[-1]["val_loss"] if s.rows else None,
+                       s.best_val if s.rows else None)
     except Interrupted as e:
         return Outcome(spec.name, "interrupted", str(e))
     except RunError as e:
         return Outcome(spec.name, trainer.run.read_status_quiet().get("state", "failed"), str(e))
     except BadInput as e:
         return Outcome(spec.name, "failed", "; ".join(e.problems))
-    except OSError as e:  # the run folder could not be written (a full disk): this point fails, in one line
+    except OSError as e:
         return Outcome(spec.name, "failed", os_error_line(e))
     finally:
         trainer.close()

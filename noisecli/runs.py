@@ -1,32 +1,29 @@
-"""The run folder: atomic writes, status, metrics, checkpoints, and the lock.
+"""The run folder: atomic writes, status, metrics, checkpoints, and claiming a run.
 
 Every file is written to a temporary file in the same folder, flushed and fsynced, then
 renamed over the old one, so a reader (or a rerun after a crash) never sees half a file.
+Reading the files back (and what each must hold) is `run_files`'s; the lock is `run_lock`'s.
 """
 
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
 import os
-import pickle
 import shutil
-import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from noisecli.errors import DamagedFile, RunLocked, SpecError
+from noisecli.errors import DamagedFile, SpecError
+from noisecli.run_files import metric_columns, newest_checkpoint, read_metrics_file, read_status_file
+from noisecli.run_lock import RunLock
 from noisecli.spec import dump_yaml as _dump_yaml, flatten, read_saved_spec, spec_diff
 
-STATES = ("running", "completed", "failed", "diverged", "interrupted")
-CHECKPOINT_FORMAT = 2  # 2: the model is the evaluated (clean) one for every kind
-CHECKPOINT_KEYS = {"model", "optimizer", "step", "rng"}
-METRIC_COLUMNS = ["epoch", "step", "train_loss", "clean_train_loss", "val_loss", "val_acc", "lr",
-                  "noise_factor", "grad_norm", "skipped_steps", "samples_per_s", "seconds"]
+# moved to run_files; imported here too, so that `from noisecli.runs import X` keeps working for them
+from noisecli.run_files import CHECKPOINT_FORMAT, CHECKPOINT_KEYS, STATES, first_line, read_checkpoint  # noqa: F401
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
@@ -74,44 +71,7 @@ def _second_name(src: Path, dst: Path) -> None:
             os.fsync(f_out.fileno())
 
 
-def first_line(e: BaseException, limit: int = 160) -> str:
-    """`Type: the first line of its message`, cut at a word (never mid-word) when long."""
-    text = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
-    if len(text) > limit:
-        text = text[:limit].rsplit(" ", 1)[0] + " ..."
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-def read_checkpoint(path: Path, keys: set[str] = frozenset({"model"})) -> dict:
-    """A checkpoint file as a dict, loaded as data only (`weights_only=True`: never code).
-    Any file that is not one (empty, cut short, corrupt, foreign, a pickle that would run code)
-    is a DamagedFile naming the file in one line; one written by a newer noisecli says both formats."""
-    import warnings
-
-    import torch
-
-    try:
-        if path.stat().st_size == 0:
-            raise ValueError("the file is empty (a crash before its data reached the disk)")
-        with warnings.catch_warnings():  # torch adds a multi-line warning to what it raises
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or not keys <= set(state):
-            raise ValueError("not a noisecli checkpoint")
-    except Exception as e:  # noqa: BLE001 - truncated, corrupt or foreign file
-        if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in str(e):
-            why = "it holds objects other than tensors and plain data, which are never loaded"
-        else:
-            why = first_line(e)
-        raise DamagedFile(f"{path}: cannot load ({why})") from None
-    fmt = state.get("format", 1)
-    if not isinstance(fmt, int) or fmt > CHECKPOINT_FORMAT:
-        raise DamagedFile(f"{path}: written in checkpoint format {fmt!r} by a newer noisecli; this one reads "
-                          f"formats up to {CHECKPOINT_FORMAT}: upgrade noisecli to use it")
-    return state
-
-
-class RunFolder:
+class RunFolder(RunLock):
     """runs/<name>/: spec.yaml, metrics.csv, metrics.jsonl, status.json, checkpoints/."""
 
     def __init__(self, path: Path):
@@ -134,19 +94,8 @@ class RunFolder:
     # ---------------------------------------------------------------- status
 
     def read_status(self) -> dict[str, Any]:
-        p = self.path / "status.json"
-        try:
-            status = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as e:
-            raise DamagedFile(f"{p}: unreadable status file ({e}); delete it to let the run resume "
-                            "from its checkpoint") from None
-        bad = _status_problem(status)
-        if bad:
-            raise DamagedFile(f"{p}: not a noisecli status file ({bad}); delete it to let the run resume "
-                              "from its checkpoint")
-        return status
+        """status.json as a mapping, {} when there is none (`run_files.read_status_file`)."""
+        return read_status_file(self.path / "status.json")
 
     def write_status(self, **fields: Any) -> dict[str, Any]:
         if self._spec_text is not None and not (self.path / "spec.yaml").exists():
@@ -169,13 +118,13 @@ class RunFolder:
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Rewrite both metrics files from all rows (they are small; a rewrite stays atomic)."""
-        columns = [c for c in METRIC_COLUMNS if any(c in r for r in rows)] or METRIC_COLUMNS
+        columns = [c for c in metric_columns() if any(c in r for r in rows)] or metric_columns()
         per_kind = [k for k in (rows[0] if rows else {}) if k.startswith("noise_factor_")]  # a list of kinds
         if per_kind:
             at = columns.index("noise_factor") + 1
             columns = columns[:at] + per_kind + columns[at:]
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")  # a key no column names: an error
         writer.writeheader()
         writer.writerows(rows)
         atomic_write(self.path / "metrics.csv", buf.getvalue())
@@ -190,26 +139,8 @@ class RunFolder:
             p.unlink()
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        p = self.path / "metrics.jsonl"
-        if not p.exists():
-            return []
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise DamagedFile(f"{p}: unreadable ({first_line(e)}); rerun `noisecli train` on this run "
-                              "to rewrite it from the checkpoint") from None
-        rows = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    row = None
-                if not isinstance(row, dict) or not _is_int(row.get("step")):
-                    raise DamagedFile(f"{p}:{i}: corrupt line (not a row with a step); rerun `noisecli train` "
-                                      "on this run to rewrite it from the checkpoint")
-                rows.append(row)
-        return rows
+        """metrics.jsonl's rows, [] when there is none (`run_files.read_metrics_file`)."""
+        return read_metrics_file(self.path / "metrics.jsonl")
 
     # ---------------------------------------------------------------- checkpoints
 
@@ -240,29 +171,8 @@ class RunFolder:
         _fsync_dir(self.ckpt_dir)
 
     def load_checkpoint(self, warn=None) -> dict | None:
-        """The newest loadable checkpoint (last.pt, else prev.pt), or None when there is none.
-
-        A damaged last.pt (empty after a crash, cut short, foreign) is reported through `warn`
-        and prev.pt is used; if both are damaged the run cannot resume. A checkpoint written by
-        a newer noisecli is refused outright: prev.pt would be just as new.
-        """
-        problems = []
-        for name in ("last.pt", "prev.pt"):
-            p = self.ckpt_dir / name
-            if not p.exists():
-                continue
-            try:
-                state = read_checkpoint(p, CHECKPOINT_KEYS)
-            except DamagedFile as e:
-                problems.append(e.problems[0])
-                continue
-            if problems and warn is not None:
-                warn(f"warning: {problems[0]}; resuming from {p.name} (step {state['step']}) instead")
-            return state
-        if problems:
-            raise DamagedFile(problems + [f"no loadable checkpoint in {self.ckpt_dir}: use --restart to start "
-                                        "over (the damaged run is kept under .archive/)"])
-        return None
+        """The newest loadable checkpoint, or None (`run_files.newest_checkpoint`)."""
+        return newest_checkpoint(self.ckpt_dir, warn)
 
     def clean_temporaries(self) -> None:
         """Remove temporary files a killed process left behind (never a finished file)."""
@@ -421,78 +331,6 @@ class RunFolder:
                 shutil.copy2(p, dest / p.name)
         return dest
 
-    # ---------------------------------------------------------------- lock
-
-    def acquire_lock(self) -> None:
-        """One trainer per run folder, held as an OS lock (`flock`) on `.lock` for as long as the
-        run is claimed. The kernel drops the lock when its process dies, so a lock left by a dead
-        process is simply free: nobody ever deletes another process's lock, and two processes that
-        find the same stale file cannot both win. The pid and host written into it serve messages."""
-        for _ in range(5):
-            fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                holder = self._holder()
-                raise RunLocked(f"run {self.name!r} is in use by pid {holder.get('pid', '?')} on "
-                                f"{holder.get('host', '?')}; wait for it, or stop it (its state is saved "
-                                "on Ctrl-C)") from None
-            if not self._same_file(fd):  # the owner released (and removed) it between our open and lock
-                os.close(fd)
-                continue
-            try:
-                me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, me.encode(), 0)
-            except OSError:  # a full disk: the lock holds without its note; messages say "?"
-                pass
-            self._lock_fd = fd
-            return
-        raise RunLocked(f"could not take the lock {self.lock_path}: it keeps changing hands")
-
-    def _same_file(self, fd: int) -> bool:
-        try:
-            st = os.stat(self.lock_path)
-        except FileNotFoundError:
-            return False
-        return os.fstat(fd).st_ino == st.st_ino and os.fstat(fd).st_dev == st.st_dev
-
-    def _holder(self) -> dict[str, Any]:
-        """What the lock's owner wrote about itself (for messages only; never trusted for a decision)."""
-        try:
-            holder = json.loads(self.lock_path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return holder if isinstance(holder, dict) else {}
-
-    def held(self) -> bool:
-        """Whether a live process holds the lock (tried without taking it for more than an instant)."""
-        try:
-            fd = os.open(self.lock_path, os.O_RDONLY)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        finally:
-            os.close(fd)  # closing drops the shared lock just taken
-        return False
-
-    def release_lock(self) -> None:
-        """Remove the lock if this object holds it (never another process's). The file is removed
-        while still locked, so a process waiting on it finds it gone and starts over (`_same_file`)."""
-        fd = getattr(self, "_lock_fd", None)
-        if fd is None:
-            return
-        self._lock_fd = None
-        try:
-            if self._same_file(fd):
-                self.lock_path.unlink(missing_ok=True)
-        finally:
-            os.close(fd)
-
     def archive(self) -> Path:
         """Move this run aside (for --restart): nothing trained is deleted."""
         dest = self._archive_dest()
@@ -510,25 +348,6 @@ class RunFolder:
             dest = archive / f"{self.name}-{stamp}-{n}"
             n += 1
         return dest
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _status_problem(status: Any) -> str:
-    """What makes `status` not a status file (valid JSON of the wrong shape included), or ''."""
-    if not isinstance(status, dict):
-        return f"a {type(status).__name__}, not a mapping"
-    if status.get("state") not in STATES:
-        return f"state {status.get('state')!r}"
-    for key in ("step", "epoch", "starts", "total_steps", "steps_per_epoch"):
-        if status.get(key) is not None and not _is_int(status[key]):
-            return f"{key} {status[key]!r}"
-    for key in ("best_val_loss", "val_loss"):
-        if status.get(key) is not None and not isinstance(status[key], (int, float)):
-            return f"{key} {status[key]!r}"
-    return ""
 
 
 def _rmdir_quiet(folder: Path) -> None:

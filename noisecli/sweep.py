@@ -17,16 +17,21 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from noisecli.errors import SpecError
 from noisecli.jobs import read_jobs
+from noisecli.point_names import canonical_key, point_name
 from noisecli.runs import RunFolder
-from noisecli.spec import (DEVICE_RE, NAME_RE, SEED_MAX, Spec, apply_overrides, canonical, flatten, is_sweep_file,
-                           load_yaml, read_saved_spec, read_yaml, set_dotted, spec_diff, spec_from_dict, spec_to_dict,
-                           suggest)
+from noisecli.spec import (DEVICE_RE, NAME_RE, SEED_MAX, Spec, apply_overrides, flatten, is_sweep_file, load_yaml,
+                           read_saved_spec, read_yaml, set_dotted, spec_diff, spec_from_dict, spec_to_dict, suggest)
+from noisecli.stacks import form_groups, plural
+
+# moved to stacks and point_names; imported here too, so that `from noisecli.sweep import X` keeps working
+from noisecli.point_names import UNSAFE  # noqa: F401
+from noisecli.stacks import UNBATCHED, batch_key  # noqa: F401
 
 SWEEP_KEYS = ("name", "base", "grid", "seeds")
 # Past this many points a sweep is a mistake (a grid of 33 million points would take minutes just
@@ -262,43 +267,9 @@ def _once(problems: list[tuple[str, str]], n_points: int) -> list[str]:
     return out
 
 
-def canonical_key(spec: Spec) -> str:
-    """Points with equal keys would train the same thing (the factor of `none` cannot matter)."""
-    return json.dumps(canonical(spec_to_dict(spec)), sort_keys=True, default=str)
-
-
 def _short_names(keys: list[str]) -> dict[str, str]:
     lasts = [k.split(".")[-1] for k in keys]
     return {k: (last if lasts.count(last) == 1 else k) for k, last in zip(keys, lasts)}
-
-
-def _value_text(v: Any) -> str:
-    if isinstance(v, list):
-        return "x".join(_value_text(x) for x in v)
-    if isinstance(v, dict):  # a whole entry such as {kind: input, factor: 0.5} -> input-0.5
-        return "-".join(_value_text(b) for b in v.values())
-    text = str(v).replace("e+", "e") if isinstance(v, float) else str(v)  # 1e+30 -> 1e30, never 1e-30
-    return re.sub(r"[^A-Za-z0-9.-]+", "_" if isinstance(v, str) else "-", text).strip("-_") or "empty"
-
-
-UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")  # what NAME_RE does not allow
-
-
-def point_name(settings: dict[str, Any], short: dict[str, str], seed: int) -> str:
-    """The point's folder name, made of its settings: safe characters only, so that a grid key
-    reaching into a free-form mapping (`model.config.label2id./etc`, `..`) can never name a
-    folder outside the sweep's. Where a key had to be changed to be safe, a hash of the settings
-    keeps the name unique; ordinary names are as they always were."""
-    keys = {k: UNSAFE.sub("_", short[k]).strip("._-") or "key" for k in settings}
-    parts = [f"{keys[k]}-{_value_text(v)}" for k, v in settings.items()] + [f"seed-{seed}"]
-    name = "_".join(parts)
-    settings_hash = hashlib.sha1(json.dumps([settings, seed], sort_keys=True, default=str).encode()).hexdigest()[:8]
-    if any(keys[k] != short[k] for k in settings):
-        name = f"{name[:90]}_{settings_hash}"
-    if len(name) > 100:
-        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
-        name = f"{name[:90]}_{digest}"
-    return name if NAME_RE.match(name) else f"point_{settings_hash}"  # (cannot happen; never a path)
 
 
 def changed_points(plan: Plan, sweep_dir: Path) -> str | None:
@@ -347,58 +318,8 @@ def parse_devices(text: str | None) -> list[str]:
     return devices
 
 
-# ---------------------------------------------------------------- stacks for sweep --batched
-
-UNBATCHED = {
-    "hf": "model.kind hf: trained one after another (its forward is not known to run under torch.func.vmap)",
-    "python": "model.kind python: trained one after another (its forward is not known to run under "
-              "torch.func.vmap)",
-}
-
-
-def batch_key(spec: Spec) -> tuple[str | None, str]:
-    """Points with the same key train as one stack: the same spec but for the noise factors and
-    the seed. (None, why) for a point that trains alone."""
-    if spec.model.kind in UNBATCHED:
-        return None, UNBATCHED[spec.model.kind]
-    if spec.train.compile:
-        return None, "train.compile: compiled runs are trained one after another"
-    if spec.train.precision == "fp16":
-        return None, "train.precision fp16: one loss scale would couple the members; trained one after another"
-    d = canonical(spec_to_dict(spec), keep_seed=False)
-    for entry in d["noise"] if isinstance(d["noise"], list) else [d["noise"]]:
-        entry.pop("factor", None)
-    d["device"] = spec.device
-    return json.dumps(d, sort_keys=True, default=str), ""
-
-
-def form_groups(points: list, max_batch: int) -> tuple[list[list], list[str]]:
-    """The plan's points as groups of at most `max_batch` (in plan order), and one line per
-    reason some points train alone."""
-    groups: dict[str, list] = {}
-    alone: dict[str, list] = {}
-    out: list[list] = []
-    for p in points:
-        key, why = batch_key(p.spec)
-        if key is None:
-            alone.setdefault(why, []).append(p.name)
-            out.append([p])
-        elif key in groups and len(groups[key]) < max_batch:
-            groups[key].append(p)
-        else:
-            groups[key] = [p]
-            out.append(groups[key])
-    notes = [f"--batched: {plural(len(names), 'point')} ({names[0]}{', ...' if len(names) > 1 else ''}): {why}"
-             for why, names in alone.items()]
-    return out, notes
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def plan_text(plan: Plan, points: list[Point], shard: str | None, sweep_dir: Path,
-              max_batch: int | None = None) -> str:
+              max_batch: int | None = None, alone: Callable[[Spec], str | None] | None = None) -> str:
     """What --dry-run prints: the plan's size, one line per point with its settings, the stacks
     --batched would train, and what a real run would refuse."""
     merged = f", {plan.merged} merged as identical" if plan.merged else ""
@@ -407,7 +328,7 @@ def plan_text(plan: Plan, points: list[Point], shard: str | None, sweep_dir: Pat
              f"{plural(len(plan.seeds), 'seed')}{merged}){sharded} -> {sweep_dir}"]
     lines += [f"  {p.name}  ({', '.join(f'{k}={v}' for k, v in p.settings.items())})" for p in points]
     if max_batch:
-        groups, notes = form_groups(points, max_batch)
+        groups, notes = form_groups(points, max_batch, alone)
         stacks = [len(g) for g in groups if len(g) > 1]
         lines.append(f"--batched: {plural(len(stacks), 'stack')} ({', '.join(map(str, stacks)) or '-'} points), "
                      f"{plural(sum(len(g) == 1 for g in groups), 'point')} alone")

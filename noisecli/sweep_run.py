@@ -22,6 +22,7 @@ from noisecli.runs import RunFolder
 from noisecli.signals import StopRequest
 from noisecli.spec import Spec, spec_from_dict, spec_to_dict
 from noisecli.sweep import check_existing, form_groups
+from noisecli.validate import stack_refusal
 
 FAILED = ("failed", "diverged")
 
@@ -215,7 +216,7 @@ def run_sweep(plan, points: list, sweep_dir: Path, jobs: int, devices: list[str]
 
     check_existing(plan, sweep_dir)
     if devices:  # a device that is not here is bad input, said before anything runs
-        from noisecli.trainer import resolve_device  # torch: only to check --devices
+        from noisecli.engine.device import resolve_device  # torch: only to check --devices
 
         for device in devices:
             try:
@@ -235,10 +236,10 @@ def run_sweep(plan, points: list, sweep_dir: Path, jobs: int, devices: list[str]
     else:
         groups, planned = None, len(points)
         if max_batch:
-            groups, notes = form_groups(pending, max_batch)
+            groups, notes = form_groups(pending, max_batch, stack_refusal)
             for note in notes:
                 display.note(note)
-            planned = len(form_groups(points, max_batch)[0])
+            planned = len(form_groups(points, max_batch, stack_refusal)[0])
         runner = SweepRunner(pending, sweep_dir, display, jobs, devices, fail_fast, stop, groups, planned)
     with display:
         for outcome in skipped:

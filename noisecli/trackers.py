@@ -132,6 +132,10 @@ def _stable_id(run_path: Path) -> str:
     return hashlib.sha1(str(run_path.resolve()).encode()).hexdigest()[:16]
 
 
+# output.tracker -> its class (the names, and the package each needs, are catalog.TRACKER_PACKAGES')
+TRACKERS = {"tensorboard": TensorBoard, "wandb": WandB, "mlflow": MLflow}
+
+
 def open_tracker(kind: str, run_path: Path, spec: dict) -> Tracker:
     """The tracker `output.tracker` names, for the run in `run_path`; runs of a sweep (a folder
     with sweep.json) are grouped under the sweep's name."""
@@ -139,7 +143,7 @@ def open_tracker(kind: str, run_path: Path, spec: dict) -> Tracker:
         return Tracker()
     group = run_path.parent.name if (run_path.parent / "sweep.json").exists() else None
     try:
-        return {"tensorboard": TensorBoard, "wandb": WandB, "mlflow": MLflow}[kind](run_path, group, spec)
+        return TRACKERS[kind](run_path, group, spec)
     except Exception as e:  # noqa: BLE001 - a tracker that cannot start (no login, a bad URI) is one line
         raise SpecError(f"output.tracker: {kind} could not start: {type(e).__name__}: "
                         f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}") from None

@@ -1,6 +1,6 @@
 """What only building a run's components can check, before anything trains: `noisecli validate`,
 and a sweep's plan before its first point (`checked_plan`). The spec and plan readers
-(spec.py, sweep.py) check everything else without importing torch; only specs whose
+(spec/, sweep.py) check everything else without importing torch; only specs whose
 components must be built to be checked (`hf` models, `kind: python` code, `sft` data) import
 it here."""
 
@@ -77,3 +77,11 @@ def validate_file(path: Path, overrides: list[str], show: bool = False) -> str:
     text = dump_yaml(spec_to_dict(resolved)) if show else ""
     return text + (f"ok: {path} (run {resolved.name!r}: data {resolved.data.kind}, model {resolved.model.kind}, "
                    f"noise {resolved.noise_label})\n")
+
+
+def stack_refusal(spec) -> str | None:
+    """Why a point cannot train in a stack for a reason only the engine knows (its noise kind
+    acts where a stacked forward cannot see), for `sweep.form_groups`; None if it can."""
+    from noisecli.noise import why_not_stacked  # torch: only `sweep --batched` asks
+
+    return why_not_stacked(spec.noise)

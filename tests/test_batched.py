@@ -8,7 +8,7 @@ import signal
 import pytest
 import torch
 
-from noisecli.batched import BatchedTrainer, train_group
+from noisecli.batched import Stack, train_group
 from noisecli.catalog import NOISE
 from noisecli.spec import spec_from_dict, spec_to_dict
 from noisecli.sweep import form_groups, load_plan
@@ -95,23 +95,23 @@ def test_clipping_is_per_member(tmp_path):
         trainer = Trainer(spec, tmp_path, quiet=True).setup()
         trainer.open_run()
         trainers.append(trainer)
-    stack = BatchedTrainer(trainers, trainers[0].stop)
+    stack = Stack(trainers, trainers[0].stop)
     torch.manual_seed(1)
-    grads = {n: torch.randn_like(p) * 1e-3 for n, p in stack.P.items()}
+    grads = {n: torch.randn_like(p) * 1e-3 for n, p in stack.strategy.P.items()}
     for g in grads.values():
         g[1] *= 1e6  # member 1 only
-    for n, p in stack.P.items():
+    for n, p in stack.strategy.P.items():
         p.grad = grads[n].clone()
-    norms = stack._clip(1.0)
+    norms = stack.strategy.clip()  # train.grad_clip: 1.0
     for k in range(3):  # clip_grad_norm_ on each member's gradients alone
-        alone = [grads[n][k].clone() for n in stack.names]
+        alone = [grads[n][k].clone() for n in stack.strategy.names]
         params = [torch.nn.Parameter(torch.zeros_like(g)) for g in alone]
         for p, g in zip(params, alone):
             p.grad = g
         expected = torch.nn.utils.clip_grad_norm_(params, 1.0)
         assert norms[k].item() == pytest.approx(expected.item(), rel=1e-5)
-        for n, p in zip(stack.names, params):
-            torch.testing.assert_close(stack.P[n].grad[k], p.grad)
+        for n, p in zip(stack.strategy.names, params):
+            torch.testing.assert_close(stack.strategy.P[n].grad[k], p.grad)
     assert norms[1] > 1e2 and norms[0] < 1 and norms[2] < 1
     for t in trainers:
         t.close()
@@ -137,7 +137,7 @@ def test_a_diverging_member_is_masked_out_and_the_others_go_on(tmp_path):
 
 def stop_after(monkeypatch, steps: int):
     """A SIGINT arrives during the stack's step number `steps`."""
-    real = BatchedTrainer.train_step
+    real = Stack.train_step
     calls = [0]
 
     def step(self):
@@ -146,7 +146,7 @@ def stop_after(monkeypatch, steps: int):
             self.stop.request(signal.SIGINT)
         return real(self)
 
-    monkeypatch.setattr(BatchedTrainer, "train_step", step)
+    monkeypatch.setattr(Stack, "train_step", step)
 
 
 def test_ctrl_c_saves_every_member_and_the_stack_resumes(tmp_path, monkeypatch):

@@ -112,7 +112,7 @@ def test_eval_with_dropout_is_deterministic_and_equals_the_logged_val_loss(tmp_p
     spec = write_spec(tmp_path, {"name": "drop", **TINY, "noise": {"kind": "none"},
                                  "model": {"kind": "mlp", "hidden": [32], "dropout": 0.5}})
     trainer = train_run(spec, tmp_path / "runs", ["train.epochs=2"])
-    run, last = tmp_path / "runs" / "drop", trainer.rows[-1]
+    run, last = tmp_path / "runs" / "drop", trainer.state.rows[-1]
 
     def eval_json(*args):
         code, out, err = cli("eval", run, *args, "--format", "json")

@@ -16,7 +16,8 @@ import yaml
 from noisecli.errors import Interrupted, RunLocked
 from noisecli.runs import CHECKPOINT_FORMAT, RunFolder
 from noisecli.spec import load_spec
-from noisecli.trainer import Trainer, lr_at
+from noisecli.engine.optim import lr_at
+from noisecli.trainer import Trainer
 from tests.conftest import ROOT, TINY, metrics_rows, write_spec
 from tests.test_train import assert_same_weights, train_run, untimed
 
@@ -36,14 +37,14 @@ def test_a_step_the_grad_scaler_skips_is_not_divergence(tiny_spec, tmp_path):
     scaler skips it by design, every weight and loss stays finite, and the run completes; the
     interval's grad norm is the mean over the steps taken, and the skip is counted."""
     trainer = Trainer(load_spec(tiny_spec, ["train.eval_every=4"]), tmp_path / "runs", quiet=True).setup()
-    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+    trainer.precision.scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
     trainer.open_run()
     norms = []
     trainer.params[0].register_hook(lambda g: torch.full_like(g, float("inf")) if trainer.step == 5 else g)
     trainer.params[1].register_hook(lambda g: norms.append(trainer.step) or g)
     trainer.train()
     trainer.close()
-    rows = trainer.rows
+    rows = trainer.state.rows
     assert json.loads((tmp_path / "runs" / "tiny" / "status.json").read_text())["state"] == "completed"
     assert [r["skipped_steps"] for r in rows[:3]] == [0, 1, 0]
     assert all(math.isfinite(r["grad_norm"]) and r["grad_norm"] > 0 for r in rows)
@@ -420,7 +421,7 @@ def test_spec_yaml_deleted_mid_run_is_written_again(tiny_spec, tmp_path, capsys)
     trainer.close()
     assert "spec.yaml was deleted while the run trained; written again" in capsys.readouterr().err
     assert {"spec.yaml", "status.json", "metrics.jsonl", "metrics.csv"} <= {p.name for p in folder.iterdir()}
-    assert len(metrics_rows(folder)) == len(trainer.rows)
+    assert len(metrics_rows(folder)) == len(trainer.state.rows)
 
 
 def test_bad_input_found_inside_the_loop_ends_failed_with_its_log(tiny_spec, tmp_path):

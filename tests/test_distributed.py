@@ -57,7 +57,10 @@ def assert_two_processes_follow_one(spec, tmp_path):
     assert_same_curves(metrics(tmp_path / "one" / "r"), metrics(tmp_path / "two" / "r"), rel=1e-4)
     w1, w2 = weights(tmp_path / "one" / "r"), weights(tmp_path / "two" / "r")
     for k in w1:
-        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5)
+        # atol: far under one AdamW step (lr 3e-3); a weight whose gradient sits near zero moves by
+        # a summation-order-sized amount that AdamW's normalisation magnifies (seen here: 1.1e-5 on
+        # 1 of 2048 weights, input noise, on this machine's CPU kernels; 0 elsewhere)
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=5e-5)
 
 
 @pytest.mark.parametrize("kind,base,factor", INVARIANT, ids=[k for k, _, _ in INVARIANT])
@@ -97,7 +100,7 @@ def test_per_rank_streams_are_reseeded_off_rank_zero_only(tmp_path):
     states = []
     for rank in (0, 1):
         trainer = Trainer(spec, tmp_path / "runs", quiet=True, world=World(rank=rank, size=1)).setup()
-        trainer._reseed_rank_streams()
+        trainer.strategy.reseed()
         states.append((torch.get_rng_state(), [n.generator.get_state() for n in trainer.noises]))
     (rng0, (act0, in0)), (rng1, (act1, in1)) = states
     assert not torch.equal(rng0, rng1) and not torch.equal(act0, act1)
@@ -151,7 +154,7 @@ def test_a_signal_saves_once_and_the_run_resumes_on_one_process(tmp_path, signum
     # the same spec, one process: it takes over the checkpoint 2 processes wrote
     trainer = Trainer(load_spec(spec, []), tmp_path / "runs", quiet=True).setup()
     assert trainer.open_run() == "resume" and trainer.step == stopped
-    assert trainer.rows == rows
+    assert trainer.state.rows == rows
     trainer.close()
 
 
@@ -186,7 +189,7 @@ def test_a_run_started_on_one_process_finishes_on_two(tmp_path):
         train_run(spec, tmp_path / "split", stop_after=13)
     two = torchrun(spec, "--runs-dir", "split", "--quiet", cwd=tmp_path)
     assert two.returncode == 0, two.stderr[-2000:]
-    assert_same_curves(whole.rows, metrics(tmp_path / "split" / "r"), rel=1e-4)
+    assert_same_curves(whole.state.rows, metrics(tmp_path / "split" / "r"), rel=1e-4)
     status = json.loads((tmp_path / "split" / "r" / "status.json").read_text())
     assert status["state"] == "completed" and status["starts"] == 2
 

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from noisecli.engine.evaluation import measure
 from noisecli.spec import load_spec
 from noisecli.trainer import Trainer
 from tests.conftest import write_spec
@@ -23,7 +24,7 @@ def test_eval_of_best_and_last_equals_what_training_logged(tmp_path, cli, kind):
     spec = (kind_spec(tmp_path, kind) if kind != "none"
             else write_spec(tmp_path, {"name": "none", **KINDS["input"][0]}))
     trainer = train_run(spec, tmp_path / "runs", ["output.checkpoint=best", "train.epochs=4"])
-    rows, run = trainer.rows, tmp_path / "runs" / trainer.spec.name
+    rows, run = trainer.state.rows, tmp_path / "runs" / trainer.spec.name
     best_row = min(rows, key=lambda r: r["val_loss"])
     assert best_row is not rows[-1] or len(rows) > 1
 
@@ -49,11 +50,11 @@ def test_every_anti_pgd_checkpoint_holds_the_clean_point_not_the_iterate(tmp_pat
     fresh = Trainer(load_spec(spec), tmp_path / "other", quiet=True).setup()
     fresh.model.eval()
     files = sorted((tmp_path / "runs" / "anticorrelated" / "checkpoints").glob("step_*.pt"))
-    assert len(files) == len(trainer.rows) >= 5
-    for path, row in zip(files, trainer.rows):
+    assert len(files) == len(trainer.state.rows) >= 5
+    for path, row in zip(files, trainer.state.rows):
         state = torch.load(path, weights_only=True)
         fresh.raw_model.load_state_dict(state["model"])
-        total, _, count = fresh.measure("val")
+        total, count = (lambda s: (s["loss"], s["count"]))(measure(fresh, "val"))
         assert total.item() / count.item() == pytest.approx(row["val_loss"], abs=1e-5), path.name
 
 

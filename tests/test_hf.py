@@ -62,7 +62,7 @@ def test_a_fresh_model_from_a_config_learns_and_gets_the_datas_vocabulary(tmp_pa
     gpt2 = trainer.raw_model.model
     assert type(gpt2).__name__ == "GPT2LMHeadModel" and len(gpt2.transformer.h) == 2
     assert gpt2.config.vocab_size == trainer.data.n_outputs == 16  # markov's default vocabulary
-    first, last = trainer.rows[0]["val_loss"], trainer.rows[-1]["val_loss"]
+    first, last = trainer.state.rows[0]["val_loss"], trainer.state.rows[-1]["val_loss"]
     assert last < first < 2.9  # it learns (log 16 = 2.77 is where an untrained model starts)
     assert (tmp_path / "runs" / "fresh" / "checkpoints" / "last.pt").exists()
 
@@ -133,7 +133,7 @@ def test_a_pretrained_folder_loads_its_weights_and_its_tokenizer_encodes_the_tex
     loaded = model.model.state_dict()
     assert all(torch.equal(loaded[k], saved[k]) for k in saved)  # the saved weights, not a fresh init
     trainer = train_run(write_spec(tmp_path, raw), tmp_path / "runs")
-    assert trainer.step == 6 and trainer.rows[-1]["val_loss"] < 5.8  # log 300 = 5.70 untrained, roughly
+    assert trainer.step == 6 and trainer.state.rows[-1]["val_loss"] < 5.8  # log 300 = 5.70 untrained, roughly
 
 
 def test_a_relative_model_path_is_relative_to_the_spec_file(pretrained, tmp_path):

@@ -72,7 +72,7 @@ def test_factor_zero_is_bitwise_none(tmp_path, kind):
     base = write_spec(tmp_path, {"name": "none", **KINDS[kind][0]}, "none.yaml")
     none = train_run(base, tmp_path / "b")
     assert_same_weights(noisy, none)
-    assert untimed(noisy.rows) == untimed(none.rows)
+    assert untimed(noisy.state.rows) == untimed(none.state.rows)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -80,10 +80,10 @@ def test_same_seed_same_result_and_the_noise_acts(tmp_path, kind):
     spec = kind_spec(tmp_path, kind)
     a, b = train_run(spec, tmp_path / "a"), train_run(spec, tmp_path / "b")
     assert_same_weights(a, b)
-    assert untimed(a.rows) == untimed(b.rows)
+    assert untimed(a.state.rows) == untimed(b.state.rows)
     none = train_run(spec, tmp_path / "c", ["noise.kind=none"])
-    assert untimed(a.rows) != untimed(none.rows)
-    assert a.rows[-1]["noise_factor"] == KINDS[kind][1]
+    assert untimed(a.state.rows) != untimed(none.state.rows)
+    assert a.state.rows[-1]["noise_factor"] == KINDS[kind][1]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -102,18 +102,18 @@ def test_schedules_warmup_and_decay():
 
 def test_noise_factor_column_follows_the_schedule(tmp_path):
     trainer = train_run(kind_spec(tmp_path, "input", schedule="linear"), tmp_path / "r")
-    steps = [r["step"] for r in trainer.rows]
-    assert [r["noise_factor"] for r in trainer.rows] == pytest.approx([0.3 * (1 - (s - 1) / 12) for s in steps])
+    steps = [r["step"] for r in trainer.state.rows]
+    assert [r["noise_factor"] for r in trainer.state.rows] == pytest.approx([0.3 * (1 - (s - 1) / 12) for s in steps])
 
 
 def test_a_list_of_kinds_logs_each_kinds_factor(tmp_path):
     spec = write_spec(tmp_path, {**TABLE, "name": "two", "noise": [
         {"kind": "input", "factor": 0.3, "schedule": "linear"}, {"kind": "weight", "factor": 0.02}]})
     trainer = train_run(spec, tmp_path / "r")
-    steps = [r["step"] for r in trainer.rows]
-    assert [r["noise_factor_input"] for r in trainer.rows] == pytest.approx([0.3 * (1 - (s - 1) / 12) for s in steps])
-    assert [r["noise_factor_weight"] for r in trainer.rows] == [0.02] * len(steps)
-    assert [r["noise_factor"] for r in trainer.rows] == [r["noise_factor_input"] for r in trainer.rows]
+    steps = [r["step"] for r in trainer.state.rows]
+    assert [r["noise_factor_input"] for r in trainer.state.rows] == pytest.approx([0.3 * (1 - (s - 1) / 12) for s in steps])
+    assert [r["noise_factor_weight"] for r in trainer.state.rows] == [0.02] * len(steps)
+    assert [r["noise_factor"] for r in trainer.state.rows] == [r["noise_factor_input"] for r in trainer.state.rows]
     header = (tmp_path / "r" / "two" / "metrics.csv").read_text().splitlines()[0]
     assert "noise_factor,noise_factor_input,noise_factor_weight,grad_norm" in header
 
@@ -185,7 +185,7 @@ def test_token_unigram_draws_follow_training_frequencies_and_padding_is_untouche
 
 def test_token_noise_never_reaches_the_targets_the_loss_receives(tmp_path, monkeypatch):
     """Checked where it matters: the y handed to the loss, not the batcher's own y."""
-    import noisecli.trainer as trainer_module
+    import noisecli.engine.step as trainer_module  # where the step calls the loss
 
     trainer = Trainer(load_spec(kind_spec(tmp_path, "token", factor=1.0)), tmp_path / "r", quiet=True).setup()
     seen = {}
@@ -398,7 +398,7 @@ def test_gradient_noise_is_added_after_clipping(tmp_path):
     # the clean gradient is clipped to norm 1e-4; the noise (sd 1 per element) is not
     assert grads.norm().item() > 100 * clip
     assert grads.std().item() == pytest.approx(1.0, rel=0.05)
-    assert trainer.sum_gn.item() > clip  # the logged norm is the clean gradient's, before clipping
+    assert trainer.state.interval.sums["grad_norm"].item() > clip  # the logged norm is the clean gradient's, before clipping
 
 
 # ---------------------------------------------------------------- activation
@@ -454,7 +454,7 @@ def test_a_list_of_kinds_applies_each(tmp_path):
                                                                      {"kind": "weight", "factor": 0.05}]})
     combo = train_run(spec, tmp_path / "c")
     only_input = train_run(spec, tmp_path / "i", ["noise.1.factor=0"])
-    assert untimed(combo.rows) != untimed(only_input.rows)
+    assert untimed(combo.state.rows) != untimed(only_input.state.rows)
     assert combo.spec.noise_label == "input+weight 0.3/0.05"
 
 
@@ -495,4 +495,4 @@ def assert_steps_never_read_back(trainer: Trainer, monkeypatch) -> None:
             m.setattr(torch.Tensor, name, guard(name))
         for _ in range(3):
             trainer.train_step()
-    assert trainer.step == 3 and math.isfinite(trainer.sum_loss.item())
+    assert trainer.step == 3 and math.isfinite(trainer.state.interval.sums["loss"].item())

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from noisecli.engine.evaluation import measure
 from noisecli.data import IGNORE
 from noisecli.noise.token import prompt_mask
 from noisecli.spec import load_spec
@@ -61,7 +62,7 @@ def test_the_loss_counts_response_tokens_only(sft_file):
     trainer.model.eval()
     with torch.no_grad():
         logits = trainer.model(x)
-        total, _, count = trainer.measure("val")
+        total, count = (lambda s: (s["loss"], s["count"]))(measure(trainer, "val"))
         mask = y != IGNORE
         by_hand = F.cross_entropy(logits[mask], y[mask], reduction="sum")
         # changing what the prompt and the padding predict changes nothing

@@ -195,7 +195,7 @@ def test_stale_lock_of_a_dead_process_is_recovered(tmp_path):
     (folder / ".lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
     spec = write_spec(tmp_path, {"name": "tiny", **TINY})
     trainer = train_run(spec, tmp_path / "runs")
-    assert trainer.rows and not (folder / ".lock").exists()
+    assert trainer.state.rows and not (folder / ".lock").exists()
 
 
 def test_a_live_lock_refuses_with_the_holders_pid(cli, tmp_path):

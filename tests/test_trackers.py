@@ -122,3 +122,21 @@ def test_wandb_writes_nothing_outside_the_run_folder(tmp_path):
     written = [str(p.relative_to(home)) for p in home.rglob("*") if p.is_file() and ".config" not in p.parts]
     assert not written
     assert list((tmp_path / "runs" / "t" / "wandb").rglob("*.wandb"))
+
+
+def test_every_tracker_in_the_catalog_has_a_class_an_extra_and_a_spec_choice():
+    """A tracker is named in three places (the catalog, trackers.TRACKERS, pyproject's extras);
+    the spec's `output.tracker` choices are read from the catalog."""
+    import tomllib
+    from dataclasses import fields
+
+    from noisecli import catalog
+    from noisecli.spec import OutputSpec
+    from noisecli.trackers import TRACKERS
+    from tests.conftest import ROOT
+
+    assert set(TRACKERS) == set(catalog.TRACKER_PACKAGES)
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert set(catalog.TRACKER_PACKAGES) <= set(extras)
+    choices = next(f for f in fields(OutputSpec) if f.name == "tracker").metadata["choices"]
+    assert tuple(choices) == ("none", *catalog.TRACKER_PACKAGES)

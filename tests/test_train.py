@@ -10,9 +10,11 @@ import pytest
 import torch
 import yaml
 
+from noisecli.engine.evaluation import measure
 from noisecli.errors import Interrupted, RunError
 from noisecli.spec import load_spec, spec_from_dict
-from noisecli.trainer import Trainer, lr_at
+from noisecli.engine.optim import lr_at
+from noisecli.trainer import Trainer
 from tests.conftest import TINY, run_process, write_spec
 
 TIMING = {"seconds", "samples_per_s"}
@@ -46,7 +48,7 @@ def assert_resume_is_exact(spec_path, tmp_path, stop_after: int, overrides=()):
         train_run(spec_path, tmp_path / "split", overrides, stop_after=stop_after)
     resumed = train_run(spec_path, tmp_path / "split", overrides)
     assert_same_weights(whole, resumed)
-    assert untimed(resumed.rows) == untimed(whole.rows)
+    assert untimed(resumed.state.rows) == untimed(whole.state.rows)
     return e.value, whole
 
 
@@ -91,20 +93,20 @@ def test_same_seed_gives_identical_metrics_and_another_seed_does_not(tiny_spec, 
     a = train_run(tiny_spec, tmp_path / "a")
     b = train_run(tiny_spec, tmp_path / "b")
     c = train_run(tiny_spec, tmp_path / "c", ["seed=1"])
-    assert untimed(a.rows) == untimed(b.rows)
+    assert untimed(a.state.rows) == untimed(b.state.rows)
     assert_same_weights(a, b)
-    assert untimed(a.rows) != untimed(c.rows)
+    assert untimed(a.state.rows) != untimed(c.state.rows)
 
 
 def test_train_loss_is_noisy_and_evaluation_is_clean(tmp_path):
     spec = write_spec(tmp_path, {**TINY, "name": "loud", "noise": {"kind": "input", "factor": 3.0}})
     noisy = train_run(spec, tmp_path / "runs")
-    last = noisy.rows[-1]
+    last = noisy.state.rows[-1]
     assert last["train_loss"] > last["clean_train_loss"]  # optimized loss saw the noise
     # The same weights evaluated by a trainer with no noise at all give the same val loss.
     clean = Trainer(load_spec(spec, ["noise.kind=none"]), tmp_path / "other", quiet=True).setup()
     clean.raw_model.load_state_dict(noisy.raw_model.state_dict())
-    total, _, count = clean.measure("val")
+    total, count = (lambda s: (s["loss"], s["count"]))(measure(clean, "val"))
     assert total.item() / count.item() == pytest.approx(last["val_loss"], rel=1e-6)
 
 
@@ -113,7 +115,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tiny_spec, tmp_pa
     interrupted, whole = assert_resume_is_exact(tiny_spec, tmp_path, stop_after)
     assert interrupted.exit_code == 130 and f"state saved at step {stop_after} of 24" in str(interrupted)
     lines = (tmp_path / "split" / "tiny" / "metrics.jsonl").read_text().splitlines()
-    assert untimed([json.loads(x) for x in lines]) == untimed(whole.rows)
+    assert untimed([json.loads(x) for x in lines]) == untimed(whole.state.rows)
     status = json.loads((tmp_path / "split" / "tiny" / "status.json").read_text())
     assert status["state"] == "completed" and status["starts"] == 2
 
@@ -138,8 +140,8 @@ def test_lr_schedule_warmup_cosine_and_linear():
 
 def test_max_steps_and_eval_every(tiny_spec, tmp_path):
     trainer = train_run(tiny_spec, tmp_path, ["train.max_steps=10", "train.eval_every=4"])
-    assert [r["step"] for r in trainer.rows] == [4, 8, 10]
-    assert [r["epoch"] for r in trainer.rows] == [1, 1, 2]
+    assert [r["step"] for r in trainer.state.rows] == [4, 8, 10]
+    assert [r["epoch"] for r in trainer.state.rows] == [1, 1, 2]
 
 
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_spec, tmp_path):
@@ -268,7 +270,7 @@ def test_an_infinite_gradient_behind_a_finite_loss_is_divergence(tiny_spec, tmp_
         trainer.train()
     trainer.close()
     assert "grad_norm=inf" in str(e.value)
-    row = trainer.rows[-1]
+    row = trainer.state.rows[-1]
     assert row["step"] == 4 and math.isfinite(row["train_loss"])  # the losses of steps 3-4 were finite
     folder = tmp_path / "runs" / "tiny"
     assert json.loads((folder / "status.json").read_text())["state"] == "diverged"

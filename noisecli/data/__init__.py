@@ -14,10 +14,8 @@ import torch
 
 from noisecli import catalog
 from noisecli.errors import SpecError
+from noisecli.metrics import IGNORE  # noqa: F401 - a target the loss and every evaluation skip (data's own name)
 from noisecli.spec import DataSpec
-
-
-IGNORE = -100  # a target the loss and every evaluation skip (F.cross_entropy's ignore_index)
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 out <- out + factor * N(0, 1) while the model is in training mode. `targets` are
 module-name globs; the default is every hidden nonlinearity (mlp, cnn) or every
-transformer block (gpt, hf). The hooks are registered in `attach` and removed in `detach`:
-the model's code is never edited.
+transformer block (gpt, hf). The hooks (`ForwardNoise`'s) are registered in `attach` and
+removed in `detach`: the model's code is never edited.
 
 Under torchrun each rank draws for its own rows from its own stream (`per_rank`): drawing a
 global batch's activations on every rank would cost N times the memory and time of the
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from noisecli.errors import SpecError
-from noisecli.noise.base import Noise, NoiseContext
+from noisecli.noise.base import ForwardNoise, NoiseContext
 from noisecli.spec import NoiseSpec
 
 NONLINEARITIES = (nn.ReLU, nn.GELU, nn.Tanh, nn.SiLU, nn.Sigmoid, nn.LeakyReLU)
@@ -35,8 +35,9 @@ def default_activation_targets(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, NONLINEARITIES)]
 
 
-class ActivationNoise(Noise):
+class ActivationNoise(ForwardNoise):
     per_rank = True
+
     def __init__(self, spec: NoiseSpec, ctx: NoiseContext, index: int = 0):
         super().__init__(spec, ctx, index)
         where = spec.where
@@ -51,30 +52,9 @@ class ActivationNoise(Noise):
             if not self.names:
                 shown = ", ".join([n for n in modules if n][:10])
                 raise SpecError(f"{where}.targets: {spec.targets} match no module (modules: {shown}, ...)")
-        self.modules = [modules[n] for n in self.names]
-        self.handles: list = []
-        self.current = 0.0
-
-    def attach(self, model: nn.Module) -> None:
-        self.handles = [m.register_forward_hook(self._hook) for m in self.modules]
-
-    def detach(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
-
-    def before_forward(self, factor: float) -> None:
-        self.current = factor
-
-    def _hook(self, module: nn.Module, inputs, output: torch.Tensor):
-        if not module.training or self.current == 0:
-            return None  # evaluation, or factor 0: the output as it is
-        if isinstance(output, tuple):  # some transformers blocks return (hidden, extras...)
-            return (self._perturb(output[0]), *output[1:])
-        return self._perturb(output)
-
-    def _perturb(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.current * self.draw(h.shape, h.device, h.dtype)
 
     def draw(self, shape, device, dtype) -> torch.Tensor:
         return torch.randn(shape, generator=self.generator, device=device, dtype=dtype)
+
+    def added(self, inputs, h, draw, factor) -> torch.Tensor:
+        return factor * draw

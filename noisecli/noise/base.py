@@ -12,8 +12,13 @@ this order within one step (each a no-op unless a kind overrides it):
     optimizer.step()
     after_step(f)                 # anticorrelated: move the perturbation
 
-`attach(model)` / `detach()` bracket training (forward hooks); hooks act only while the
-model is in training mode, so evaluation is always clean. `before_eval()` / `after_eval()`
+`attach(model)` / `detach()` bracket training. A kind that acts inside the forward subclasses
+`ForwardNoise`: it names the modules it acts on and says how it draws and what it adds,
+and the base registers the forward hooks, so that a stacked forward (`sweep --batched`) can
+make each member's draws from the member's own generator and add them in one vmapped
+forward with no code of the kind's own. A kind that registers hooks of its own in `attach`
+cannot be stacked, and says so (`unstackable`): such points train one after another.
+Hooks act only while the model is in training mode, so evaluation is always clean. `before_eval()` / `after_eval()`
 bracket each evaluation for the one kind that keeps a perturbation in the weights
 between steps (anticorrelated). Every draw comes from
 `self.generator`, seeded from the run's seed and saved in checkpoints.
@@ -94,6 +99,62 @@ class Noise:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+
+
+def unstackable(cls: type[Noise]) -> str | None:
+    """Why a kind cannot train in a stack (None: it can). The base's step hooks act on the
+    member's own parameters, gradients and batch, so they stack as they are; forward hooks
+    stack through `ForwardNoise`; a kind with its own `attach` acts where a stack cannot see."""
+    if issubclass(cls, ForwardNoise) or cls.attach is Noise.attach:
+        return None
+    return (f"noise kind {cls.__name__} registers its own hooks in attach() (not through ForwardNoise), "
+            "which a stacked forward does not run")
+
+
+class ForwardNoise(Noise):
+    """A kind that adds noise to the outputs of some modules during the training forward.
+
+    A subclass sets `self.names` (the modules, by name in the model) in its constructor and
+    defines `draw` (from `self.generator`) and `added` (pure tensor arithmetic, so a stack can
+    apply it under vmap, with `factor` a 0-dim tensor there). A module's output `h` (the
+    first item if it returns a tuple) becomes h + added(inputs, h, draw, factor).
+    """
+
+    names: list[str]
+
+    def __init__(self, spec: NoiseSpec, ctx: NoiseContext, index: int = 0):
+        super().__init__(spec, ctx, index)
+        self.handles: list = []
+        self.current = 0.0
+
+    def draw(self, shape, device, dtype) -> torch.Tensor:
+        raise NotImplementedError
+
+    def added(self, inputs: tuple, h: torch.Tensor, draw: torch.Tensor, factor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def draw_for(self, h: torch.Tensor) -> torch.Tensor:
+        """This step's draw for output `h` (a kind may draw for more rows than this rank holds)."""
+        return self.draw(h.shape, h.device, h.dtype)
+
+    def attach(self, model: nn.Module) -> None:
+        modules = dict(model.named_modules())
+        self.handles = [modules[name].register_forward_hook(self._hook) for name in self.names]
+
+    def detach(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def before_forward(self, factor: float) -> None:
+        self.current = factor
+
+    def _hook(self, module: nn.Module, inputs, output):
+        if not module.training or self.current == 0:
+            return None  # evaluation, or factor 0: the output as it is (and nothing drawn)
+        h = output[0] if isinstance(output, tuple) else output  # some transformers blocks return tuples
+        h = h + self.added(inputs, h, self.draw_for(h), self.current)
+        return (h, *output[1:]) if isinstance(output, tuple) else h
 
 
 class NoNoise(Noise):

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from noisecli.errors import SpecError
-from noisecli.noise.base import Noise, NoiseContext
+from noisecli.noise.base import ForwardNoise, NoiseContext
 from noisecli.spec import NoiseSpec
 
 
@@ -26,35 +26,20 @@ def input_embedding(model: nn.Module) -> nn.Module:
     return get()
 
 
-class EmbeddingNoise(Noise):
+class EmbeddingNoise(ForwardNoise):
     def __init__(self, spec: NoiseSpec, ctx: NoiseContext, index: int = 0):
         super().__init__(spec, ctx, index)
-        self.module = input_embedding(ctx.model)
+        module = input_embedding(ctx.model)
+        self.names = [next(n for n, m in ctx.model.named_modules() if m is module)]
         self.pad_id = ctx.dataset.pad_id
-        self.handle = None
-        self.current = 0.0
 
-    def attach(self, model: nn.Module) -> None:
-        self.handle = self.module.register_forward_hook(self._hook)
-
-    def detach(self) -> None:
-        if self.handle is not None:
-            self.handle.remove()
-            self.handle = None
-
-    def before_forward(self, factor: float) -> None:
-        self.current = factor
-
-    def noise_for(self, ids: torch.Tensor, emb: torch.Tensor, alpha: float) -> torch.Tensor:
-        """The NEFTune noise for embeddings `emb` (B, T, d) of token ids `ids` (B, T)."""
-        # under torchrun: drawn for the global batch, this rank's rows kept (what one process draws)
-        world, shape = self.ctx.world, emb.shape
-        if world.distributed:
-            shape = (self.ctx.global_batch, *emb.shape[1:])
-        draw = self.draw(shape, emb.device, emb.dtype)
-        if world.distributed:
-            draw = draw[slice(*world.rows(shape[0]))]
-        return self.scaled(ids, draw, alpha)
+    def draw_for(self, emb: torch.Tensor) -> torch.Tensor:
+        """Under torchrun: drawn for the global batch, this rank's rows kept (what one process draws)."""
+        world = self.ctx.world
+        if not world.distributed:
+            return super().draw_for(emb)
+        draw = self.draw((self.ctx.global_batch, *emb.shape[1:]), emb.device, emb.dtype)
+        return draw[slice(*world.rows(self.ctx.global_batch))]
 
     def draw(self, shape, device, dtype) -> torch.Tensor:
         """The unscaled draw: U(-1, 1) (NEFTune's own choice, the default) or N(0, 1)."""
@@ -62,10 +47,10 @@ class EmbeddingNoise(Noise):
             return torch.rand(shape, generator=self.generator, device=device, dtype=dtype) * 2 - 1
         return torch.randn(shape, generator=self.generator, device=device, dtype=dtype)
 
-    def scaled(self, ids: torch.Tensor, draw: torch.Tensor, alpha) -> torch.Tensor:
-        """alpha / sqrt(L_i d) times the draw, zero on padding. (Pure tensor arithmetic, so that a
-        batched sweep can apply it under vmap to draws made beforehand.)"""
-        d = draw.shape[-1]
+    def added(self, inputs, emb, draw, alpha) -> torch.Tensor:
+        """alpha / sqrt(L_i d) times the draw, zero on padding, for embeddings `emb` (B, T, d) of
+        the token ids inputs[0] (B, T)."""
+        ids, d = inputs[0], draw.shape[-1]
         if self.pad_id is None or self.spec.length == "padded":  # transformers' hook: L = T, padding too
             keep = torch.ones(ids.shape, dtype=draw.dtype, device=draw.device)
         else:
@@ -73,8 +58,3 @@ class EmbeddingNoise(Noise):
         lengths = keep.sum(1, keepdim=True).clamp_min(1)  # (B, 1): each example's length L_i
         scale = alpha / torch.sqrt(lengths * d)  # (B, 1)
         return draw * (scale * keep).unsqueeze(-1)  # (B, T, d); zero on padding
-
-    def _hook(self, module: nn.Module, inputs, output: torch.Tensor):
-        if not module.training or self.current == 0:
-            return None
-        return output + self.noise_for(inputs[0], output, self.current)

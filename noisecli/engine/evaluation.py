@@ -1,0 +1,90 @@
+"""An evaluation: the splits' named sums (noise off), the one host read, the row, and the policies
+that act on it (when to evaluate, what counts as diverged, which checkpoints to write)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from noisecli import metrics
+from noisecli.engine.optim import loss_fn
+from noisecli.engine.state import TrainState
+
+
+def evaluation_due(step: int, eval_every: int, total_steps: int) -> bool:
+    """Every eval_every steps, and at the last step wherever it falls."""
+    return step % eval_every == 0 or step == total_steps
+
+
+def summed_loss(task: str):
+    return lambda out, y: loss_fn(out, y, task, reduction="sum")
+
+
+def add_sums(into: dict[str, torch.Tensor], sums: dict[str, Any], device: torch.device, shape: tuple = ()) -> None:
+    """Add a batch's named sums into running float totals (created at zero on first sight)."""
+    for name, value in sums.items():
+        if name not in into:
+            into[name] = torch.zeros(shape, device=device)
+        into[name] += value
+
+
+@torch.no_grad()
+def measure(run, split: str) -> dict[str, torch.Tensor]:
+    """A split's named sums over its evaluation batches, with the model in eval mode as it is
+    (the caller brackets noise off), all on the device. With several processes each rank
+    measures its share of every batch (summed over ranks in `row`)."""
+    task, sums = run.data.task, {}
+    for x, y in run.batches.eval_batches(split):
+        x, y = run.world.share(x), run.world.share(y)
+        with run.precision.autocast:
+            out = run.eval_model(x)
+        add_sums(sums, metrics.metric_sums(out, y, task, summed_loss(task)), run.device)
+        add_sums(sums, {"count": metrics.count(y, task)}, run.device)
+    return sums
+
+
+def row(run, state: TrainState, lr: float, factors: list[float], seconds: float,
+        split_sums: dict[str, dict[str, torch.Tensor]]) -> tuple[dict[str, Any], list[float]]:
+    """An evaluation's row from the interval's sums and each split's named sums: one sum over
+    ranks and one host read for everything. Each rank's training loss is W x its share of
+    the global mean; the grad norm is the same on every rank. Also each step's loss (for a tracker)."""
+    W, interval, n = run.world.size, state.interval, state.interval.steps
+    s = interval.sums
+    stepped = (n - s["skipped"]).clamp(min=1)  # the grad norm is the mean over steps the optimizer took
+    steps = torch.stack(interval.step_losses) if interval.step_losses else torch.zeros(0, device=run.device)
+    named = {"train_loss": s["loss"] / n / W, "grad_norm": s["grad_norm"] / stepped / W, "skipped": s["skipped"] / W}
+    named.update({f"{split}/{k}": v for split, sums in split_sums.items() for k, v in sums.items()})
+    totals = run.world.sum(torch.cat([torch.stack(list(named.values())).float(), steps.float()]))
+    values = dict(zip(named, totals[:len(named)].tolist()))
+    step_losses = (totals[len(named):] / W).tolist()
+    per_split = {split: {k: values[f"{split}/{k}"] for k in sums} for split, sums in split_sums.items()}
+    state.elapsed += seconds
+    out: dict[str, Any] = {"epoch": state.epoch(run.steps_per_epoch), "step": state.step,
+                           "train_loss": values["train_loss"], **metrics.row_values(run.data.task, per_split),
+                           "lr": lr, "noise_factor": factors[0]}
+    if len(run.noises) > 1:  # a list of kinds: each one's own factor, as its schedule has it now
+        out.update({f"noise_factor_{n.kind}": f for n, f in zip(run.spec.noise, factors)})
+    out["grad_norm"] = values["grad_norm"]
+    if run.precision.scaler.is_enabled():
+        out["skipped_steps"] = round(values["skipped"])
+    out.update(samples_per_s=n * run.spec.train.batch_size / max(seconds, 1e-9), seconds=state.elapsed)
+    return out, step_losses
+
+
+DIVERGENCE_KEYS = ("train_loss", "clean_train_loss", "val_loss", "grad_norm")
+
+
+def divergence(row: dict[str, Any]) -> str | None:
+    """Why this row means the run diverged (a non-finite loss or gradient norm), or None."""
+    if all(math.isfinite(row[k]) for k in DIVERGENCE_KEYS):
+        return None
+    return (f"non-finite loss or gradient by step {row['step']} (train_loss={row['train_loss']}, "
+            f"val_loss={row['val_loss']}, grad_norm={row['grad_norm']}); lower train.lr or the noise factor")
+
+
+def checkpoint_names(policy: str, improved: bool, step: int) -> list[str]:
+    """The files this evaluation writes under `output.checkpoint` (last.pt always, while training)."""
+    return ["last.pt", *(["best.pt"] if policy == "best" and improved else []),
+            *([f"step_{step:07d}.pt"] if policy == "every" else [])]

@@ -1,0 +1,47 @@
+"""The optimizer's side of a step: the lr schedule, the loss, AdamW's parameter groups."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+from noisecli.spec import TrainSpec
+
+
+def lr_at(t: TrainSpec, step: int, total_steps: int) -> float:
+    """Linear warmup (nanoGPT's), then constant, cosine or linear decay to min_lr at the last step."""
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / (t.warmup_steps + 1)
+    if t.lr_schedule == "constant":
+        return t.lr
+    progress = min(1.0, (step - t.warmup_steps) / max(1, total_steps - t.warmup_steps))
+    coeff = 0.5 * (1.0 + math.cos(math.pi * progress)) if t.lr_schedule == "cosine" else 1.0 - progress
+    return t.min_lr + coeff * (t.lr - t.min_lr)
+
+
+def loss_fn(out: torch.Tensor, y: torch.Tensor, task: str, reduction: str = "mean") -> torch.Tensor:
+    out = out.float()
+    if task == "regression":
+        return F.mse_loss(out, y, reduction=reduction)
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction=reduction)
+
+
+def adamw(params: list[torch.Tensor], like: list[torch.Tensor], t: TrainSpec, fast: dict) -> torch.optim.AdamW:
+    """AdamW over `params` with nanoGPT's split, decided on `like` (the same tensors, or each
+    member's own when `params` are stacked): matrices and embeddings decay, biases and norm
+    gains do not. `fast`: {"fused": True} or {"foreach": True}."""
+    decay = [p for p, q in zip(params, like) if q.dim() >= 2]
+    no_decay = [p for p, q in zip(params, like) if q.dim() < 2]
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), **fast)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def clip_value(t: TrainSpec) -> float:
+    return t.grad_clip if t.grad_clip > 0 else math.inf

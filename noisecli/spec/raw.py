@@ -1,0 +1,224 @@
+"""The raw spec: the mapping a YAML file or a KEY=VALUE override gives, before validation.
+
+Every spec, override and --grid value is read by `SpecLoader`, whose limits keep a YAML
+document far from what would break the code that walks it, and which refuses a key given
+twice. Overrides set dotted keys in the mapping; paths they give are made absolute here.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from noisecli.errors import SpecError
+
+# YAML 1.1 reads these words as booleans; on a command line they are meant as words
+YAML11_WORDS = ("yes", "no", "on", "off", "y", "n")
+
+# A spec is a few levels deep and a few hundred values long. These bounds keep what a YAML
+# document can ask for far from what breaks the code that walks it (deepcopy, flatten, json
+# and the checks recurse; Python stops near 1000 frames) or fills memory (billion laughs).
+MAX_DEPTH = 50
+MAX_VALUES = 100_000  # after expanding every *alias
+MAX_SPEC_BYTES = 10 * 2**20
+
+
+class SpecLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader with the limits above, and a key given twice in one mapping
+    refused (plain safe_load silently keeps the last, so a spec would not say what it does)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+        self._values = 0
+        self._shapes: dict[int, tuple[int, int] | None] = {}  # id(node) -> (values, depth) once expanded
+
+    def compose_node(self, parent, index):
+        mark = self.peek_event().start_mark
+        if self.check_event(yaml.AliasEvent):  # the anchored node again, whole: count it whole
+            node = super().compose_node(parent, index)
+            values, depth = self._shape(node, mark)
+            self._account(values, self._depth + depth, mark)
+            return node
+        self._depth += 1
+        self._account(1, self._depth, mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def _account(self, values: int, depth: int, mark) -> None:
+        self._values += values
+        if depth > MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep; "
+                                              "a spec is a few levels deep", mark)
+        if self._values > MAX_VALUES:
+            raise yaml.composer.ComposerError(None, None, f"more than {MAX_VALUES:,} values once its aliases "
+                                              "(*name) are expanded; a spec is far smaller", mark)
+
+    def _shape(self, node, mark) -> tuple[int, int]:
+        """(values, depth) of a node with its aliases expanded, each distinct node walked once."""
+        if id(node) in self._shapes:
+            shape = self._shapes[id(node)]
+            if shape is None:
+                raise yaml.composer.ComposerError(None, None, "an alias (*name) inside the node it names", mark)
+            return shape
+        self._shapes[id(node)] = None
+        children = node.value if isinstance(node, yaml.SequenceNode) else \
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+        shapes = [self._shape(child, mark) for child in children]
+        shape = (1 + sum(v for v, _ in shapes), 1 + max((d for _, d in shapes), default=0))
+        self._shapes[id(node)] = shape
+        return shape
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then own keys: an override, not a repeat
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = key in first
+                except TypeError:
+                    continue  # an unhashable key: the base class says so
+                if seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice (first on line {first[key] + 1}); give it once",
+                        key_node.start_mark)
+                first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """yaml.safe_load with SpecLoader's limits: every spec, override and --grid value is read here."""
+    return yaml.load(text, Loader=SpecLoader)  # noqa: S506 - SpecLoader is a SafeLoader
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """repr(text), cut to `limit` characters: a message stays one readable line."""
+    r = repr(text)
+    return r if len(r) <= limit else r[: limit - 4] + "...'"
+
+
+def _read_text(path: Path) -> str:
+    """A spec file's text: a regular file of at most MAX_SPEC_BYTES (a FIFO would hang, /dev/zero
+    would fill memory)."""
+    if not path.exists():
+        raise SpecError(f"{path}: file not found")
+    if path.is_dir():
+        raise SpecError(f"{path}: is a folder, expected a YAML file")
+    if not path.is_file():
+        raise SpecError(f"{path}: not a regular file (a pipe, a device or a socket); give a YAML file")
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
+        if len(data) > MAX_SPEC_BYTES:
+            raise SpecError(f"{path}: larger than {MAX_SPEC_BYTES // 2**20} MB; a spec is a small YAML file")
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"{path}: cannot read: {e}") from None
+
+
+def read_yaml(path: Path) -> dict:
+    """Read a YAML mapping; every way it can be wrong is one SpecError line naming the file."""
+    text = _read_text(path)
+    try:
+        raw = load_yaml(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"{path}{where}: bad YAML: {what}") from None
+    if raw is None:
+        raise SpecError(f"{path}: the file is empty; a spec needs at least `data:` or `model:`")
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a mapping of keys (name, data, model, noise, train, ...), "
+                        f"got a {type(raw).__name__}")
+    return raw
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'noise.factor=0.05' -> (['noise', 'factor'], 0.05); the value is read as a YAML scalar."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise SpecError(f"override {_short(text)}: must be in the form key=value, e.g. noise.factor=0.05")
+    if value.strip().lower() in YAML11_WORDS:  # `noise.factor=yes` is the word, not True
+        return key.split("."), value.strip()
+    try:
+        parsed = load_yaml(value) if value.strip() else None
+    except yaml.YAMLError as e:
+        why = getattr(e, "problem", None)
+        raise SpecError(f"override {_short(key + '=' + value)}: cannot read the value"
+                        + (f": {why}" if why else f" {_short(value)}")) from None
+    return key.split("."), parsed
+
+
+def set_dotted(raw: dict, keys: list[str], value: Any) -> str | None:
+    """Set raw[k1][k2]... = value in place, making sections as needed; returns a problem or None.
+
+    A list (noise: [...]) is indexed by number (noise.0.factor); a one-entry list may be
+    addressed as if it were the entry (noise.factor).
+    """
+    node: Any = raw
+    for i, key in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(node, list):
+            where = ".".join(keys[:i])
+            if key.isdigit() and int(key) < len(node):
+                if last:
+                    node[int(key)] = value
+                    return None
+                node = node[int(key)]
+                continue
+            if len(node) != 1:
+                return f"{where} is a list of {len(node)}; name an entry by its index, e.g. {where}.0.{key}"
+            node = node[0]
+        if not isinstance(node, dict):
+            return f"{'.'.join(keys[:i])} is not a section"
+        if last:
+            node[key] = value
+            return None
+        if node.get(key) is None:
+            node[key] = {}
+        node = node[key]
+    return None
+
+
+LOCAL_KEYS = ("path", "tokenizer")  # values that name files or folders, relative to where they are written
+
+
+def local_or_name(value: str, base: Path, always_local: bool = False) -> str:
+    """`value` made absolute against `base` when it names something local; otherwise it is
+    left as it is, a Hugging Face name ("gpt2", "org/model") to look up in the local cache.
+    A value that starts like a path (/, ./, ../, ~) is always local."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    if always_local or value.startswith((".", "~")) or (base / path).exists():
+        return str((base / path).resolve())
+    return value
+
+
+def apply_overrides(raw: dict, overrides: list[str], cwd: Path | None = None) -> dict:
+    """Set each dotted key in a copy of `raw`. Paths given here are relative to the cwd."""
+    raw = copy.deepcopy(raw)
+    problems = []
+    for text in overrides:
+        try:
+            keys, value = parse_override(text)
+        except SpecError as e:
+            problems += e.problems
+            continue
+        if keys[-1] in LOCAL_KEYS and isinstance(value, str):
+            value = local_or_name(value, cwd or Path.cwd(), always_local=keys == ["data", "path"])
+        problem = set_dotted(raw, keys, value)
+        if problem:
+            problems.append(f"override {_short(text)}: {problem}")
+    if problems:
+        raise SpecError(problems)
+    return raw

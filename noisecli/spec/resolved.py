@@ -1,0 +1,89 @@
+"""The resolved spec as a plain mapping: written out, read back, and compared.
+
+A run folder's spec.yaml is `dump_yaml(spec_to_dict(spec))`, every default filled in;
+`canonical`, `flatten` and `spec_diff` say which settings shape a result and which differ,
+for resuming a run, naming a sweep's points and grouping runs in reports.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from noisecli.spec.raw import load_yaml
+from noisecli.spec.sections import KindSection, Spec, _public_fields, noise_entries
+
+
+def _section_dict(obj) -> dict:
+    """A section as the resolved spec writes it: its shared keys, then its kind's options."""
+    out = {f.name: copy.deepcopy(getattr(obj, f.name)) for f in _public_fields(obj)}
+    if isinstance(obj, KindSection):
+        out.update(copy.deepcopy(obj.options))
+    return out
+
+
+def spec_to_dict(spec: Spec) -> dict:
+    """The resolved spec, every default filled in; loads back to an equal Spec."""
+    noise = [_section_dict(n) for n in spec.noise]
+    return {
+        "name": spec.name,
+        "seed": spec.seed,
+        "device": spec.device,
+        "data": _section_dict(spec.data),
+        "model": _section_dict(spec.model),
+        "noise": noise[0] if len(noise) == 1 else noise,
+        "train": _section_dict(spec.train),
+        "output": _section_dict(spec.output),
+    }
+
+
+
+def canonical(d: dict, keep_seed: bool = True) -> dict:
+    """A resolved spec reduced to what shapes the result: without its name and device (a run
+    may move), without the factor of `none` (it cannot matter), and with `keep_seed=False`
+    without its seed (what makes runs of one configuration). Sweeps name points by it, and
+    reports group runs by it."""
+    d = copy.deepcopy(d)
+    for key in ("name", "device") + (() if keep_seed else ("seed",)):
+        d.pop(key, None)
+    entries = [{"kind": "none"} if e.get("kind") == "none" else e for e in noise_entries(d)]
+    d["noise"] = entries[0] if len(entries) == 1 else entries
+    return d
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists of mappings are indexed (noise.0.kind)."""
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(d, list) and d and all(isinstance(v, dict) for v in d):
+        for i, v in enumerate(d):
+            out.update(flatten(v, f"{prefix}.{i}"))
+    else:
+        out[prefix] = d
+    return out
+
+
+def spec_diff(old: dict, new: dict) -> list[str]:
+    """'key: old -> new' for every setting that differs; the name and the device do not count
+    (a run may be resumed under another name or on another device)."""
+    a, b = flatten(old), flatten(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if k not in ("name", "device") and a.get(k) != b.get(k)]
+
+
+def read_saved_spec(path: Path) -> dict | None:
+    """A run folder's spec.yaml as a mapping, or None when it is missing or damaged."""
+    try:
+        old = load_yaml(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return old if isinstance(old, dict) else None
+
+
+def dump_yaml(d: dict) -> str:
+    return yaml.safe_dump(d, sort_keys=False, default_flow_style=None)

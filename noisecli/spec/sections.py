@@ -1,0 +1,195 @@
+"""The spec's sections: the typed dataclasses a spec is made of, and how noise is named.
+
+Every key, its default, its range and its one-line reference text are declared here, once
+(`opt`); the data, model and noise sections also read their kind's own options from the
+catalog (`KindSection`). The lowest module of the package: the others build, write and
+compare these classes. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Optional
+
+from noisecli import catalog
+
+SEED_MAX = 2**32 - 1  # numpy's seeds stop here; the noise streams multiply the seed, and must stay in int64
+
+
+def opt(default: Any, help: str, *, choices=None, ge=None, gt=None, le=None, lt=None):
+    """A spec field: its default, its one-line reference text, and its allowed values."""
+    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+class KindSection:
+    """A spec section whose keys depend on its `kind` (data, model, noise).
+
+    The fields every kind shares are dataclass fields; the options of the chosen kind
+    (declared, with defaults and help, in its catalog entry) live in `options` and read as
+    attributes: `spec.model.n_layer`. An option not set falls back to its declared default.
+
+    The accessor is total over the catalog: an option that only other kinds of this section
+    declare reads as None (unset) here, so code that looks across specs of several kinds (the
+    `model.path` of each point of a gpt-vs-hf sweep) needs no kind check to stay safe. A name
+    that no kind declares is still an AttributeError: a typo in noisecli's own code.
+    """
+
+    TABLE: ClassVar[str]  # "data" | "model" | "noise": which catalog table names the kinds
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name == "options":
+            raise AttributeError(name)
+        options = self.__dict__.get("options", {})
+        if name in options:
+            return options[name]
+        table = catalog.TABLES[self.TABLE]
+        entry = table.get(self.__dict__.get("kind"))
+        if entry is not None and name in entry.options:
+            return copy.deepcopy(entry.options[name].default)
+        if any(name in e.options for e in table.values()):
+            return None
+        raise AttributeError(f"{self.TABLE} kind {self.__dict__.get('kind')!r} has no option {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in {f.name for f in fields(self)} or name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            self.options[name] = value
+
+
+def _with_options(cls):
+    """Let the constructor take the kind's options as keywords: NoiseSpec(kind='weight', mode=...).
+    Every option of the kind not given holds its default, so a section left out of a spec
+    (`Spec()`'s ModelSpec()) resolves exactly as `{kind: <default>}` written out does."""
+    cls = dataclass(cls)
+    init, names = cls.__init__, {f.name for f in fields(cls)}
+
+    def __init__(self, **kwargs):
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k not in names}
+        init(self, **kwargs)
+        self.options.update(options)
+        entry = catalog.TABLES[cls.TABLE].get(self.kind)
+        if entry is not None:  # the declared order first, as the resolved spec writes them
+            declared = {n: self.options.get(n, copy.deepcopy(o.default)) for n, o in entry.options.items()}
+            self.options = {**declared, **self.options}
+
+    cls.__init__ = __init__
+    return cls
+
+
+def _options_field():
+    return field(default_factory=dict, metadata={"help": "the kind's own options", "internal": True})
+
+
+@_with_options
+class DataSpec(KindSection):
+    TABLE = "data"
+    kind: str = opt("digits", "dataset name (noisecli list datasets)")
+    val_fraction: float = opt(0.2, "share of the data held out for validation", gt=0, lt=1)
+    train_size: Optional[int] = opt(None, "subsample the training split to this many examples "
+                                          "(or token windows' worth of text)", ge=1)
+    seed: int = opt(0, "seed of the split and of synthetic data; kept apart from the run's seed "
+                       "so every seed of a sweep sees the same data", ge=0, le=SEED_MAX)
+    options: dict = _options_field()
+
+
+@_with_options
+class ModelSpec(KindSection):
+    TABLE = "model"
+    kind: str = opt("mlp", "model name (noisecli list models)")
+    options: dict = _options_field()
+
+
+@_with_options
+class NoiseSpec(KindSection):
+    TABLE = "noise"
+    kind: str = opt("none", "noise kind (noisecli list noise)")
+    factor: float = opt(0.01, "strength; its meaning depends on the kind (noisecli list noise)", ge=0)
+    schedule: str = opt("constant", "how the factor changes over training: constant | linear | cosine "
+                                    "(decays toward 0, reached one step after the last, as transformers' "
+                                    "schedulers)", choices=catalog.SCHEDULES)
+    warmup_steps: int = opt(0, "steps over which the factor ramps up from 0", ge=0)
+    options: dict = _options_field()
+    # the entry's dotted path for messages: 'noise' for a single mapping, 'noise.N' in a list
+    where: str = field(default="noise", compare=False, repr=False, metadata={"internal": True})
+
+
+@dataclass
+class TrainSpec:
+    epochs: int = opt(3, "passes over the training split", ge=1)
+    max_steps: Optional[int] = opt(None, "stop after this many optimizer steps (at most epochs' worth)", ge=1)
+    batch_size: int = opt(32, "examples (or token windows) per step", ge=1)
+    lr: float = opt(5e-5, "peak learning rate of AdamW", gt=0)
+    weight_decay: float = opt(0.01, "AdamW decoupled weight decay", ge=0)
+    betas: list[float] = opt([0.9, 0.999], "AdamW betas [beta1, beta2]")
+    grad_clip: float = opt(1.0, "clip the global gradient norm to this (0 turns clipping off)", ge=0)
+    lr_schedule: str = opt("constant", "constant | cosine | linear (decays toward min_lr, reached one step "
+                                       "after the last, as in transformers' get_cosine_schedule_with_warmup)",
+                           choices=("constant", "cosine", "linear"))
+    warmup_steps: int = opt(0, "linear learning-rate warmup steps", ge=0)
+    min_lr: float = opt(0.0, "where cosine and linear decay to (one step after the last trained step)", ge=0)
+    eval_every: Optional[int] = opt(None, "steps between evaluations (default: once per epoch)", ge=1)
+    eval_batches: int = opt(20, "text datasets: batches of fixed windows per evaluation split", ge=1)
+    precision: str = opt("auto", "auto (bf16 on CUDA, else fp32) | fp32 | bf16 | fp16",
+                         choices=("auto", "fp32", "bf16", "fp16"))
+    compile: bool = opt(False, "torch.compile the model")
+
+
+@dataclass
+class OutputSpec:
+    checkpoint: str = opt("last", "last | best | every (one per evaluation) | none (deleted when done)",
+                          choices=("last", "best", "every", "none"))
+    tracker: str = opt("none", "none | tensorboard | wandb | mlflow: also log metrics and the per-step train loss "
+                               "there (extras noisecli[tensorboard], [wandb], [mlflow]); metrics.csv stays the record",
+                       choices=("none", *catalog.TRACKER_PACKAGES))
+
+
+@dataclass
+class Spec:
+    name: Optional[str] = opt(None, "run name, the folder under runs/ (default: the spec file's stem)")
+    seed: int = opt(0, "seed of initialization, data order and noise draws", ge=0, le=SEED_MAX)
+    device: str = opt("auto", "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    noise: list[NoiseSpec] = field(default_factory=lambda: [NoiseSpec()])
+    train: TrainSpec = field(default_factory=TrainSpec)
+    output: OutputSpec = field(default_factory=OutputSpec)
+
+    @property
+    def noise_label(self) -> str:
+        """'input 0.3', 'token+weight 0.1/0.01' or 'none': the one way noise is named."""
+        return noise_label([{"kind": n.kind, "factor": n.factor} for n in self.noise])
+
+
+SECTIONS = {"data": DataSpec, "model": ModelSpec, "train": TrainSpec, "output": OutputSpec}
+KIND_SECTIONS = {"data": DataSpec, "model": ModelSpec, "noise": NoiseSpec}
+SPEC_KEYS = ("name", "seed", "device", "data", "model", "noise", "train", "output")
+
+
+def _public_fields(cls) -> list:
+    """The fields a user may write (not `options`, which holds the kind's own keys, nor `where`)."""
+    return [f for f in fields(cls) if not f.metadata.get("internal")]
+
+
+def noise_entries(d: dict) -> list[dict]:
+    """A resolved spec's noise entries as a list (one mapping, or a list of them)."""
+    noise = d.get("noise", {"kind": "none"})
+    return noise if isinstance(noise, list) else [noise]
+
+
+def noise_parts(entries: list[dict]) -> tuple[str, str]:
+    """('input+weight', '0.1/0.01'): the kinds joined by '+' and their factors by '/'; none has no factor."""
+    kinds = "+".join(str(e.get("kind", "none")) for e in entries)
+    if kinds == "none":
+        return kinds, ""
+    return kinds, "/".join(f"{float(e.get('factor', NoiseSpec.__dataclass_fields__['factor'].default)):g}"
+                           for e in entries)
+
+
+def noise_label(entries: list[dict]) -> str:
+    kinds, factors = noise_parts(entries)
+    return f"{kinds} {factors}".strip()

@@ -1,0 +1,67 @@
+"""Stacks for `sweep --batched`: which of a sweep's points train together as one stack.
+
+Points whose specs differ only in their noise factors and seed train as one vmapped stack
+(`batched.train_group`); the rest train alone, each with the reason said once. Which points
+can share a stack is a question of their specs alone, apart from how a plan is made (`sweep`);
+--dry-run and the runner both ask it here. `plural`, the counting word of these notes, is the
+sweep's other messages' too.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+from noisecli.spec import Spec, canonical, spec_to_dict
+
+UNBATCHED = {
+    "hf": "model.kind hf: trained one after another (its forward is not known to run under torch.func.vmap)",
+    "python": "model.kind python: trained one after another (its forward is not known to run under "
+              "torch.func.vmap)",
+}
+
+
+def batch_key(spec: Spec, alone: Callable[[Spec], str | None] | None = None) -> tuple[str | None, str]:
+    """Points with the same key train as one stack: the same spec but for the noise factors and
+    the seed. (None, why) for a point that trains alone; `alone` may give more reasons (the
+    engine's: a noise kind that cannot be stacked), so this module needs no engine."""
+    why = alone(spec) if alone else None
+    if why:
+        return None, why
+    if spec.model.kind in UNBATCHED:
+        return None, UNBATCHED[spec.model.kind]
+    if spec.train.compile:
+        return None, "train.compile: compiled runs are trained one after another"
+    if spec.train.precision == "fp16":
+        return None, "train.precision fp16: one loss scale would couple the members; trained one after another"
+    d = canonical(spec_to_dict(spec), keep_seed=False)
+    for entry in d["noise"] if isinstance(d["noise"], list) else [d["noise"]]:
+        entry.pop("factor", None)
+    d["device"] = spec.device
+    return json.dumps(d, sort_keys=True, default=str), ""
+
+
+def form_groups(points: list, max_batch: int, alone: Callable[[Spec], str | None] | None = None
+                ) -> tuple[list[list], list[str]]:
+    """The plan's points as groups of at most `max_batch` (in plan order), and one line per
+    reason some points train alone (`alone`: see `batch_key`)."""
+    groups: dict[str, list] = {}
+    by_reason: dict[str, list] = {}
+    out: list[list] = []
+    for p in points:
+        key, why = batch_key(p.spec, alone)
+        if key is None:
+            by_reason.setdefault(why, []).append(p.name)
+            out.append([p])
+        elif key in groups and len(groups[key]) < max_batch:
+            groups[key].append(p)
+        else:
+            groups[key] = [p]
+            out.append(groups[key])
+    notes = [f"--batched: {plural(len(names), 'point')} ({names[0]}{', ...' if len(names) > 1 else ''}): {why}"
+             for why, names in by_reason.items()]
+    return out, notes
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
