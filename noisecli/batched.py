@@ -73,9 +73,13 @@ class Stack:
                 # member k's slice of each sum; the count (0-dim) is every member's
                 m.record(lr, factors[k], seconds, {split: {n: v[k] if v.dim() else v for n, v in split_sums.items()}
                                                    for split, split_sums in sums.items()})
-                keep.append(m)
             except RunError as e:
                 self._leave(m, Outcome(m.spec.name, "diverged", str(e)))
+                continue
+            if m.active:
+                keep.append(m)
+            else:  # stopped early: done, the others go on
+                self._complete(m)
         if len(keep) < len(self.members):
             for k in range(len(self.members)):
                 s.sync_optimizer(k)  # every member's moments, for restacking
@@ -119,10 +123,13 @@ class Stack:
                 self.strategy.hand_over(k)
                 self._leave(m, Outcome(m.spec.name, "interrupted", str(m.save_interrupted())))
             else:
-                m.hooks.each("detach")
-                m.finish()
-                self.outcomes.append(Outcome(m.spec.name, "completed", "", m.state.rows[-1]["val_loss"],
-                                             m.state.best_val))
+                self._complete(m)
+
+    def _complete(self, m: Trainer) -> None:
+        m.hooks.each("detach")
+        m.finish()
+        self.outcomes.append(Outcome(m.spec.name, "completed", m.state.stopped_early or "",
+                                     m.state.rows[-1]["val_loss"], m.state.best_val))
 
 
 def _rewind(m: Trainer, step: int) -> bool:

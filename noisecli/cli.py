@@ -210,6 +210,11 @@ def report(dirs: Annotated[Optional[list[Path]], typer.Argument(help="run folder
                                                          "--output's extension, else table)")] = None,
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write to this file",
                                                           show_default=False, metavar="FILE")] = None,
+           metric: Annotated[Optional[str], typer.Option("--metric", "-m", show_default=False, metavar="NAME",
+                                                         help="what decides: test_acc, test_loss, val_loss, "
+                                                         "best_val_loss, ... (default: test accuracy for "
+                                                         "classification, else test loss, at the selected "
+                                                         "checkpoint)")] = None,
            runs_dir: RunsDirOpt = Path("runs")) -> None:
     """Compare runs: configurations over seeds, delta against no noise with a 95 % interval."""
     from noisecli import report as rep  # lazy: keeps --help fast
@@ -228,7 +233,7 @@ def report(dirs: Annotated[Optional[list[Path]], typer.Argument(help="run folder
             raise SpecError("--format html: the page embeds its plots; write it to a file with "
                             "--output report.html (or redirect: > report.html)")
         text = rep.render(dirs, fmt.value, f"noisecli report: {', '.join(map(str, dirs))}",
-                          warn=lambda line: say_once(f"warning: {line}"))
+                          warn=lambda line: say_once(f"warning: {line}"), metric=metric)
         if not isinstance(text, str):  # a rich renderable
             from rich.console import Console
 
@@ -255,6 +260,7 @@ class EvalFormat(str, Enum):
 
 class Split(str, Enum):
     val = "val"
+    test = "test"
     train = "train"
 
 
@@ -263,7 +269,8 @@ def eval_(run_dir: Annotated[Path, typer.Argument(help="a run folder (runs/NAME)
                                                   show_default=False, metavar="RUN_DIR")],
           checkpoint: Annotated[str, typer.Option("--checkpoint", "-c", help="last | best | prev | a .pt file",
                                                   metavar="CHECKPOINT")] = "last",
-          split: Annotated[Split, typer.Option("--split", help="val | train (the clean train loss)")] = Split.val,
+          split: Annotated[Split, typer.Option("--split", help="val | test | train (the clean train "
+                                               "loss)")] = Split.val,
           fmt: Annotated[EvalFormat, typer.Option("--format", "-f", help="table | json")] = EvalFormat.table,
           device: DeviceOpt = None, runs_dir: RunsDirOpt = Path("runs")) -> None:
     """Evaluate a saved checkpoint with every noise off, exactly as training evaluated it."""

@@ -42,8 +42,16 @@ def _fmt(row: dict, key: str, fmt: str) -> str:
         return str(v)
 
 
-# columns a narrow terminal drops first, so that the numbers that matter are never cut to `0.…`
+# columns a narrow terminal drops first, so that the numbers that matter are never cut to `0.…`;
+# the evaluation's metrics beyond loss and accuracy go after the first three (`drop_order`)
 DROP_ORDER = ("samples_per_s", "lr", "seconds", "noise_factor", "train_loss", "epoch")
+
+
+def drop_order() -> list[str]:
+    """DROP_ORDER with the schema's metrics beyond loss and accuracy (the last of them first)
+    dropped after throughput, lr and time."""
+    extra = [key for key, _, _ in metrics.display_columns() if not key.endswith(("_loss", "_acc"))]
+    return [*DROP_ORDER[:3], *reversed(extra), *DROP_ORDER[3:]]
 
 
 def metrics_table(rows: list[dict[str, Any]], title: str | None = None, width: int | None = None) -> Table:
@@ -54,7 +62,7 @@ def metrics_table(rows: list[dict[str, Any]], title: str | None = None, width: i
     def needed(columns) -> int:  # rich's box: one border and two padding characters a column, one more
         return sum(max([len(h)] + [len(v) for v in cells[k]]) + 3 for k, h, _ in columns) + 1
 
-    for key in DROP_ORDER:
+    for key in drop_order():
         if width is None or needed(cols) <= width:
             break
         cols = [c for c in cols if c[0] != key]
@@ -250,14 +258,13 @@ class SweepDisplay:
 def describe_run(run) -> str:
     """One line saying what is about to be trained, so a wrong setting shows before the run does."""
     d, spec = run.data, run.spec
+    sizes = " / ".join(f"{n:,} {split}" for split, n in d.split_sizes().items())
     if d.is_stream:
-        sizes = (f"{d.x_train.numel():,} train / {d.x_val.numel():,} val tokens, vocab {d.n_outputs}, "
-                 f"context {d.block_size}")
+        sizes = f"{sizes} tokens, vocab {d.n_outputs}, context {d.block_size}"
     elif d.is_tokens:
-        sizes = (f"{d.x_train.shape[0]:,} train / {d.x_val.shape[0]:,} val examples padded to "
-                 f"{d.block_size} tokens, vocab {d.n_outputs}, loss on response tokens")
+        sizes = f"{sizes} examples padded to {d.block_size} tokens, vocab {d.n_outputs}, loss on response tokens"
     else:
-        sizes = f"{d.x_train.shape[0]:,} train / {d.x_val.shape[0]:,} val examples, {d.task}"
+        sizes = f"{sizes} examples, {d.task}"
     return (f"{run.run.name}: {d.name} ({sizes}); {spec.model.kind} "
             f"({sum(p.numel() for p in run.params):,} parameters); noise {spec.noise_label}; "
             f"{run.device.type} {run.precision.name}"

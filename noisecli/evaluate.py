@@ -48,8 +48,6 @@ def evaluate(run_dir: Path, checkpoint: str = "last", split: str = "val", device
     spec = spec_from_dict(raw, base_dir=run_dir)
     path = checkpoint_path(run_dir, checkpoint)
 
-    import torch
-
     from noisecli.engine import evaluation  # torch, only when a checkpoint is evaluated
     from noisecli.trainer import Trainer  # torch, as above
 
@@ -69,9 +67,12 @@ def evaluate(run_dir: Path, checkpoint: str = "last", split: str = "val", device
                         f"({str(e).splitlines()[0][:160]})") from None
     for noise in trainer.noises:  # the model as evaluation saw it (Anti-PGD's clean point)
         noise.before_eval()
+    if split == "test" and not trainer.data.has_test:
+        raise SpecError(f"--split test: run {run_dir.name!r} has no test split (data.test_fraction is 0 and "
+                        "its data brings none)")
     trainer.model.eval()
     sums = evaluation.measure(trainer, split)
-    values = dict(zip(sums, torch.stack(list(sums.values())).tolist()))  # one host read
+    values = evaluation.to_host(trainer.world, sums)  # one host read (vector sums too)
 
     out: dict[str, Any] = {"run": str(run_dir), "checkpoint": str(path), "step": state.get("step"),
                            "epoch": state.get("epoch"), "split": split}

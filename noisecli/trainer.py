@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from noisecli import metrics
 from noisecli.data import Dataset, load_dataset
 from noisecli.data.batches import Batches
 from noisecli.display import Display, TrainDisplay, describe_run
@@ -41,8 +42,6 @@ MEASURED = ("val", "train")  # the splits each evaluation measures, in this orde
 
 
 class Trainer:
-    active = True  # the loop's driver protocol (a stack stops being active when every member left)
-
     def __init__(self, spec: Spec, runs_dir: Path | str = "runs", quiet: bool = False,
                  display: Display | None = None, stop: StopRequest | None = None, world: World | None = None):
         self.spec = spec
@@ -63,6 +62,7 @@ class Trainer:
         self.precision = Precision(t.precision, self.device)
         torch.manual_seed(spec.seed)
         self.data: Dataset = load_dataset(spec.data).to(self.device)
+        metrics.check_watched((t.early_stopping or {}).get("metric"), self.data.task)
         self.batches = Batches(self.data, t.batch_size, spec.seed, t.eval_batches, self.device)
         self.steps_per_epoch = self.batches.steps_per_epoch
         self.total_steps = t.epochs * self.steps_per_epoch
@@ -170,13 +170,26 @@ class Trainer:
     def failed(self, e: Exception) -> NoisecliError:
         return self.session.failed(e, self.state.step)
 
+    @property
+    def active(self) -> bool:
+        """Still training: not stopped early (the loop's driver protocol)."""
+        return self.state.stopped_early is None
+
     def finish(self) -> dict[str, Any]:
-        """The run reached its last step: mark it completed and show the summary."""
+        """The run reached its last step (or stopped early): the verdict's numbers in final.json,
+        the run marked completed, the summary shown."""
+        s = self.state
+        final_test = evaluation.split_metrics(self, "test") if self.data.has_test else {}
+        self.run.write_text("final.json", evaluation.final_json(s, final_test, self.data.task))
         if self.spec.output.checkpoint == "none":
             self.run.drop_checkpoints()
-        status = self.run.write_status(state="completed", step=self.state.step, epoch=self.epoch, error=None,
-                                       best_val_loss=self.state.best_val)
+        status = self.run.write_status(state="completed", step=s.step, epoch=self.epoch, error=None,
+                                       best_val_loss=s.best_val, best_step=s.best_step,
+                                       stopped_early=s.stopped_early)
         self.display.summary(self.state.rows, self.data.task == "classification", self.run.path)
+        for line in (s.stopped_early, evaluation.verdict_line(s, final_test)):
+            if line:
+                self.display.note(line)
         return status
 
     def save_interrupted(self) -> Interrupted:
@@ -214,10 +227,14 @@ class Trainer:
             raise RunError(f"run {self.run.name!r} diverged: {error}")
         improved = row["val_loss"] < s.best_val
         s.best_val = min(s.best_val, row["val_loss"])
+        if improved:  # the selected checkpoint (on val); the verdict's test numbers are measured here
+            s.best_step = s.step
+            s.best_test = evaluation.split_metrics(self, "test") if self.data.has_test else None
+        s.stopped_early = evaluation.early_stop(self.spec.train.early_stopping, s, row)
         self.save_checkpoint(*evaluation.checkpoint_names(self.spec.output.checkpoint, improved, s.step))
         self.run.write_metrics(s.rows)
         self.run.write_status(state="running", step=s.step, epoch=self.epoch, best_val_loss=s.best_val,
-                              val_loss=row["val_loss"])
+                              val_loss=row["val_loss"], best_step=s.best_step)
         return row
 
 

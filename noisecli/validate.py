@@ -74,9 +74,18 @@ def validate_file(path: Path, overrides: list[str], show: bool = False) -> str:
         return f"ok: {path} (sweep {plan.name!r}: {len(plan.points)} points)\n"
     resolved = load_spec(path, overrides)
     check_buildable([resolved])
-    text = dump_yaml(spec_to_dict(resolved)) if show else ""
+    text = dump_yaml(spec_to_dict(resolved)) + split_line(resolved) if show else ""
     return text + (f"ok: {path} (run {resolved.name!r}: data {resolved.data.kind}, model {resolved.model.kind}, "
                    f"noise {resolved.noise_label})\n")
+
+
+def split_line(spec) -> str:
+    """The examples (or tokens) in each split, as `train` will see them: the data is loaded."""
+    from noisecli.data import load_dataset  # torch: only --show loads the data
+
+    d = load_dataset(spec.data)
+    unit = "tokens" if d.is_stream else "examples"
+    return "# splits: " + " / ".join(f"{n:,} {split}" for split, n in d.split_sizes().items()) + f" {unit}\n"
 
 
 def stack_refusal(spec) -> str | None:

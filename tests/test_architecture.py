@@ -134,9 +134,10 @@ def test_a_new_metric_reaches_rows_csv_table_eval_and_stacks(tmp_path, cli, monk
     run = tmp_path / "runs" / "err"
     rows = metrics_rows(run)
     assert all(r["val_err"] == pytest.approx(1 - r["val_acc"], abs=1e-9) for r in rows)
-    assert list(rows[0])[:7] == ["epoch", "step", "train_loss", "clean_train_loss", "val_loss", "val_acc", "val_err"]
-    assert (run / "metrics.csv").read_text().splitlines()[0].split(",")[3:7] == [
-        "clean_train_loss", "val_loss", "val_acc", "val_err"]
+    assert list(rows[0])[:10] == ["epoch", "step", "train_loss", "clean_train_loss", "val_loss", "val_acc", "val_f1",
+                                  "val_ece", "val_brier", "val_err"]
+    assert (run / "metrics.csv").read_text().splitlines()[0].split(",")[3:10] == [
+        "clean_train_loss", "val_loss", "val_acc", "val_f1", "val_ece", "val_brier", "val_err"]
     assert "val err" in out  # the terminal's table
     code, out, err = cli("eval", run)
     assert code == 0 and "val_err" in out, err
@@ -147,8 +148,9 @@ def test_a_new_metric_reaches_rows_csv_table_eval_and_stacks(tmp_path, cli, monk
 
 
 def test_metric_columns_follow_the_schema_and_no_metric_is_dropped_silently(tmp_path):
-    assert metrics.columns("classification") == ["clean_train_loss", "val_loss", "val_acc"]
-    assert metrics.columns("lm") == ["clean_train_loss", "val_loss"]
+    assert metrics.columns("classification") == ["clean_train_loss", "val_loss", "val_acc", "val_f1", "val_ece",
+                                                 "val_brier"]
+    assert metrics.columns("lm") == ["clean_train_loss", "val_loss", "val_acc", "val_ppl"]
     from noisecli.runs import RunFolder
 
     folder = RunFolder(tmp_path / "r")

@@ -43,7 +43,7 @@ CASES = [
     ("train", {**TINY, "train": {"betas": [0.9]}}, [], "train.betas: must be two numbers in [0, 1)"),
     ("train", {**TINY, "train": {"lr": 1e-3, "min_lr": 1e-2, "lr_schedule": "cosine"}}, [], "train.min_lr: 0.01 is above train.lr"),
     ("train", {**GPT, "model": {"kind": "gpt", "n_embd": 30}}, [], "model.n_embd: 30 must be a multiple of model.n_head (4)"),
-    ("train", {**TINY, "data": {"kind": "digits", "train_size": 100000}}, [], "data.train_size: 100000 is more than the 1438"),
+    ("train", {**TINY, "data": {"kind": "digits", "train_size": 100000}}, [], "data.train_size: 100000 is more than the 1078"),
     # wrong types
     ("train", {**TINY, "train": {"lr": "fast"}}, [], "train.lr: must be a number, got 'fast' (str)"),
     ("train", {**TINY, "train": {"epochs": 2.5}}, [], "train.epochs: must be an integer, got 2.5 (float)"),

@@ -10,7 +10,8 @@ def test_validate_ok_and_bad(cli, tiny_spec, tmp_path):
     code, out, _ = cli("validate", tiny_spec)
     assert code == 0 and out.startswith(f"ok: {tiny_spec} (run 'tiny': data digits, model mlp, noise input 0.3)")
     code, out, _ = cli("validate", tiny_spec, "--show")
-    assert "factor: 0.3" in out and "epochs: 3" in out
+    assert "factor: 0.3" in out and "epochs: 3" in out and "test_fraction: 0.2" in out
+    assert "# splits: 120 train / 360 val / 359 test examples" in out
     bad = write_spec(tmp_path, {"data": {"kind": "digit"}, "train": {"lr": "x"}}, "bad.yaml")
     code, _, err = cli("validate", bad)
     assert code == 2

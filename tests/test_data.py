@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from noisecli.data import load_dataset
+from noisecli.data import carve_test, load_dataset
 from noisecli.data.synthetic import entropy_rate, markov_chain
 from noisecli.errors import SpecError
 from noisecli.spec import spec_from_dict
@@ -21,7 +21,7 @@ def data(**kw):
 def test_digits_split_is_seeded_and_standardized_on_train_statistics():
     ds = data(kind="digits")
     assert ds.task == "classification" and ds.n_outputs == 10 and ds.image_shape == (1, 8, 8)
-    assert (ds.x_train.shape, ds.x_val.shape) == ((1438, 64), (359, 64))
+    assert (ds.x_train.shape, ds.x_val.shape, ds.x_test.shape) == ((1078, 64), (360, 64), (359, 64))
     varying = ds.x_train.std(0) > 0
     assert torch.allclose(ds.x_train.mean(0), torch.zeros(64), atol=1e-5)
     assert torch.allclose(ds.x_train.std(0, unbiased=False)[varying], torch.ones(int(varying.sum())), atol=1e-4)
@@ -29,21 +29,41 @@ def test_digits_split_is_seeded_and_standardized_on_train_statistics():
     assert not torch.equal(data(kind="digits", seed=1).x_val, ds.x_val)
 
 
+def test_the_test_split_is_carved_first_seeded_disjoint_and_kept_out_of_the_statistics():
+    """Test examples are chosen before validation, so changing val_fraction moves examples between
+    train and val only; a seed of their own; never seen by standardisation; 0 turns them off."""
+    raw = data(kind="digits", standardize=False)
+    a, b = data(kind="digits", standardize=False, val_fraction=0.1), data(kind="digits", standardize=False)
+    assert torch.equal(a.x_test, b.x_test) and a.x_val.shape[0] < b.x_val.shape[0]
+    rest, test = carve_test(1797, 0.2, 0)
+    assert not set(rest.tolist()) & set(test.tolist()) and len(rest) + len(test) == 1797 and len(test) == 359
+    assert not torch.equal(data(kind="digits", seed=1, standardize=False).x_test, raw.x_test)
+    std = data(kind="digits")
+    mean, sd = raw.x_train.mean(0), raw.x_train.std(0, unbiased=False)
+    sd[sd < 1e-8] = 1
+    torch.testing.assert_close(std.x_test, (raw.x_test - mean) / sd, atol=1e-4, rtol=1e-4)
+    off = data(kind="digits", test_fraction=0)
+    assert off.x_test is None and off.x_train.shape[0] + off.x_val.shape[0] == 1797
+    text = data(kind="markov", n_tokens=5000)
+    assert (text.x_train.numel(), text.x_val.numel(), text.x_test.numel()) == (3000, 1000, 1000)
+
+
 @pytest.mark.parametrize("kind,n,d,k", [("breast_cancer", 569, 30, 2), ("wine", 178, 13, 3)])
 def test_bundled_tables(kind, n, d, k):
     ds = data(kind=kind)
-    assert ds.x_train.shape[0] + ds.x_val.shape[0] == n and ds.n_features == d and ds.n_outputs == k
+    assert ds.x_train.shape[0] + ds.x_val.shape[0] + ds.x_test.shape[0] == n
+    assert ds.n_features == d and ds.n_outputs == k
 
 
 def test_train_size_subsamples_and_too_large_is_an_error():
     assert data(kind="wine", train_size=50).n_train == 50
-    with pytest.raises(SpecError, match=r"data.train_size: 500 is more than the 142 training examples"):
+    with pytest.raises(SpecError, match=r"data.train_size: 500 is more than the 106 training examples"):
         data(kind="wine", train_size=500)
 
 
 def test_teacher_regression_and_classification():
     reg = data(kind="teacher", n_samples=100, n_features=5)
-    assert reg.task == "regression" and reg.y_train.shape == (80, 1) and reg.y_train.dtype == torch.float32
+    assert reg.task == "regression" and reg.y_train.shape == (60, 1) and reg.y_train.dtype == torch.float32
     cls = data(kind="teacher", n_samples=300, n_classes=4, label_noise=0)
     assert cls.task == "classification" and cls.n_outputs == 4 and len(set(cls.y_train.tolist())) > 1
 
@@ -54,7 +74,11 @@ def test_npz_float_y_is_regression_int_y_is_classification(tmp_path):
     np.savez(tmp_path / "c.npz", x=x, y=(x[:, 0] > 0).astype(np.int64), x_val=x[:10], y_val=np.ones(10, np.int64))
     assert data(kind="npz", path=str(tmp_path / "r.npz")).task == "regression"
     ds = data(kind="npz", path=str(tmp_path / "c.npz"))
-    assert ds.task == "classification" and ds.n_train == 50 and ds.x_val.shape == (10, 3)
+    # its own validation split is kept; the test split is carved from x (test_fraction of it)
+    assert ds.task == "classification" and ds.n_train == 40 and ds.x_val.shape == (10, 3) and ds.x_test.shape == (10, 3)
+    np.savez(tmp_path / "t.npz", x=x, y=(x[:, 0] > 0).astype(np.int64), x_test=x[:7], y_test=np.ones(7, np.int64))
+    own = data(kind="npz", path=str(tmp_path / "t.npz"))
+    assert own.x_test.shape == (7, 3) and own.n_train + own.x_val.shape[0] == 50
 
 
 @pytest.mark.parametrize("arrays,message", [
@@ -94,9 +118,10 @@ def test_csv_labels_and_target_column(tmp_path):
 
 def test_text_is_character_level_with_a_tail_validation_split(tmp_path):
     (tmp_path / "t.txt").write_text("abcd" * 100)
-    ds = data(kind="text", path=str(tmp_path / "t.txt"), block_size=8, val_fraction=0.25)
-    assert ds.task == "lm" and ds.n_outputs == 4 and ds.x_train.numel() == 300 and ds.x_val.numel() == 100
-    assert ds.n_train == 292  # distinct windows
+    ds = data(kind="text", path=str(tmp_path / "t.txt"), block_size=8, val_fraction=0.25, test_fraction=0.2)
+    # [train | val | test]: the last fifth is test, the quarter before it validation
+    assert ds.task == "lm" and ds.n_outputs == 4 and ds.x_train.numel() == 220 and ds.x_val.numel() == 100
+    assert ds.x_test.numel() == 80 and ds.n_train == 212  # distinct windows
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00abc")
     with pytest.raises(SpecError, match="is not UTF-8"):
         data(kind="text", path=str(tmp_path / "bin.txt"))
@@ -106,7 +131,7 @@ def test_text_is_character_level_with_a_tail_validation_split(tmp_path):
 
 def test_pydoc_ships_with_python():
     ds = data(kind="pydoc", block_size=32)
-    assert ds.task == "lm" and ds.n_outputs > 60 and ds.x_train.numel() > 300_000
+    assert ds.task == "lm" and ds.n_outputs > 60 and ds.x_train.numel() > 250_000 and ds.x_test.numel() > 90_000
 
 
 def test_markov_entropy_rate_matches_the_empirical_conditional_entropy():

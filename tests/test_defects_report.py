@@ -381,7 +381,7 @@ def test_output_format_follows_the_extension_and_the_table_is_never_empty(cli, s
         written[ext] = path.read_text()
     for ext in ("txt", "log"):  # the terminal table, as plain text
         assert "noise comparison" in written[ext] and "input" in written[ext] and "\x1b[" not in written[ext]
-    assert written["md"].startswith("| noise | factor |")
+    assert written["md"].startswith("Verdict: decided by ") and "\n| noise | factor |" in written["md"]
     assert {r["noise"] for r in csv.DictReader(io.StringIO(written["csv"]))} == {"none", "input"}
     assert len(strict_json(written["json"])["configs"]) == 2
     assert written["html"].startswith("<!doctype html>")

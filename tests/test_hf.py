@@ -241,25 +241,32 @@ def test_a_saved_dataset_with_its_own_validation_split(tmp_path):
     train_text, val_text = "\n\n".join(DOCS), "\n\n".join(["Zebra quiz."] * 5)
     chars = sorted(set(train_text + val_text))  # one vocabulary over both splits
     assert data.n_outputs == len(chars) and "Z" in chars and "Z" not in train_text
-    assert "".join(chars[i] for i in data.x_train.tolist()) == train_text
-    assert "".join(chars[i] for i in data.x_val.tolist()) == val_text
-    assert data.info["validation"] == "validation"
+    # its own validation text; the test text is the last test_fraction of the training text
+    text = lambda ids: "".join(chars[i] for i in ids.tolist())  # noqa: E731
+    assert text(data.x_train) + text(data.x_test) == train_text
+    assert data.x_test.numel() == int(len(train_text) * 0.2)
+    assert text(data.x_val) == val_text
+    assert data.info["validation"] == "validation" and data.info["test"] == "last 0.2 of the text"
 
 
 def test_a_single_saved_dataset_holds_out_the_last_val_fraction(tmp_path):
     path = saved(tmp_path, {"train": {"text": DOCS}}, single=True)
     data = load_dataset(hf_data(path, val_fraction=0.25))
     n = len("\n\n".join(DOCS))
-    assert data.x_val.numel() == int(n * 0.25) and data.x_train.numel() == n - int(n * 0.25)
-    assert data.info["validation"] == "last 0.25 of train"
+    n_test = int(n * 0.2)  # [train | val | test]: test the last fifth, val a quarter of the whole before it
+    assert data.x_test.numel() == n_test and data.x_val.numel() == int(n * 0.25)
+    assert data.x_train.numel() == n - n_test - int(n * 0.25)
+    assert data.info["validation"] == "0.25 of the text, from its end"
 
 
 def test_a_saved_dataset_through_a_tokenizer_trains_a_pretrained_model(pretrained, tmp_path, cli):
     folder, tokenizer, _ = pretrained
     path = saved(tmp_path, {"train": {"text": DOCS}, "test": {"text": DOCS[:6]}})
     data = load_dataset(hf_data(path, tokenizer=str(folder)))
-    assert data.x_train.tolist() == tokenizer("\n\n".join(DOCS), add_special_tokens=False)["input_ids"]
-    assert data.info["validation"] == "test"
+    ids = tokenizer("\n\n".join(DOCS), add_special_tokens=False)["input_ids"]
+    assert data.x_train.tolist() + data.x_val.tolist() == ids  # validation cut from the training text's end
+    assert data.x_test.tolist() == tokenizer("\n\n".join(DOCS[:6]), add_special_tokens=False)["input_ids"]
+    assert data.info["test"] == "test"
     spec = write_spec(tmp_path, {"name": "t", "data": {"kind": "hf", "path": path, "tokenizer": str(folder),
                                                        "block_size": 8},
                                  "model": {"kind": "hf", "path": str(folder)}, "noise": {"kind": "token", "factor": 0.1},

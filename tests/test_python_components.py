@@ -164,12 +164,12 @@ BAD = [
      "error: data.target: {dir}/usercode.py:no_y: lacks array(s) y (found: x)"),
     ({"data": {"kind": "python", "target": "usercode.py:typo"}},
      "error: data.target: {dir}/usercode.py:typo returned unknown key 'x_valid'; did you mean 'x_val'? "
-     "(expected x, y, x_val, y_val)"),
+     "(expected x, y, x_val, y_val, x_test, y_test)"),
     ({"data": {"kind": "python", "target": "usercode.py:ragged"}},
      "error: data.target: {dir}/usercode.py:ragged: x has 10 rows but y has 9"),
     ({"data": {"kind": "python", "target": "usercode.py:a_list"}},
      "error: data.target: {dir}/usercode.py:a_list returned list; expected a mapping with x, y (and optionally "
-     "x_val, y_val)"),
+     "x_val, y_val, x_test, y_test)"),
     ({"model": {"kind": "mlp", "target": "usercode.py:mlp"}},
      "error: model.target: does not apply to model kind 'mlp' (used by python)"),
 ]

@@ -39,10 +39,10 @@ def setup(spec) -> Trainer:
 def test_examples_are_right_padded_with_targets_on_the_response_only(sft_file):
     trainer = setup(sft_spec(sft_file.parent))
     ds = trainer.data
-    assert ds.task == "sft" and ds.pad_id == 0 and ds.x_train.shape[0] + ds.x_val.shape[0] == 60
+    assert ds.task == "sft" and ds.pad_id == 0 and ds.x_train.shape[0] + ds.x_val.shape[0] + ds.x_test.shape[0] == 60
     longest = max(len(e["prompt"]) + len(e["response"]) for e in EXAMPLES)
     assert ds.block_size == longest == ds.x_train.shape[1]
-    x, y = torch.cat([ds.x_train, ds.x_val]), torch.cat([ds.y_train, ds.y_val])
+    x, y = torch.cat([ds.x_train, ds.x_val, ds.x_test]), torch.cat([ds.y_train, ds.y_val, ds.y_test])
     seen = []
     for xi, yi in zip(x, y):
         length = int((xi != 0).sum())
@@ -224,7 +224,7 @@ def test_messages_are_rendered_with_the_tokenizers_chat_template_and_scored_on_t
                                           "tokenizer": "tok"}, "model": GPT})
     ds = Trainer(load_spec(spec), tmp_path / "runs", quiet=True).setup().data
     assert ds.pad_id == tok.eos_token_id and ds.n_outputs == len(tok)
-    x, y = torch.cat([ds.x_train, ds.x_val]), torch.cat([ds.y_train, ds.y_val])
+    x, y = torch.cat([ds.x_train, ds.x_val, ds.x_test]), torch.cat([ds.y_train, ds.y_val, ds.y_test])
     answers = sorted(e["response"] + "<|end|>" for e in EXAMPLES)
     scored = sorted(tok.decode(yi[yi != IGNORE].tolist()) for yi in y)
     assert scored == answers  # the loss is on the last assistant message (and its end marker) only

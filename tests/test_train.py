@@ -177,7 +177,7 @@ def test_cli_train_then_completed_run_is_not_retrained(cli, tiny_spec, tmp_path)
     assert "val loss" in out and "run folder:" in out
     # the first line says what is trained: TINY is 120 digits, an MLP 64-32-10, input noise 0.3
     first = out.splitlines()[0]
-    assert first.startswith("tiny: digits (120 train / 359 val examples, classification); mlp "
+    assert first.startswith("tiny: digits (120 train / 360 val / 359 test examples, classification); mlp "
                             f"({64 * 32 + 32 + 32 * 10 + 10:,} parameters); noise input 0.3; ")
     assert first.endswith("; 24 steps")  # between: the device and precision that auto picked
     before = (runs / "tiny" / "metrics.csv").stat().st_mtime_ns

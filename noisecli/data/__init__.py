@@ -31,6 +31,8 @@ class Dataset:
     block_size: int | None = None  # "lm": the context; "sft": the padded length
     pad_id: int | None = None  # a padding id that noise must leave alone
     info: dict[str, Any] = field(default_factory=dict)  # shown to the user, saved in the run
+    x_test: torch.Tensor | None = None  # the test split (None: the data has none and test_fraction is 0)
+    y_test: torch.Tensor | None = None
 
     @property
     def is_tokens(self) -> bool:
@@ -53,10 +55,21 @@ class Dataset:
             return int(self.x_train.numel()) - self.block_size
         return int(self.x_train.shape[0])
 
+    @property
+    def has_test(self) -> bool:
+        return self.x_test is not None
+
+    def split_sizes(self) -> dict[str, int]:
+        """Examples (token streams: tokens) per split, for the run header and `validate --show`."""
+        size = (lambda t: int(t.numel())) if self.is_stream else (lambda t: int(t.shape[0]))  # noqa: E731
+        splits = {"train": self.x_train, "val": self.x_val, "test": self.x_test}
+        return {name: size(t) for name, t in splits.items() if t is not None}
+
     def to(self, device: torch.device) -> "Dataset":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         self.x_train, self.y_train = move(self.x_train), move(self.y_train)
         self.x_val, self.y_val = move(self.x_val), move(self.y_val)
+        self.x_test, self.y_test = move(self.x_test), move(self.y_test)
         return self
 
 
@@ -67,7 +80,21 @@ def load_dataset(spec: DataSpec) -> Dataset:
     loader = getattr(importlib.import_module(module), func)
     ds = loader(spec)
     ds.info.setdefault("train_examples", ds.n_train)
+    if ds.has_test:
+        ds.info.setdefault("test_examples", ds.split_sizes()["test"])
     return ds
+
+
+def carve_test(n: int, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test split carved from n examples before anything else is split off: (the rest, test),
+    a seeded shuffle with its own stream, so the test examples do not depend on val_fraction."""
+    if n < 3:
+        raise SpecError(f"data: only {n} example(s); need at least 3 to hold out test and validation "
+                        "splits (or set data.test_fraction=0)")
+    g = torch.Generator().manual_seed(seed + 7)
+    perm = torch.randperm(n, generator=g)
+    n_test = min(max(1, round(n * test_fraction)), n - 2)
+    return perm[n_test:].sort().values, perm[:n_test].sort().values
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

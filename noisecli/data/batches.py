@@ -43,10 +43,8 @@ class Batches:
             # fixed evaluation windows, the same for every run and seed, so runs compare on equal terms
             g = torch.Generator().manual_seed(12345)
             n_eval = eval_batches * batch_size
-            self._eval_starts = {
-                "train": torch.randint(ds.x_train.numel() - ds.block_size, (n_eval,), generator=g).to(device),
-                "val": torch.randint(ds.x_val.numel() - ds.block_size, (n_eval,), generator=g).to(device),
-            }
+            self._eval_starts = {split: torch.randint(tokens.numel() - ds.block_size, (n_eval,), generator=g).to(device)
+                                 for split, tokens in self._splits().items()}  # drawn in this order: train, val, test
             self._offsets = torch.arange(ds.block_size, device=device)
         else:
             self.steps_per_epoch = math.ceil(ds.n_train / batch_size)
@@ -69,14 +67,22 @@ class Batches:
         self.pos += b
         return ds.x_train[idx], ds.y_train[idx]
 
+    def _splits(self) -> dict[str, tuple]:
+        ds = self.ds
+        splits = {"train": (ds.x_train, ds.y_train), "val": (ds.x_val, ds.y_val), "test": (ds.x_test, ds.y_test)}
+        if ds.is_stream:
+            return {name: x for name, (x, _) in splits.items() if x is not None}
+        return {name: xy for name, xy in splits.items() if xy[0] is not None}
+
     def eval_batches(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """A split's evaluation batches (train, val or test), the same at every evaluation."""
         ds = self.ds
         if ds.is_stream:
-            tokens = ds.x_train if split == "train" else ds.x_val
+            tokens = self._splits()[split]
             for starts in self._eval_starts[split].split(self.batch_size):
                 yield self._windows(tokens, starts)
             return
-        x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_val, ds.y_val)
+        x, y = self._splits()[split]
         size = self.batch_size if ds.is_tokens else max(self.batch_size, 1024)  # padded sequences are big
         for i in range(0, x.shape[0], size):
             yield x[i: i + size], y[i: i + size]

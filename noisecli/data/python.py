@@ -1,9 +1,10 @@
 """`data.kind: python`: the user's own data, from the function `data.target` names.
 
 The function gets `data.args` as keyword arguments and returns a mapping with `x`, `y` and
-optionally `x_val`, `y_val`, as tensors or numpy arrays; from there the rules are npz's:
-float y is regression with MSE, integer y classification with cross-entropy, and without
-x_val/y_val a seeded `val_fraction` is held out.
+optionally `x_val`, `y_val`, `x_test`, `y_test`, as tensors or numpy arrays; from there the
+rules are npz's: float y is regression with MSE, integer y classification with cross-entropy;
+without x_test/y_test a seeded `test_fraction` is carved out first, and without x_val/y_val
+a seeded `val_fraction` is held out.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from noisecli.data.tabular import table_from_arrays
 from noisecli.errors import SpecError
 from noisecli.spec import DataSpec, suggest
 
-KEYS = ("x", "y", "x_val", "y_val")
+KEYS = ("x", "y", "x_val", "y_val", "x_test", "y_test")
 
 
 def load_python(spec: DataSpec) -> Dataset:
@@ -27,7 +28,7 @@ def load_python(spec: DataSpec) -> Dataset:
     result = call(load_function(spec.target, "data.target"), spec.target, "data.target", spec.args, {})
     if not isinstance(result, Mapping):
         raise SpecError(f"{where} returned {type(result).__name__}; expected a mapping with x, y "
-                        "(and optionally x_val, y_val)")
+                        "(and optionally x_val, y_val, x_test, y_test)")
     unknown = [k for k in result if k not in KEYS]
     if unknown:
         raise SpecError(f"{where} returned unknown key {unknown[0]!r}{suggest(str(unknown[0]), KEYS)} "

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from noisecli.data import IGNORE, Dataset, split_indices, subsample
+from noisecli.data import IGNORE, Dataset, carve_test, split_indices, subsample
 from noisecli.errors import SpecError
 from noisecli.spec import DataSpec, suggest
 
-VAL_SPLITS = ("validation", "valid", "val", "test")
+VAL_SPLITS = ("validation", "valid", "val")
 
 
 def load_sft(spec: DataSpec) -> Dataset:
@@ -57,21 +57,36 @@ def load_sft(spec: DataSpec) -> Dataset:
             # the target at position t is token t + 1, scored only where that token is the response's
             y[i, len(p) - 1: len(seq) - 1] = torch.tensor(seq[len(p):])
         tensors[name] = (x, y)
-    if "validation" in tensors:
-        (x_tr, y_tr), (x_va, y_va) = tensors["train"], tensors["validation"]
-        where_val = "its own validation split"
-    else:
-        x_all, y_all = tensors["train"]
-        tr, va = split_indices(len(x_all), spec.val_fraction, spec.seed)
-        (x_tr, y_tr), (x_va, y_va) = (x_all[tr], y_all[tr]), (x_all[va], y_all[va])
-        where_val = f"{spec.val_fraction:g} of the examples"
+    (x_tr, y_tr), (x_va, y_va), test, where = _splits(spec, tensors)
     keep = subsample(len(x_tr), spec.train_size, spec.seed)
     if keep is not None:
         x_tr, y_tr = x_tr[keep], y_tr[keep]
-    info = {"source": spec.path, "examples": len(x_tr) + len(x_va), "validation": where_val,
+    x_te, y_te = test if test is not None else (None, None)
+    info = {"source": spec.path, "examples": len(x_tr) + len(x_va) + (0 if x_te is None else len(x_te)), **where,
             "max_length": length, "truncated": int(truncated),
             "response_tokens": int((y_tr != IGNORE).sum()), **note}
-    return Dataset(spec.kind, "sft", x_tr, y_tr, x_va, y_va, vocab, block_size=length, pad_id=pad_id, info=info)
+    return Dataset(spec.kind, "sft", x_tr, y_tr, x_va, y_va, vocab, block_size=length, pad_id=pad_id, info=info,
+                   x_test=x_te, y_test=y_te)
+
+
+def _splits(spec: DataSpec, tensors: dict) -> tuple:
+    """(train, validation, test or None, where each held-out split came from): a split the data
+    brings is kept; the test split is carved from the training examples first, then validation."""
+    x_all, y_all = tensors["train"]
+    test, where = tensors.get("test"), {}
+    val_fraction = spec.val_fraction
+    if test is not None:
+        where["test"] = "its own test split"
+    elif spec.test_fraction > 0:
+        rest, te = carve_test(len(x_all), spec.test_fraction, spec.seed)
+        test, (x_all, y_all) = (x_all[te], y_all[te]), (x_all[rest], y_all[rest])
+        val_fraction = min(0.99, spec.val_fraction / (1 - spec.test_fraction))  # still a share of the whole
+        where["test"] = f"{spec.test_fraction:g} of the examples"
+    if "validation" in tensors:
+        return (x_all, y_all), tensors["validation"], test, {"validation": "its own validation split", **where}
+    tr, va = split_indices(len(x_all), val_fraction, spec.seed)
+    return ((x_all[tr], y_all[tr]), (x_all[va], y_all[va]), test,
+            {"validation": f"{spec.val_fraction:g} of the examples", **where})
 
 
 def _read_rows(path: Path) -> dict[str, list[dict]]:
@@ -87,6 +102,8 @@ def _read_rows(path: Path) -> dict[str, list[dict]]:
         out = {"train": splits["train"].to_list()}
         if val:
             out["validation"] = splits[val].to_list()
+        if "test" in splits:
+            out["test"] = splits["test"].to_list()
         return out
     try:
         text = path.read_text(encoding="utf-8")

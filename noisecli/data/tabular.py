@@ -8,39 +8,56 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noisecli.data import Dataset, split_indices, subsample
+from noisecli.data import Dataset, carve_test, split_indices, subsample
 from noisecli.errors import SpecError
 from noisecli.spec import DataSpec, suggest
 
 
 def make_table_dataset(spec: DataSpec, x: np.ndarray, y: np.ndarray, task: str,
                        x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
-                       image_shape=None, info=None) -> Dataset:
-    """Split (unless a validation split is given), subsample, standardize, make tensors."""
-    x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+                       image_shape=None, info=None, x_test: np.ndarray | None = None,
+                       y_test: np.ndarray | None = None) -> Dataset:
+    """Carve the test split (unless one is given), split off validation (unless given),
+    subsample, standardize on the training split's statistics, make tensors."""
+    x, x_val, x_test = _features(x), _features(x_val), _features(x_test)
+    val_fraction = spec.val_fraction
+    if x_test is None and spec.test_fraction > 0:
+        rest, te = (i.numpy() for i in carve_test(len(x), spec.test_fraction, spec.seed))
+        x, x_test, y, y_test = x[rest], x[te], y[rest], y[te]
+        val_fraction = min(0.99, spec.val_fraction / (1 - spec.test_fraction))  # still a share of the whole
     if x_val is None:
-        tr, va = split_indices(len(x), spec.val_fraction, spec.seed)
-        tr, va = tr.numpy(), va.numpy()
+        tr, va = (i.numpy() for i in split_indices(len(x), val_fraction, spec.seed))
         x, x_val, y, y_val = x[tr], x[va], y[tr], y[va]
-    else:
-        x_val = np.asarray(x_val, dtype=np.float32).reshape(len(x_val), -1)
     keep = subsample(len(x), spec.train_size, spec.seed)
     if keep is not None:
         x, y = x[keep.numpy()], y[keep.numpy()]
     if spec.standardize:
-        # train statistics only, so nothing about the validation split leaks into training
+        # train statistics only, so nothing about the held-out splits leaks into training
         mean, std = x.mean(0), x.std(0)
         std[std < 1e-8] = 1.0
         x, x_val = (x - mean) / std, (x_val - mean) / std
+        x_test = None if x_test is None else (x_test - mean) / std
+    y, y_val, y_test = (_targets(a, task) for a in (y, y_val, y_test))
     if task == "classification":
-        y, y_val = torch.as_tensor(y, dtype=torch.long), torch.as_tensor(y_val, dtype=torch.long)
-        n_out = int(max(y.max(), y_val.max())) + 1
+        n_out = int(max(int(a.max()) for a in (y, y_val, y_test) if a is not None)) + 1
     else:
-        y = torch.as_tensor(np.asarray(y, np.float32).reshape(len(y), -1))
-        y_val = torch.as_tensor(np.asarray(y_val, np.float32).reshape(len(y_val), -1))
         n_out = int(y.shape[1])
     return Dataset(spec.kind, task, torch.as_tensor(x), y, torch.as_tensor(x_val), y_val, n_out,
-                   image_shape=image_shape, info=dict(info or {}))
+                   image_shape=image_shape, info=dict(info or {}),
+                   x_test=None if x_test is None else torch.as_tensor(x_test), y_test=y_test)
+
+
+def _features(a) -> np.ndarray | None:
+    return None if a is None else np.asarray(a, dtype=np.float32).reshape(len(a), -1)
+
+
+def _targets(a, task: str) -> torch.Tensor | None:
+    """Class ids (N,), or regression targets (N, K)."""
+    if a is None:
+        return None
+    if task == "classification":
+        return torch.as_tensor(a, dtype=torch.long)
+    return torch.as_tensor(np.asarray(a, np.float32).reshape(len(a), -1))
 
 
 # scikit-learn's bundled files: (file, has sklearn's "n_samples,n_features,names..." header row)
@@ -121,28 +138,31 @@ def load_npz(spec: DataSpec) -> Dataset:
 
 
 def table_from_arrays(spec: DataSpec, arrays: dict[str, np.ndarray], where: str) -> Dataset:
-    """x, y and optionally x_val, y_val, checked (float y is regression, integer y
-    classification) and made a dataset; `where` starts every message (the file, or the target)."""
+    """x, y and optionally x_val, y_val and x_test, y_test, checked (float y is regression, integer
+    y classification) and made a dataset; `where` starts every message (the file, or the target)."""
     names = set(arrays)
     missing = {"x", "y"} - names
     if missing:
         raise SpecError(f"{where}: lacks array(s) {', '.join(sorted(missing))} "
                         f"(found: {', '.join(sorted(names)) or 'none'})")
-    if ("x_val" in names) != ("y_val" in names):
-        raise SpecError(f"{where}: has only one of x_val, y_val; give both or neither")
+    for held in ("val", "test"):
+        if (f"x_{held}" in names) != (f"y_{held}" in names):
+            raise SpecError(f"{where}: has only one of x_{held}, y_{held}; give both or neither")
     x, (y, task) = arrays["x"], _labels(arrays["y"], f"{where}: y")
     if x.ndim < 2:
         raise SpecError(f"{where}: x must have one row per example (2 or more dimensions), got shape {x.shape}")
     if len(x) != len(y):
         raise SpecError(f"{where}: x has {len(x)} rows but y has {len(y)}")
-    x_val = y_val = None
-    if "x_val" in names:
-        x_val, (y_val, task_val) = arrays["x_val"], _labels(arrays["y_val"], f"{where}: y_val")
-        if task_val != task or len(x_val) != len(y_val) or x_val.shape[1:] != x.shape[1:]:
-            raise SpecError(f"{where}: x_val/y_val do not match x/y in shape or label type")
+    given = {}
+    for held in ("val", "test"):
+        if f"x_{held}" in names:
+            xh, (yh, task_h) = arrays[f"x_{held}"], _labels(arrays[f"y_{held}"], f"{where}: y_{held}")
+            if task_h != task or len(xh) != len(yh) or xh.shape[1:] != x.shape[1:]:
+                raise SpecError(f"{where}: x_{held}/y_{held} do not match x/y in shape or label type")
+            given.update({f"x_{held}": xh, f"y_{held}": yh})
     if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
         raise SpecError(f"{where}: x must be finite numbers")
-    return make_table_dataset(spec, x, y, task, x_val, y_val)
+    return make_table_dataset(spec, x, y, task, **given)
 
 
 def load_csv(spec: DataSpec) -> Dataset:

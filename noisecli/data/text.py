@@ -30,29 +30,36 @@ def encode(spec: DataSpec, texts: list[str]) -> tuple[list[torch.Tensor], int, d
     return ids, len(tokenizer), {"tokenizer": tokenizer_name, "tokens": sum(len(i) for i in ids)}
 
 
-def make_text_dataset(spec: DataSpec, text: str, info: dict | None = None, val_text: str | None = None) -> Dataset:
-    """Token ids of the text; the last `val_fraction` is validation (nanoGPT's split), unless the
-    source has its own validation text."""
-    if val_text is None:
-        (ids,), vocab_size, note = encode(spec, [text])
-        n_val = int(len(ids) * spec.val_fraction)
-        train, val = ids[: len(ids) - n_val], ids[len(ids) - n_val:]
-    else:
-        (train, val), vocab_size, note = encode(spec, [text, val_text])
-    block = spec.block_size
-    if len(val) <= block or len(train) <= block:
+def make_text_dataset(spec: DataSpec, text: str, info: dict | None = None, val_text: str | None = None,
+                      test_text: str | None = None) -> Dataset:
+    """Token ids of the text, split at the end (nanoGPT's split): the last `test_fraction` is the
+    test text and the `val_fraction` before it validation, unless the source has its own."""
+    given = [t for t in (val_text, test_text) if t is not None]
+    (ids, *own), vocab_size, note = encode(spec, [text, *given])
+    own_val = own.pop(0) if val_text is not None else None
+    own_test = own.pop(0) if test_text is not None else None
+    test = own_test
+    if test is None and spec.test_fraction > 0:
+        n_test = int(len(ids) * spec.test_fraction)
+        ids, test = ids[: len(ids) - n_test], ids[len(ids) - n_test:]
+    val = own_val
+    if val is None:
+        n_val = int((len(ids) + (0 if own_test is not None or test is None else len(test))) * spec.val_fraction)
+        ids, val = ids[: len(ids) - n_val], ids[len(ids) - n_val:]
+    train, block = ids, spec.block_size
+    if min(len(train), len(val), len(test) if test is not None else block + 1) <= block:
         unit = "characters" if getattr(spec, "tokenizer", None) is None else "tokens"
-        raise SpecError(f"data.block_size: {block} is too long for this text ({len(train)} train and "
-                        f"{len(val)} validation {unit}); lower data.block_size"
-                        + (" or data.val_fraction" if val_text is None else ""))
+        sizes = f"{len(train)} train, {len(val)} validation" + (f", {len(test)} test" if test is not None else "")
+        raise SpecError(f"data.block_size: {block} is too long for this text ({sizes} {unit}); lower "
+                        "data.block_size" + (" or data.val_fraction/test_fraction" if val_text is None else ""))
     if spec.train_size is not None:
         # train_size counts distinct windows: keep that many start positions
         if spec.train_size > len(train) - block:
             raise SpecError(f"data.train_size: {spec.train_size} is more than the "
                             f"{len(train) - block} windows in the training text")
         train = train[: spec.train_size + block]
-    info = {"characters": len(text) + len(val_text or ""), "vocab_size": vocab_size, **note, **(info or {})}
-    return Dataset(spec.kind, "lm", train, None, val, None, vocab_size, block_size=block, info=info)
+    info = {"characters": len(text) + sum(len(t) for t in given), "vocab_size": vocab_size, **note, **(info or {})}
+    return Dataset(spec.kind, "lm", train, None, val, None, vocab_size, block_size=block, info=info, x_test=test)
 
 
 def load_pydoc(spec: DataSpec) -> Dataset:
@@ -74,13 +81,14 @@ def load_text(spec: DataSpec) -> Dataset:
     return make_text_dataset(spec, text, {"file": str(path)})
 
 
-VAL_SPLITS = ("validation", "valid", "val", "test")
+VAL_SPLITS = ("validation", "valid", "val")
 
 
 def load_hf(spec: DataSpec) -> Dataset:
     """A saved Hugging Face dataset: its `train` split (or the dataset itself) is the training
-    text, its `validation` (or `test`) split the validation text, else the last val_fraction.
-    Documents are joined by a blank line, as in a text file."""
+    text, its `validation` split the validation text and its `test` split the test text; a split
+    it lacks is cut from the end of the training text. Documents are joined by a blank line, as
+    in a text file."""
     from noisecli.hub import load_saved_dataset  # lazy: only Hugging Face tokenizers and datasets need it
 
     saved = load_saved_dataset(spec.path, "data.path")
@@ -88,8 +96,9 @@ def load_hf(spec: DataSpec) -> Dataset:
     if "train" not in splits:
         raise SpecError(f"data.path: {spec.path} has splits {', '.join(splits)} but no 'train' split")
     val_name = next((n for n in VAL_SPLITS if n in splits), None)
+    test_name = "test" if "test" in splits else None
     texts = {}
-    for name in ("train", val_name) if val_name else ("train",):
+    for name in [n for n in ("train", val_name, test_name) if n]:
         columns = splits[name].column_names
         if spec.column not in columns:
             raise SpecError(f"data.column: {spec.column!r} is not a column of the {name!r} split of "
@@ -98,5 +107,6 @@ def load_hf(spec: DataSpec) -> Dataset:
         if not all(isinstance(v, str) for v in values):
             raise SpecError(f"data.column: {spec.column!r} of {spec.path} does not hold text in every row")
         texts[name] = "\n\n".join(values)
-    info = {"folder": spec.path, "validation": val_name or f"last {spec.val_fraction:g} of train"}
-    return make_text_dataset(spec, texts["train"], info, val_text=texts.get(val_name))
+    info = {"folder": spec.path, "validation": val_name or f"{spec.val_fraction:g} of the text, from its end",
+            "test": test_name or f"last {spec.test_fraction:g} of the text"}
+    return make_text_dataset(spec, texts["train"], info, val_text=texts.get(val_name), test_text=texts.get(test_name))

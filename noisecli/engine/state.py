@@ -23,6 +23,9 @@ from noisecli.spec import spec_to_dict
 # name -> what it adds up per step: the training loss (noised inputs), the pre-clip gradient
 # norm (0 on a step the fp16 scaler skipped), the steps the scaler skipped (inf/nan gradients)
 INTERVAL_SUMS = ("loss", "grad_norm", "skipped")
+# what selection on val carries across a resume: the selected checkpoint's step and test metrics,
+# and early stopping's patience counter
+SELECTION = ("best_step", "best_test", "since_best", "best_watched", "stopped_early")
 
 
 class Interval:
@@ -90,8 +93,13 @@ class TrainState:
     interval: Interval
     step: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
-    best_val: float = math.inf
+    best_val: float = math.inf  # the best val loss so far: best.pt's
     elapsed: float = 0.0  # seconds of training, over every start
+    best_step: int | None = None  # the evaluation best.pt holds (the selected checkpoint)
+    best_test: dict[str, float] | None = None  # the test split's metrics at best_step
+    since_best: int = 0  # evaluations without improvement on the early-stopping metric (patience)
+    best_watched: float | None = None  # the early-stopping metric's best value so far
+    stopped_early: str | None = None  # why training ended before its last step
 
     def epoch(self, steps_per_epoch: int) -> int:
         return math.ceil(self.step / steps_per_epoch)
@@ -117,6 +125,7 @@ def checkpoint(run) -> dict[str, Any]:
         "rows": s.rows,
         "best_val_loss": s.best_val,
         "elapsed": s.elapsed,
+        "selection": {name: getattr(s, name) for name in SELECTION},
         "spec": spec_to_dict(run.spec),
     }
 
@@ -136,6 +145,8 @@ def restore(run, saved: dict[str, Any]) -> None:
     s.interval.load_state_dict(saved["interval"])
     s.step, s.rows, s.best_val, s.elapsed = saved["step"], list(saved["rows"]), saved["best_val_loss"], \
         saved["elapsed"]
+    for name, value in saved.get("selection", {}).items():  # older checkpoints have none
+        setattr(s, name, value)
 
 
 def _own(t: torch.Tensor) -> torch.Tensor:

@@ -19,15 +19,16 @@ __all__ = ["ALPHA", "Comparison", "Config", "Run", "analyze", "build", "delta_ci
            "plain_text", "render", "t975"]
 
 
-def build(dirs: list[Path]) -> tuple[list[Config], list[Run]]:
+def build(dirs: list[Path], metric: str | None = None) -> tuple[list[Config], list[Run]]:
     """The runs under `dirs`, grouped into configurations with their statistics."""
     runs = find_runs(dirs)
     configs = group(runs)
-    analyze(configs)
+    analyze(configs, metric)
     return configs, runs
 
 
-def render(dirs: list[Path], fmt: str, title: str, warn: Callable[[str], None] = lambda line: None):
+def render(dirs: list[Path], fmt: str, title: str, warn: Callable[[str], None] = lambda line: None,
+           metric: str | None = None):
     """The report in `fmt` (table | md | csv | json | html): a string, or a rich renderable for
     `table`. One run folder alone gets its per-evaluation table instead (html compares runs).
 
@@ -43,13 +44,13 @@ def render(dirs: list[Path], fmt: str, title: str, warn: Callable[[str], None] =
         raise SpecError(f"report: nothing to report: the {len(runs)} run folder{'s' if len(runs) > 1 else ''} "
                         f"under {', '.join(map(str, dirs))} {'are all' if len(runs) > 1 else 'is'} unreadable")
     configs = group(runs)
-    analyze(configs)
+    verdict = analyze(configs, metric)
     if fmt == "table":
-        return rich_table(configs, runs)
+        return rich_table(configs, runs, verdict)
     if fmt == "md":
-        return render_markdown(configs, runs)
+        return render_markdown(configs, runs, verdict)
     if fmt == "csv":
         return render_csv(configs)
     if fmt == "json":
-        return render_json(configs, runs)
-    return render_html(configs, runs, title)
+        return render_json(configs, runs, verdict)
+    return render_html(configs, runs, title, verdict)

@@ -33,6 +33,8 @@ class Run:
     rows: list[dict]
     error: str | None = None
     updated: str = ""  # status.json's time stamp: of two runs of one seed, the newer is counted
+    selected: dict | None = None  # final.json's selected checkpoint: its step, val and test metrics
+    task: str | None = None  # final.json's: classification, regression, lm or sft
 
     @property
     def seed(self) -> int:
@@ -87,7 +89,20 @@ def _read_run(path: Path) -> Run:
     bad = _non_finite(rows) if state == "completed" else ""
     if bad:
         state, error = NOT_FINITE, f"{bad}; not averaged"
-    return Run(path, state, spec, rows, error, str(status.get("updated", "")))
+    return Run(path, state, spec, rows, error, str(status.get("updated", "")), *_final(path))
+
+
+def _final(path: Path) -> tuple[dict | None, str | None]:
+    """final.json's selected checkpoint (numbers only) and the task, or None: a run from before
+    final.json, or one still training; a damaged file counts as absent (the rows still hold val)."""
+    try:
+        final = json.loads((path / "final.json").read_text(encoding="utf-8"))
+        selected, task = final.get("selected"), final.get("task")
+    except (OSError, ValueError, AttributeError):
+        return None, None
+    if not isinstance(selected, dict):
+        return None, None
+    return {k: v for k, v in selected.items() if _is_number(v)}, task if isinstance(task, str) else None
 
 
 def _unreadable(path: Path, why: str) -> Run:

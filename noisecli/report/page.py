@@ -13,7 +13,7 @@ import statistics
 from html import escape
 
 from noisecli.report.load import Config, Run, factor_value
-from noisecli.report.render import LEGEND, excluded_lines, table_rows
+from noisecli.report.render import LEGEND, excluded_lines, table_rows, verdict_lines
 
 NONE_COLOUR = "#555555"
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#bcbd22",
@@ -166,7 +166,7 @@ def _cell(text: str) -> str:
     return f"{escape(value)}{star_html}<br><span class='ci'>[{escape(interval)}]</span>"
 
 
-def render_html(configs: list[Config], runs: list[Run], title: str) -> str:
+def render_html(configs: list[Config], runs: list[Run], title: str, verdict=None) -> str:
     header, rows = table_rows(configs)
     colour = colours(configs)
     images = figures(configs) if configs else {}
@@ -191,7 +191,8 @@ def render_html(configs: list[Config], runs: list[Run], title: str) -> str:
 <html><head><meta charset="utf-8"><title>{escape(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1280px; padding: 0 1.5em; color: #222; }}
-h1 {{ font-size: 1.4em; font-weight: 600; }}
+h1 {{ font-size: 1.4em; font-weight: 600; }} p.verdict {{ font-weight: 600; }}
+caption {{ caption-side: bottom; color: #444; font-size: 0.85em; text-align: left; padding-top: 0.4em; }}
 table {{ border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: 0.9em; margin: 1em 0; }}
 td, th {{ border-bottom: 1px solid #ddd; padding: 5px 9px; text-align: right; vertical-align: top; white-space: nowrap; }}
 th {{ border-bottom: 2px solid #999; font-weight: 600; }}
@@ -205,7 +206,8 @@ figure {{ margin: 1.5em 0; }} figure img {{ max-width: 100%; }}
 figcaption {{ color: #444; font-size: 0.9em; max-width: 60em; margin-top: 0.4em; }}
 </style></head><body>
 <h1>{escape(title)}</h1>
-<table><tr>{head}</tr>{body}</table>
+{"".join(f"<p class='verdict'>{escape(line)}</p>" for line in verdict_lines(verdict))}
+<table><caption>{escape(verdict.first_line() if verdict else "")}</caption><tr>{head}</tr>{body}</table>
 <div class="legend">{legend}</div>
 {f'<h2>Not in the statistics</h2><ul>{excluded}</ul>' if excluded else ''}
 {figs}

@@ -16,7 +16,9 @@ CSV_COLUMNS = ["noise", "factor", "n", "n_diverged", "val_loss_mean", "val_loss_
                "best_val_loss_std", "clean_train_loss_mean", "gap_mean", "val_acc_mean", "delta_vs_none",
                "delta_ci_low", "delta_ci_high", "paired", "p_value", "p_adjusted", "significant", "delta_best_vs_none",
                "delta_best_ci_low", "delta_best_ci_high", "best_p_value", "best_p_adjusted", "best_significant",
-               "best_in_kind", "best_overall", "config"]
+               "best_in_kind", "best_overall", "metric", "metric_mean", "metric_std", "delta_metric",
+               "delta_metric_ci_low", "delta_metric_ci_high", "metric_p_value", "metric_p_adjusted",
+               "metric_significant", "config"]
 
 # the columns whose text comes from run folders (spec values), not from the statistics
 FOLDER_TEXT_COLUMNS = ("noise", "factor", "config")
@@ -60,31 +62,50 @@ def _pm(mean: float, std: float) -> str:
     return f"{_f(mean)} ± {_f(std)}" if not math.isnan(std) else _f(mean)
 
 
-def _delta_text(s: dict, best: bool = False) -> str:
-    key, low, high, mark = (("delta_best_vs_none", "delta_best_ci_low", "delta_best_ci_high", "best_significant")
-                            if best else ("delta_vs_none", "delta_ci_low", "delta_ci_high", "significant"))
+DELTAS = {"final": ("delta_vs_none", "delta_ci_low", "delta_ci_high", "significant"),
+          "best": ("delta_best_vs_none", "delta_best_ci_low", "delta_best_ci_high", "best_significant"),
+          "metric": ("delta_metric", "delta_metric_ci_low", "delta_metric_ci_high", "metric_significant")}
+
+
+def _delta_text(s: dict, best: bool = False, which: str | None = None) -> str:
+    key, low, high, mark = DELTAS[which or ("best" if best else "final")]
     if s[key] is None:
         return "baseline" if s.get("baseline") else "-"
     ci = "" if s[low] is None or math.isnan(s[low]) else f" [{s[low]:+.4f}, {s[high]:+.4f}]"
     return f"{s[key]:+.4f}{ci}{' *' if s[mark] else ''}"
 
 
+def _own_metric_columns(configs: list[Config]) -> str | None:
+    """The deciding metric, when it is not one of the table's fixed columns (final val loss)."""
+    metric = configs[0].stats.get("metric") if configs else None
+    return None if metric in (None, "val_loss") else metric
+
+
 def table_rows(configs: list[Config]) -> tuple[list[str], list[list[str]]]:
     has_acc = any(c.stats["val_acc_mean"] is not None for c in configs)
     has_extra = any(c.extra for c in configs)
-    header = ["noise", "factor"] + (["config"] if has_extra else []) + \
-             ["n", "val loss", "best val", "clean train", "gap"] + (["val acc"] if has_acc else []) + \
+    metric = _own_metric_columns(configs)
+    words = metric.replace("_", " ") if metric else ""
+    header = ["noise", "factor"] + (["config"] if has_extra else []) + ["n"] + \
+             ([words, f"Δ {words} vs none [95% CI]"] if metric else []) + \
+             ["val loss", "best val", "clean train", "gap"] + (["val acc"] if has_acc else []) + \
              ["Δ vs none [95% CI]", "Δ best val vs none", "best"]
     rows = []
     for c in configs:
         s = c.stats
         mark = "overall" if s["best_overall"] else ("kind" if s["best_in_kind"] else "")
-        rows.append([c.noise, c.factor or "-"] + ([c.extra] if has_extra else []) +
-                    [_n_text(s), _pm(s["val_loss_mean"], s["val_loss_std"]),
+        rows.append([c.noise, c.factor or "-"] + ([c.extra] if has_extra else []) + [_n_text(s)] +
+                    ([_pm(s["metric_mean"], s["metric_std"]), _delta_text(s, which="metric")] if metric else []) +
+                    [_pm(s["val_loss_mean"], s["val_loss_std"]),
                      _pm(s["best_val_loss_mean"], s["best_val_loss_std"]), _f(s["clean_train_loss_mean"]),
                      _f(s["gap_mean"], "+.4f")] + ([_f(s["val_acc_mean"], ".3f")] if has_acc else []) +
                     [_delta_text(s), _delta_text(s, best=True), mark])
     return header, rows
+
+
+def verdict_lines(verdict) -> list[str]:
+    """The report's first line (what decided) and where the never-crown-the-worse rule acted."""
+    return [f"Verdict: {verdict.first_line()}."] + [f"Note: {n}." for n in verdict.notes] if verdict else []
 
 
 def excluded_lines(runs: list[Run]) -> list[str]:
@@ -105,12 +126,14 @@ LEGEND = ("val loss: final validation loss, mean ± std over seeds (each seed co
           "0.05 (so an interval may exclude 0 without a star when many configurations are compared). "
           "Δ best val: the same for each run's best val loss, which says whether the noise reached a better "
           "optimum or only held on to one longer (what early stopping also buys). "
-          "best: lowest mean val loss overall, or for its noise kind. "
+          "best: the best configuration on the deciding metric (chosen on its val value at the selected "
+          "checkpoint when the metric is a test one), overall and for its noise kind, never one significantly "
+          "worse than its baseline on that metric or on best val loss. "
           "n: the runs averaged; (+k diverged): runs of the same configuration that diverged or recorded a "
           "NaN or inf loss, not averaged and listed below.")
 
 
-def render_markdown(configs: list[Config], runs: list[Run]) -> str:
+def render_markdown(configs: list[Config], runs: list[Run], verdict=None) -> str:
     header, rows = table_rows(configs)
     from_folders = {i for i, h in enumerate(header) if h in FOLDER_TEXT_COLUMNS}
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -125,6 +148,9 @@ def render_markdown(configs: list[Config], runs: list[Run]) -> str:
             cells.append((f"**{x}**" if c.stats["best_overall"] and x else x) + (" \\*" if star else ""))
         lines.append("| " + " | ".join(cells) + " |")
     out = "\n".join(lines) + "\n\n" + LEGEND + "\n"
+    first = verdict_lines(verdict)
+    if first:
+        out = "\n".join(md_escape(line) for line in first) + "\n\n" + out
     excluded = excluded_lines(runs)  # paths and error texts: escaped as the html page escapes them
     if excluded:
         out += "\nNot in the statistics:\n" + "".join(f"- {md_escape(line)}\n" for line in excluded)
@@ -152,8 +178,13 @@ def _factor_json(text: str):
     return values[0] if len(values) == 1 else values
 
 
-def render_json(configs: list[Config], runs: list[Run]) -> str:
+def render_json(configs: list[Config], runs: list[Run], verdict=None) -> str:
+    decided = None if verdict is None else {"metric": verdict.decider.metric,
+                                            "chosen_on": verdict.decider.select.removeprefix("selected:"),
+                                            "higher_is_better": verdict.decider.higher_is_better,
+                                            "text": verdict.first_line(), "notes": verdict.notes}
     return json.dumps(_finite_or_none({
+        "verdict": decided,
         "configs": [{"noise": c.noise, "factor": _factor_json(c.factor), "config": c.extra, **c.stats,
                      "runs": [{"path": str(r.path), "seed": r.seed, "val_loss": r.final["val_loss"],
                                "best_val_loss": r.best_val} for r in c.runs]} for c in configs],
@@ -163,7 +194,7 @@ def render_json(configs: list[Config], runs: list[Run]) -> str:
     }), indent=2, allow_nan=False) + "\n"
 
 
-def rich_table(configs: list[Config], runs: list[Run]):
+def rich_table(configs: list[Config], runs: list[Run], verdict=None):
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -177,7 +208,7 @@ def rich_table(configs: list[Config], runs: list[Run]):
         style = "bold green" if c.stats["best_overall"] else ("bold" if c.stats["best_in_kind"] else None)
         r = [x.replace(" [", "\n[") if i in deltas else x for i, x in enumerate(r)]  # narrow: CI below
         table.add_row(*map(Text, r), style=style)  # Text: a plain str is read as rich markup ("[/x]" raises)
-    parts = [table, Text(LEGEND, style="dim")]
+    parts = [*(Text(line, style="bold") for line in verdict_lines(verdict)), table, Text(LEGEND, style="dim")]
     excluded = excluded_lines(runs)
     if excluded:
         parts.append(Text("Not in the statistics:\n" + "\n".join("  " + e for e in excluded)))

@@ -4,7 +4,9 @@ Each configuration is compared with the baseline of its base (its `none` configu
 else one at factor 0): the difference of mean final val loss, and of mean best val loss,
 with a plain 95 % t-interval, paired by seed where both have the same seeds, Welch's
 otherwise, and the p of the same test. p values are Holm-adjusted over the comparisons
-against one baseline; a comparison is significant where the adjusted p is below ALPHA.
+against one baseline; a comparison is significant where the adjusted p is below ALPHA. The
+deciding metric (report/verdict.py) gets the same comparison, and decides which configuration
+is best.
 
 Only completed runs with finite losses are averaged (load sets the others aside); a
 configuration whose every run diverged has n = 0, NaN means and no comparison, and is never
@@ -17,6 +19,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from noisecli.report import verdict
 from noisecli.report.load import Config, factor_is_zero
 
 ALPHA = 0.05  # intervals are 95 %; a comparison is significant where its Holm-adjusted p is below this
@@ -94,30 +97,43 @@ def holm(pvalues: list[float]) -> list[float]:
     return adjusted
 
 
-def analyze(configs: list[Config]) -> None:
+def analyze(configs: list[Config], metric: str | None = None) -> Verdict:
     """Fill each configuration's `stats`: spread over seeds, comparisons against its baseline with
-    Holm-adjusted p values, and which configurations are best (overall and per kind)."""
+    Holm-adjusted p values (final and best val loss, and the deciding metric), and which
+    configurations are best (overall and per kind) on the deciding metric; the verdict says how."""
+    decider = verdict.choose(configs, metric)
     for c in configs:
-        c.stats = _summary(c)
+        c.stats = _summary(c, decider)
     baselines = _baselines(configs)
     for c in configs:
         none = baselines.get(c.base)
         if none is not None and none is not c and c.runs:
-            c.stats.update(_comparisons(c, none))
-    # Holm within each baseline's family of comparisons, separately for final and best val loss:
+            c.stats.update(_comparisons(c, none, decider))
+    # Holm within each baseline's family of comparisons, separately for each compared quantity:
     # a grid of 28 configurations at 95 % would otherwise star about 1.4 of them by chance
     for base in baselines:
         family = [c for c in configs if c.base == base and c.stats["p_value"] is not None]
         for p_key, adj_key, mark in (("p_value", "p_adjusted", "significant"),
-                                     ("best_p_value", "best_p_adjusted", "best_significant")):
+                                     ("best_p_value", "best_p_adjusted", "best_significant"),
+                                     ("metric_p_value", "metric_p_adjusted", "metric_significant")):
             for c, adj in zip(family, holm([c.stats[p_key] for c in family])):
                 c.stats[adj_key] = adj
                 c.stats[mark] = None if math.isnan(adj) else adj < ALPHA
-    _mark_best(configs)
+    return Verdict(decider, verdict.mark_best(configs, decider))
 
 
-def _summary(c: Config) -> dict:
+@dataclass
+class Verdict:
+    decider: verdict.Decider
+    notes: list[str]  # where the never-crown-the-worse rule changed a pick
+
+    def first_line(self) -> str:
+        return self.decider.describe()
+
+
+def _summary(c: Config, decider: verdict.Decider) -> dict:
     finals = [r.final for r in c.runs]
+    mm, ms = _mean_std([verdict.run_value(r, decider.metric) for r in c.runs])
     vm, vs = _mean_std([r["val_loss"] for r in finals])
     bm, bs = _mean_std([r.best_val for r in c.runs])
     accs = [r["val_acc"] for r in finals if "val_acc" in r]
@@ -132,6 +148,10 @@ def _summary(c: Config) -> dict:
         "delta_best_ci_low": None, "delta_best_ci_high": None, "best_p_value": None,
         "best_p_adjusted": None, "best_significant": None,
         "best_in_kind": False, "best_overall": False, "baseline": False,
+        "metric": decider.metric, "metric_mean": mm, "metric_std": ms,
+        "select_mean": _mean_std([verdict.run_value(r, decider.select) for r in c.runs])[0],
+        "delta_metric": None, "delta_metric_ci_low": None, "delta_metric_ci_high": None,
+        "metric_p_value": None, "metric_p_adjusted": None, "metric_significant": None,
     }
 
 
@@ -149,23 +169,15 @@ def _baselines(configs: list[Config]) -> dict[str, Config]:
     return baselines
 
 
-def _comparisons(c: Config, none: Config) -> dict:
+def _comparisons(c: Config, none: Config, decider: verdict.Decider) -> dict:
     final = delta_ci({r.seed: r.final["val_loss"] for r in c.runs}, {r.seed: r.final["val_loss"] for r in none.runs})
     # the same for each run's best val loss: does the noise reach a better optimum, or only
     # hold on to it longer (what early stopping would also buy)?
     best = delta_ci({r.seed: r.best_val for r in c.runs}, {r.seed: r.best_val for r in none.runs})
+    value = lambda r: verdict.run_value(r, decider.metric)  # noqa: E731
+    m = delta_ci({r.seed: value(r) for r in c.runs}, {r.seed: value(r) for r in none.runs})
     return {"delta_vs_none": final.delta, "delta_ci_low": final.low, "delta_ci_high": final.high,
             "paired": final.paired, "p_value": final.p, "delta_best_vs_none": best.delta,
-            "delta_best_ci_low": best.low, "delta_best_ci_high": best.high, "best_p_value": best.p}
-
-
-def _mark_best(configs: list[Config]) -> None:
-    configs = [c for c in configs if not math.isnan(c.stats["val_loss_mean"])]  # no runs: not a candidate
-    best_kind: dict[str, Config] = {}
-    for c in configs:
-        if c.noise not in best_kind or c.stats["val_loss_mean"] < best_kind[c.noise].stats["val_loss_mean"]:
-            best_kind[c.noise] = c
-    for c in best_kind.values():
-        c.stats["best_in_kind"] = True
-    if configs:
-        min(configs, key=lambda c: c.stats["val_loss_mean"]).stats["best_overall"] = True
+            "delta_best_ci_low": best.low, "delta_best_ci_high": best.high, "best_p_value": best.p,
+            "delta_metric": m.delta, "delta_metric_ci_low": m.low, "delta_metric_ci_high": m.high,
+            "metric_p_value": m.p}

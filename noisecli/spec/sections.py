@@ -89,7 +89,11 @@ def _options_field():
 class DataSpec(KindSection):
     TABLE = "data"
     kind: str = opt("digits", "dataset name (noisecli list datasets)")
-    val_fraction: float = opt(0.2, "share of the data held out for validation", gt=0, lt=1)
+    val_fraction: float = opt(0.2, "share of the data held out for validation (selection: the best "
+                                   "checkpoint, early stopping, the report's best configuration)", gt=0, lt=1)
+    test_fraction: float = opt(0.2, "share of the data held out as the test split, carved before the "
+                                    "train/val split, on which the verdict is measured; 0: none. Data that "
+                                    "brings its own test split keeps it", ge=0, lt=1)
     train_size: Optional[int] = opt(None, "subsample the training split to this many examples "
                                           "(or token windows' worth of text)", ge=1)
     seed: int = opt(0, "seed of the split and of synthetic data; kept apart from the run's seed "
@@ -137,6 +141,9 @@ class TrainSpec:
     precision: str = opt("auto", "auto (bf16 on CUDA, else fp32) | fp32 | bf16 | fp16",
                          choices=("auto", "fp32", "bf16", "fp16"))
     compile: bool = opt(False, "torch.compile the model")
+    early_stopping: Optional[dict] = opt(None, "{patience: N, metric: val_loss, min_delta: 0}: stop after N "
+                                               "evaluations without an improvement larger than min_delta on "
+                                               "the val metric named (resume keeps the count)")
 
 
 @dataclass

@@ -1,0 +1,229 @@
+"""The verdict: three splits, selection on val, the verdict on test, early stopping, and a report
+that decides by the chosen metric in its direction and never crowns a configuration that is
+significantly worse than its baseline."""
+
+import json
+
+import pytest
+import yaml
+
+from noisecli.report import build, render
+from noisecli.spec import load_spec
+from noisecli.trainer import Trainer
+from tests.conftest import metrics_rows, write_spec
+
+TABLE = {"data": {"kind": "digits", "train_size": 200}, "model": {"kind": "mlp", "hidden": [32]},
+         "train": {"epochs": 8, "batch_size": 32, "lr": 3e-3, "eval_every": 7}, "device": "cpu"}
+
+
+# ---------------------------------------------------------------- a report over hand-made runs
+
+def make_run(root, name, seed, noise, val_losses, selected):
+    """A completed run folder as noisecli writes it, with final.json's selected checkpoint."""
+    d = root / name
+    d.mkdir(parents=True)
+    spec = {"name": name, "seed": seed, "device": "auto", "data": {"kind": "digits"}, "model": {"kind": "mlp"},
+            "noise": noise}
+    (d / "spec.yaml").write_text(yaml.safe_dump(spec))
+    rows = [{"epoch": i + 1, "step": 10 * (i + 1), "train_loss": v, "clean_train_loss": v - 0.2, "val_loss": v,
+             "val_acc": selected.get("val_acc", 0.5)} for i, v in enumerate(val_losses)]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "status.json").write_text(json.dumps({"state": "completed", "step": rows[-1]["step"]}))
+    (d / "final.json").write_text(json.dumps({"task": "classification", "selection": "val_loss",
+                                              "selected": {"step": 10, **selected},
+                                              "final": {"step": rows[-1]["step"]}}))
+
+
+def study(tmp_path, configs):
+    """configs: label -> (noise, [(best val loss, selected val_acc, test_acc, test_loss) per seed])."""
+    root = tmp_path / "runs" / "s"
+    for label, (noise, seeds) in configs.items():
+        for seed, (best, val_acc, test_acc, test_loss) in enumerate(seeds):
+            make_run(root, f"{label}-{seed}", seed, noise, [best, best + 0.05],
+                     {"val_loss": best, "val_acc": val_acc, "test_acc": test_acc, "test_loss": test_loss})
+    return root
+
+
+NONE = ({"kind": "none"}, [(1.00, 0.80, 0.80, 0.60), (1.01, 0.81, 0.79, 0.61), (0.99, 0.79, 0.81, 0.59)])
+# chosen on val (val_acc 0.90), better on test by +0.05
+ON_VAL = ({"kind": "input", "factor": 0.1}, [(0.98, 0.90, 0.85, 0.50), (0.99, 0.91, 0.84, 0.52),
+                                            (0.97, 0.89, 0.86, 0.51)])
+# best on test (0.95) but second on val: picking it would be selecting on test
+ON_TEST = ({"kind": "input", "factor": 0.5}, [(0.99, 0.85, 0.95, 0.55), (1.00, 0.86, 0.94, 0.56),
+                                             (0.98, 0.84, 0.96, 0.54)])
+# leads on val accuracy but its best val loss is far worse than none's, consistently
+WORSE = ({"kind": "weight", "factor": 0.1}, [(1.50, 0.95, 0.83, 0.70), (1.52, 0.96, 0.82, 0.71),
+                                            (1.49, 0.94, 0.84, 0.69)])
+
+
+def stats(configs):
+    return {c.label: c.stats for c in configs}
+
+
+def test_decided_by_test_accuracy_chosen_on_val_compared_on_test(tmp_path):
+    configs, _ = build([study(tmp_path, {"none": NONE, "a": ON_VAL, "b": ON_TEST})])
+    s = stats(configs)
+    assert s["input 0.1"]["metric"] == "test_acc"
+    assert s["input 0.1"]["best_overall"] and not s["input 0.5"]["best_overall"]  # chosen on val, not test
+    assert s["input 0.1"]["delta_metric"] == pytest.approx(0.05)  # the test difference, not val's +0.10
+    assert s["input 0.5"]["delta_metric"] == pytest.approx(0.15)
+    assert s["input 0.1"]["metric_mean"] == pytest.approx(0.85)
+
+
+def test_the_direction_follows_the_metric(tmp_path):
+    root = study(tmp_path, {"none": NONE, "a": ON_VAL, "b": ON_TEST})
+    loss, _ = build([root], metric="test_loss")  # lower is better: chosen on the selected val loss
+    assert stats(loss)["input 0.1"]["best_overall"]  # lowest best val loss (0.98 mean)
+    assert stats(loss)["input 0.1"]["delta_metric"] == pytest.approx(-0.09)
+    best_val, _ = build([root], metric="best_val_loss")
+    assert stats(best_val)["input 0.1"]["best_overall"] and not stats(best_val)["none"]["best_overall"]
+    acc, _ = build([root], metric="val_acc")  # higher is better, the final row's
+    assert stats(acc)["input 0.1"]["best_overall"]
+
+
+def test_a_configuration_significantly_worse_than_its_baseline_is_never_crowned(tmp_path, cli):
+    root = study(tmp_path, {"none": NONE, "a": ON_VAL, "w": WORSE})
+    configs, _ = build([root])
+    s = stats(configs)
+    assert s["weight 0.1"]["best_significant"] and not s["weight 0.1"]["best_overall"]
+    assert s["input 0.1"]["best_overall"]
+    code, out, err = cli("report", root, "-f", "md")
+    assert code == 0, err
+    first = out.splitlines()[0]
+    assert first.startswith("Verdict: decided by test\\_acc on test at each run's selected checkpoint")
+    assert "weight 0.1 leads on val\\_acc but is significantly worse than its baseline on best val loss" in out
+
+
+def test_runs_without_a_test_split_fall_back_to_val_loss_and_say_so(tmp_path, cli):
+    root = study(tmp_path, {"none": NONE, "a": ON_VAL})
+    for final in root.glob("*/final.json"):
+        final.unlink()
+    text = render([root], "md", "t")
+    assert text.startswith("Verdict: decided by val\\_loss at each run's last evaluation; lower is better. no test")
+    code, _, err = cli("report", root, "--metric", "test_acc")
+    assert code == 2 and err.startswith("error: --metric: test_acc is not recorded for 6 of 6 runs")
+    code, _, err = cli("report", root, "--metric", "tst_acc")
+    assert code == 2 and "did you mean 'test_acc'" in err
+
+
+# ---------------------------------------------------------------- the test split in a real run
+
+def test_the_selected_checkpoints_test_metrics_are_best_pt_evaluated_on_test(tmp_path, cli):
+    spec = write_spec(tmp_path, {**TABLE, "name": "r", "output": {"checkpoint": "best"},
+                                 "noise": {"kind": "input", "factor": 0.3}})
+    code, out, err = cli("train", spec, "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    assert "test at the selected checkpoint (best val loss, step" in out + err
+    run = tmp_path / "runs" / "r"
+    final = json.loads((run / "final.json").read_text())
+    rows = metrics_rows(run)
+    best = min(rows, key=lambda r: r["val_loss"])
+    assert final["selected"]["step"] == best["step"] and final["selected"]["val_loss"] == best["val_loss"]
+    code, out, err = cli("eval", run, "--checkpoint", "best", "--split", "test")
+    assert code == 0, err
+    ours = {line.split()[0]: float(line.split()[1]) for line in out.splitlines()[1:]}
+    assert ours["test_loss"] == pytest.approx(final["selected"]["test_loss"], abs=1e-6)
+    assert ours["test_acc"] == pytest.approx(final["selected"]["test_acc"], abs=1e-6)  # eval prints 6 places
+    code, out, _ = cli("eval", run, "--checkpoint", "last", "--split", "test")
+    last = {line.split()[0]: float(line.split()[1]) for line in out.splitlines()[1:]}
+    assert last["test_loss"] == pytest.approx(final["final"]["test_loss"], abs=1e-6)
+    assert not any(k.startswith("test_") for r in rows for k in r)  # never a row: no selection on test
+
+
+def test_the_run_header_names_every_split_size(tmp_path, cli):
+    spec = write_spec(tmp_path, {**TABLE, "name": "h", "train": {**TABLE["train"], "max_steps": 7}})
+    code, out, err = cli("train", spec, "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    assert "h: digits (200 train / 360 val / 359 test examples, classification)" in out + err
+
+
+# ---------------------------------------------------------------- early stopping
+
+def early(tmp_path, name="e", **rule):
+    return write_spec(tmp_path, {**TABLE, "name": name, "train": {**TABLE["train"], "epochs": 40, "lr": 1e-2,
+                                                                  "early_stopping": {"patience": 2, **rule}}},
+                      f"{name}.yaml")
+
+
+def test_early_stopping_stops_after_patience_evaluations_without_improvement(tmp_path, cli):
+    code, out, err = cli("train", early(tmp_path), "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    rows = metrics_rows(tmp_path / "runs" / "e")
+    status = json.loads((tmp_path / "runs" / "e" / "status.json").read_text())
+    assert status["state"] == "completed" and status["step"] < 40 * 7
+    assert status["stopped_early"].startswith("early stopping: val_loss did not improve by more than 0 for 2")
+    losses = [r["val_loss"] for r in rows]
+    best = losses.index(min(losses))
+    assert len(losses) == best + 3  # the best, then exactly `patience` evaluations without improvement
+    assert json.loads((tmp_path / "runs" / "e" / "final.json").read_text())["stopped_early"] == status["stopped_early"]
+
+
+def test_early_stopping_on_accuracy_follows_its_direction_and_resume_keeps_the_count(tmp_path):
+    spec = load_spec(early(tmp_path, "acc", metric="val_acc", min_delta=0.001))
+    whole = Trainer(spec, tmp_path / "whole", quiet=True).setup()
+    whole.open_run()
+    whole.train()
+    whole.close()
+    accs = [r["val_acc"] for r in whole.state.rows]
+    assert whole.state.stopped_early and "val_acc" in whole.state.stopped_early
+    top = max(range(len(accs)), key=lambda i: (accs[i], -i))  # the first evaluation at the best accuracy
+    assert len(accs) == top + 3
+    # interrupted between evaluations after the best, then resumed: the same evaluations, the same stop
+    part = Trainer(spec, tmp_path / "split", quiet=True).setup()
+    part.open_run()
+    real = part.train_step
+    stop_at = whole.state.rows[top + 1]["step"] - 2
+
+    def step():
+        out = real()
+        if part.state.step == stop_at:
+            part.stop.request(2)
+        return out
+
+    part.train_step = step
+    with pytest.raises(Exception):
+        part.train()
+    part.close()
+    resumed = Trainer(spec, tmp_path / "split", quiet=True).setup()
+    assert resumed.open_run() == "resume"
+    resumed.train()
+    resumed.close()
+    untimed = lambda rows: [{k: v for k, v in r.items() if k not in ("samples_per_s", "seconds")} for r in rows]  # noqa: E731
+    assert untimed(resumed.state.rows) == untimed(whole.state.rows)
+    assert resumed.state.stopped_early == whole.state.stopped_early
+
+
+@pytest.mark.parametrize("rule,message", [
+    ({"patience": 0}, "train.early_stopping.patience: must be a whole number of evaluations >= 1, got 0"),
+    ({"patience": 2, "metric": "val_r2"}, "train.early_stopping.metric: val_r2 is not measured on classification"),
+    ({"patience": 2, "metric": "test_acc"}, "train.early_stopping.metric: must be a validation metric"),
+    ({"patience": 2, "min_delta": -1}, "train.early_stopping.min_delta: must be a number >= 0, got -1"),
+    ({"patience": 2, "patiense": 3}, "train.early_stopping.patiense: unknown key; did you mean 'patience'?"),
+])
+def test_early_stopping_mistakes_are_one_line(tmp_path, cli, rule, message):
+    spec = write_spec(tmp_path, {**TABLE, "train": {**TABLE["train"], "early_stopping": rule}})
+    code, _, err = cli("train", spec, "--runs-dir", tmp_path / "runs")
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "runs" / "spec").exists()
+
+
+def test_a_stacked_member_that_stops_early_leaves_and_the_others_go_on(tmp_path):
+    from noisecli.batched import train_group
+    from noisecli.points import train_point
+    from noisecli.spec import spec_from_dict
+
+    specs = [spec_from_dict({**TABLE, "name": f"m{i}", "seed": i, "noise": {"kind": "input", "factor": f},
+                             "train": {**TABLE["train"], "epochs": 20, "lr": 1e-2,
+                                       "early_stopping": {"patience": 2}}})
+             for i, f in enumerate([0.0, 0.3, 1.0])]
+    outcomes = train_group(specs, tmp_path / "stacked", lambda *a: None)
+    assert {o.state for o in outcomes} == {"completed"}
+    for spec in specs:
+        train_point(spec, tmp_path / "alone", lambda *a: None)
+        a, b = metrics_rows(tmp_path / "stacked" / spec.name), metrics_rows(tmp_path / "alone" / spec.name)
+        assert [r["step"] for r in a] == [r["step"] for r in b]
+        for ra, rb in zip(a, b):
+            assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-3)
+        final = json.loads((tmp_path / "stacked" / spec.name / "final.json").read_text())
+        assert final["selected"]["test_acc"] == pytest.approx(
+            json.loads((tmp_path / "alone" / spec.name / "final.json").read_text())["selected"]["test_acc"], abs=0.02)
