@@ -187,7 +187,7 @@ class SweepDisplay:
     def __init__(self, name: str, total: int, quiet: bool = False, stop=None):
         self.name, self.total, self.quiet = name, total, quiet
         self.console = _console(stop)
-        self.done = self.failed = 0
+        self.finished_count = self.done = self.failed = self.interrupted = 0
         self.running: dict[str, Any] = {}
         self._progress = None
         self._overall = None
@@ -208,9 +208,11 @@ class SweepDisplay:
             self._progress.__exit__(*exc)
 
     def _describe(self) -> str:
-        left = self.total - self.done - len(self.running)
+        """The counts `--status` gives: an interrupted point is neither done nor left to start."""
+        left = self.total - self.finished_count - len(self.running)
+        stopped = f", {self.interrupted} interrupted" if self.interrupted else ""
         return (f"[bold]{self.name}[/]: {self.done} done, {len(self.running)} running, "
-                f"{self.failed} failed, {left} left")
+                f"{self.failed} failed{stopped}, {left} left")
 
     def note(self, text: str) -> None:
         if not self.quiet:
@@ -227,17 +229,19 @@ class SweepDisplay:
 
     def finished(self, outcome) -> None:
         task = self.running.pop(outcome.name, None)
-        self.done += 1
+        self.finished_count += 1
+        self.done += outcome.state in ("completed", "skipped")
         self.failed += outcome.state in ("failed", "diverged")
+        self.interrupted += outcome.state == "interrupted"
         if self._progress is not None:
             if task is not None:
                 self._progress.remove_task(task)
-            self._progress.update(self._overall, completed=self.done, description=self._describe())
+            self._progress.update(self._overall, completed=self.finished_count, description=self._describe())
         if not self.quiet:  # on a terminal the line goes above the live bars, in a log it is the record
             val = (f" (final val loss {outcome.val_loss:.4f}, best {outcome.best_val_loss:.4f})"
                    if outcome.val_loss is not None and outcome.best_val_loss is not None else "")
             msg = f": {outcome.message}" if outcome.message and outcome.state != "skipped" else ""
-            self.console.print(f"[{self.done}/{self.total}] {outcome.name}: {outcome.state}{val}{msg}",
+            self.console.print(f"[{self.finished_count}/{self.total}] {outcome.name}: {outcome.state}{val}{msg}",
                                markup=False, highlight=False)
 
     def summary(self, outcomes: list, sweep_dir: Path) -> None:

@@ -52,7 +52,7 @@ class Plan:
     grid: dict[str, list]
     seeds: list[int]
     points: list[Point] = field(default_factory=list)
-    merged: int = 0  # grid points dropped as identical to another (the factor of `none`)
+    merged: int = 0  # grid points dropped as identical to another (the factor of `none`, kinds at factor 0)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "grid": self.grid, "seeds": self.seeds,
@@ -207,6 +207,15 @@ def _merge_grid(grid: dict, grid_options: list[str], problems: list[str]) -> dic
     return grid
 
 
+def _no_noise(noise) -> bool:
+    """A noise section whose every entry is a kind at an explicit factor 0: it draws nothing, so it
+    is `none` (each kind's tests check factor 0 is bitwise none)."""
+    entries = noise if isinstance(noise, list) else [noise]
+    return bool(entries) and all(isinstance(e, dict) and e.get("kind") not in (None, "none") and
+                                 isinstance(e.get("factor"), (int, float)) and not isinstance(e.get("factor"), bool)
+                                 and e["factor"] == 0 for e in entries)
+
+
 def _expand(plan: Plan, base_raw: dict, base_dir: Path, skip: set[str] = frozenset()) -> list[str]:
     """Each grid point x seed made a spec and named; the problems found (none: the plan is filled),
     leaving out those in `skip` (the base's own, already said)."""
@@ -223,6 +232,10 @@ def _expand(plan: Plan, base_raw: dict, base_dir: Path, skip: set[str] = frozens
             if bad:
                 problems += [(label, p) for p in bad]
                 continue
+            if _no_noise(raw.get("noise")):  # every kind at factor 0 trains as none: one baseline, trained once
+                raw["noise"] = {"kind": "none"}
+                settings = {k: v for k, v in settings.items() if k.split(".")[0] != "noise"}
+                settings["noise.kind" if any(k.startswith("noise.") for k in keys) else "noise"] = "none"
             raw["seed"] = seed
             raw["name"] = "point"  # replaced below, once the settings that matter are known
             try:

@@ -48,7 +48,11 @@ def test_a_plain_spec_swept_from_the_command_line(tmp_path):
     spec = write_spec(tmp_path, {"name": "base", **TINY})
     plan = load_plan(spec, ["noise.factor=0,0.5", "noise.kind=input,weight"], "3")
     assert plan.name == "base-sweep" and plan.seeds == [0, 1, 2]
-    assert len(plan.points) == 12 and plan.points[0].name == "factor-0_kind-input_seed-0"
+    # input 0 and weight 0 are both no noise: one baseline, trained once per seed, never compared with itself
+    assert len(plan.points) == 9 and plan.merged == 3
+    assert [p.name for p in plan.points[:3]] == ["kind-none_seed-0", "kind-none_seed-1", "kind-none_seed-2"]
+    assert all(p.spec.noise[0].kind == "none" for p in plan.points[:3])
+    assert plan.points[3].name == "factor-0.5_kind-input_seed-0"
 
 
 @pytest.mark.parametrize("raw,message", [

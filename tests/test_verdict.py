@@ -106,6 +106,37 @@ def test_runs_without_a_test_split_fall_back_to_val_loss_and_say_so(tmp_path, cl
     assert code == 2 and "did you mean 'test_acc'" in err
 
 
+def test_a_report_warns_when_most_runs_were_still_improving(tmp_path):
+    root = study(tmp_path, {"none": NONE, "a": ON_VAL})
+    assert "still improving" not in render([root], "md", "t")  # every run's best was before its last
+    for metrics_file in root.glob("*/metrics.jsonl"):
+        rows = [json.loads(x) for x in metrics_file.read_text().splitlines()]
+        rows[-1]["val_loss"] = rows[0]["val_loss"] - 0.1
+        metrics_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert "Note: still improving: the best evaluation of 6 of 6 runs is their last" in render([root], "md", "t")
+
+
+def test_a_half_finished_sweep_says_which_planned_points_have_not_run(tmp_path, cli):
+    root = study(tmp_path, {"none": NONE, "a": ON_VAL})
+    names = sorted(p.name for p in root.iterdir())
+    plan = {"name": "s", "grid": {}, "seeds": [0, 1, 2], "points": [{"name": n, "settings": {}} for n in
+                                                                      names + ["b-0", "b-1"]]}
+    (root / "sweep.json").write_text(json.dumps(plan))
+    code, out, err = cli("report", root, "-f", "md")
+    assert code == 0, err
+    assert f"Note: 2 of the 8 planned points of {root} have not finished (e.g. b-0)" in out.replace("\\", "")
+
+
+def test_the_sweep_screen_counts_interrupted_points_apart_from_done_ones():
+    from noisecli.display import SweepDisplay
+    from noisecli.points import Outcome
+
+    screen = SweepDisplay("s", 8, quiet=True)
+    for name, state in (("a", "completed"), ("b", "skipped"), ("c", "interrupted"), ("d", "interrupted")):
+        screen.finished(Outcome(name, state))
+    assert screen._describe() == "[bold]s[/]: 2 done, 0 running, 0 failed, 2 interrupted, 4 left"
+
+
 # ---------------------------------------------------------------- the test split in a real run
 
 def test_the_selected_checkpoints_test_metrics_are_best_pt_evaluated_on_test(tmp_path, cli):

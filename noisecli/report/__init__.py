@@ -14,6 +14,7 @@ from noisecli.report.page import render_html
 from noisecli.report.render import (plain_text, render_csv, render_json, render_markdown, render_single,
                                     rich_table)
 from noisecli.report.stats import ALPHA, Comparison, analyze, delta_ci, holm, t975
+from noisecli.report.verdict import not_run_yet, still_improving
 
 __all__ = ["ALPHA", "Comparison", "Config", "Run", "analyze", "build", "delta_ci", "find_runs", "group", "holm",
            "plain_text", "render", "t975"]
@@ -45,6 +46,7 @@ def render(dirs: list[Path], fmt: str, title: str, warn: Callable[[str], None] =
                         f"under {', '.join(map(str, dirs))} {'are all' if len(runs) > 1 else 'is'} unreadable")
     configs = group(runs)
     verdict = analyze(configs, metric)
+    verdict.notes += [line for line in (still_improving(configs), *not_run_yet(dirs, runs)) if line]
     if fmt == "table":
         return rich_table(configs, runs, verdict)
     if fmt == "md":

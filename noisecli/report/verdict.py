@@ -10,8 +10,10 @@ names any other (test_loss, val_acc, best_val_loss, ...); each knows its directi
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from noisecli import metrics
 from noisecli.errors import SpecError
@@ -117,3 +119,31 @@ def mark_best(configs: list[Config], decider: Decider) -> list[str]:
         notes.append(f"{leader.label} leads on {decider.select.removeprefix('selected:')} but is significantly "
                      f"worse than its baseline on {' and '.join(worse_than_baseline(leader, decider))}: not crowned")
     return notes
+
+
+def still_improving(configs: list[Config]) -> str | None:
+    """A warning when most runs' best evaluation is their last: the comparison is of runs that
+    had not finished learning, where any regularizer looks like it helps or hurts by accident."""
+    runs = [r for c in configs for r in c.runs if len(r.rows) > 1]
+    late = [r for r in runs if r.rows[-1]["val_loss"] <= min(row["val_loss"] for row in r.rows)]
+    if runs and len(late) * 2 > len(runs):
+        return (f"still improving: the best evaluation of {len(late)} of {len(runs)} runs is their last; train "
+                "longer before asking whether noise helps")
+    return None
+
+
+def not_run_yet(dirs: list, runs: list[Run]) -> list[str]:
+    """Points a sweep's plan (sweep.json) names that have no finished run yet (a half-finished sweep)."""
+    counted = {Path(r.path).resolve() for r in runs if r.state in ("completed", "diverged", "not finite")}
+    lines = []
+    for d in map(Path, dirs):
+        try:
+            plan = json.loads((d / "sweep.json").read_text(encoding="utf-8"))
+            names = [p["name"] for p in plan["points"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        missing = [n for n in names if (d / n).resolve() not in counted]
+        if missing:
+            lines.append(f"{len(missing)} of the {len(names)} planned points of {d} have not finished "
+                         f"(e.g. {missing[0]}): this report covers the others; `noisecli sweep` runs the rest")
+    return lines
