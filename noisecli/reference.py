@@ -58,7 +58,7 @@ def _shared_rows(cls, prefix: str) -> list[tuple[str, object, str]]:
 def render() -> str:
     lines = [INTRO, "## Top level", ""]
     lines += _table([(f.name, _field_default(f), f.metadata["help"]) for f in fields(Spec)
-                     if f.name not in ("data", "model", "noise", "train", "output")])
+                     if f.name not in ("data", "model", "noise", "train", "output", "eval")])
     titles = {"data": "Data (`data:`)", "model": "Model (`model:`)", "noise": "Noise (`noise:`, one entry or a list)"}
     for section, cls in KIND_SECTIONS.items():
         lines += ["", f"## {titles[section]}", "", f"Keys every {section} kind takes:", ""]
@@ -73,7 +73,7 @@ def render() -> str:
                 lines += [""] + _table([(f"{section}.{name}", o.default, o.help + (
                     f" ({' | '.join(o.choices)})" if o.choices and " | " not in o.help else ""))
                     for name, o in entry.options.items()])
-    for section in ("train", "output"):
+    for section in ("train", "output", "eval"):
         lines += ["", f"## {section.capitalize()} (`{section}:`)", ""]
         lines += _table(_shared_rows(SECTIONS[section], f"{section}."))
     return "\n".join(lines) + "\n"

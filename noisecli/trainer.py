@@ -25,7 +25,7 @@ from noisecli.data import Dataset, load_dataset
 from noisecli.data.batches import Batches
 from noisecli.display import Display, TrainDisplay, describe_run
 from noisecli.distributed import World
-from noisecli.engine import evaluation
+from noisecli.engine import evaluation, probes
 from noisecli.engine.device import Precision, resolve_device
 from noisecli.engine.loop import train_until_done
 from noisecli.engine.optim import adamw, clip_value
@@ -179,7 +179,7 @@ class Trainer:
         """The run reached its last step (or stopped early): the verdict's numbers in final.json,
         the run marked completed, the summary shown."""
         s = self.state
-        final_test = evaluation.split_metrics(self, "test") if self.data.has_test else {}
+        final_test = probes.verdict_numbers(self)
         self.run.write_text("final.json", evaluation.final_json(s, final_test, self.data.task))
         if self.spec.output.checkpoint == "none":
             self.run.drop_checkpoints()
@@ -229,7 +229,7 @@ class Trainer:
         s.best_val = min(s.best_val, row["val_loss"])
         if improved:  # the selected checkpoint (on val); the verdict's test numbers are measured here
             s.best_step = s.step
-            s.best_test = evaluation.split_metrics(self, "test") if self.data.has_test else None
+            s.best_test = probes.verdict_numbers(self) or None
         s.stopped_early = evaluation.early_stop(self.spec.train.early_stopping, s, row)
         self.save_checkpoint(*evaluation.checkpoint_names(self.spec.output.checkpoint, improved, s.step))
         self.run.write_metrics(s.rows)

@@ -5,6 +5,7 @@ significantly worse than its baseline."""
 import json
 
 import pytest
+import torch
 import yaml
 
 from noisecli.report import build, render
@@ -258,3 +259,83 @@ def test_a_stacked_member_that_stops_early_leaves_and_the_others_go_on(tmp_path)
         final = json.loads((tmp_path / "stacked" / spec.name / "final.json").read_text())
         assert final["selected"]["test_acc"] == pytest.approx(
             json.loads((tmp_path / "alone" / spec.name / "final.json").read_text())["selected"]["test_acc"], abs=0.02)
+
+
+# ---------------------------------------------------------------- robustness and sharpness
+
+def probe_run(tmp_path, **eval_section):
+    spec = load_spec(write_spec(tmp_path, {**TABLE, "name": "p", "eval": eval_section}))
+    trainer = Trainer(spec, tmp_path / "runs", quiet=True).setup()
+    trainer.open_run()
+    trainer.train()
+    trainer.close()
+    return trainer, json.loads((tmp_path / "runs" / "p" / "final.json").read_text())
+
+
+def test_robustness_at_level_0_is_the_test_split_and_grows_worse_with_the_level(tmp_path):
+    trainer, final = probe_run(tmp_path, robustness={"levels": [0, 0.5, 2.0]})
+    curve = final["final"]["robustness"]
+    assert curve["levels"] == [0, 0.5, 2.0]
+    assert curve["test_loss"][0] == pytest.approx(final["final"]["test_loss"], abs=1e-7)
+    assert curve["test_acc"][0] == final["final"]["test_acc"]
+    assert curve["test_acc"][2] < curve["test_acc"][0] and curve["test_loss"][2] > curve["test_loss"][0]
+    assert final["final"]["robust_test_acc"] == pytest.approx(sum(curve["test_acc"]) / 3)
+    assert final["selected"]["robust_test_acc"] is not None  # measured at the selected checkpoint too
+
+
+def test_perturbations_are_the_same_for_every_run_and_never_touch_padding(tmp_path):
+    from noisecli.engine.probes import _perturbed
+
+    class Run:  # what _perturbed reads of a run
+        def __init__(self, data):
+            self.data = data
+
+    class Data:
+        is_tokens, pad_id, n_outputs = True, 0, 50
+
+    x = torch.randint(1, 50, (64, 32))
+    x[:, 20:] = 0  # padding
+    a = _perturbed(Run(Data()), x, 0.3, torch.Generator().manual_seed(7), None)
+    b = _perturbed(Run(Data()), x, 0.3, torch.Generator().manual_seed(7), None)
+    assert torch.equal(a, b) and torch.equal(a[:, 20:], x[:, 20:])
+    changed = (a[:, :20] != x[:, :20]).float().mean().item()
+    assert 0.2 < changed < 0.35  # p = 0.3, less the draws that hit the same token
+
+
+def test_sharpness_restores_the_weights_bitwise_and_grows_with_rho(tmp_path):
+    from noisecli.engine.probes import sharpness
+
+    trainer, final = probe_run(tmp_path, sharpness={"rho": 0.05, "draws": 4})
+    assert final["final"]["sharpness"] > 0
+    before = [p.detach().clone() for p in trainer.raw_model.parameters()]
+    trainer.model.eval()
+    small, large = sharpness(trainer, 0.01, 4), sharpness(trainer, 0.2, 4)
+    assert all(torch.equal(a, p) for a, p in zip(before, trainer.raw_model.parameters()))
+    assert 0 <= small < large
+    assert sharpness(trainer, 0.05, 4) == pytest.approx(final["final"]["sharpness"], rel=1e-5)
+
+
+def test_the_report_decides_by_robustness_or_sharpness_in_their_directions(tmp_path):
+    root = study(tmp_path, {"none": NONE, "a": ON_VAL})
+    for final_file in root.glob("*/final.json"):
+        final = json.loads(final_file.read_text())
+        better = final_file.parent.name.startswith("a-")
+        final["selected"].update(robust_test_acc=0.7 if better else 0.6, sharpness=0.01 if better else 0.05)
+        final_file.write_text(json.dumps(final))
+    robust, _ = build([root], metric="robust_test_acc")
+    assert stats(robust)["input 0.1"]["delta_metric"] == pytest.approx(0.1)
+    assert stats(robust)["input 0.1"]["best_overall"]
+    sharp, _ = build([root], metric="sharpness")
+    assert stats(sharp)["input 0.1"]["delta_metric"] == pytest.approx(-0.04)
+    assert "lower is better" in render([root], "md", "t", metric="sharpness").splitlines()[0]
+
+
+@pytest.mark.parametrize("section,message", [
+    ({"robustness": {"levels": []}}, "eval.robustness.levels: must be a non-empty list of numbers >= 0"),
+    ({"robustness": {"level": [0.1]}}, "eval.robustness.level: unknown key; did you mean 'levels'?"),
+    ({"sharpness": {"rho": -1}}, "eval.sharpness.rho: must be a number > 0, got -1"),
+    ({"sharpness": {"draws": 0}}, "eval.sharpness.draws: must be a whole number from 1 to 1000, got 0"),
+])
+def test_probe_mistakes_are_one_line(tmp_path, cli, section, message):
+    code, _, err = cli("validate", write_spec(tmp_path, {**TABLE, "eval": section}))
+    assert code == 2 and message in err and "Traceback" not in err

@@ -147,7 +147,7 @@ def verdict_line(state: TrainState, final_test: dict[str, float]) -> str | None:
     """The test split's numbers, for the end of `train`: at the selected checkpoint and the final one."""
     if not final_test:
         return None
-    show = lambda d: ", ".join(f"{k} {v:.4f}" for k, v in d.items())  # noqa: E731
+    show = lambda d: ", ".join(f"{k} {v:.4f}" for k, v in d.items() if isinstance(v, float))  # noqa: E731
     return (f"test at the selected checkpoint (best val loss, step {state.best_step}): {show(state.best_test or {})}; "
             f"at the last step: {show(final_test)} (final.json)")
 

@@ -21,6 +21,7 @@ from noisecli.report.load import Config, Run
 from noisecli.spec import suggest
 
 BEST_VAL = "best_val_loss"  # the selected checkpoint's val loss
+SHARPNESS = "sharpness"  # eval.sharpness at the selected checkpoint
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ class Decider:
     note: str = ""  # why the default fell back, if it did
 
     def describe(self) -> str:
-        where = ("on test at each run's selected checkpoint (its best val loss)" if self.metric.startswith("test_")
+        where = ("on test at each run's selected checkpoint (its best val loss)"
+                 if self.metric.startswith(("test_", "robust_")) or self.metric == SHARPNESS
                  else "the best val loss of each run" if self.metric == BEST_VAL else "at each run's last evaluation")
         chosen = ("" if self.select == self.metric else
                   f", the best configuration chosen on {self.select.removeprefix('selected:')} at that checkpoint")
@@ -46,7 +48,7 @@ def run_value(run: Run, name: str) -> float | None:
         return run.best_val
     if name.startswith("selected:"):
         return (run.selected or {}).get(name.split(":", 1)[1])
-    if name.startswith(metrics.SPLIT_PREFIX["test"]):
+    if name.startswith((metrics.SPLIT_PREFIX["test"], "robust_")) or name == SHARPNESS:
         return (run.selected or {}).get(name)
     return run.final.get(name)
 
@@ -62,7 +64,9 @@ def choose(configs: list[Config], requested: str | None) -> Decider:
         # the task's primary metric: accuracy for classification, loss otherwise (an LM's token
         # accuracy is recorded too, but its loss is what language modelling is judged by)
         requested = "test_acc" if all(r.task == "classification" for r in runs) else "test_loss"
-    known = [c for c in metrics.every_column() if not c.startswith(metrics.SPLIT_PREFIX["train"])] + [BEST_VAL]
+    tests = [c for c in metrics.every_column() if c.startswith(metrics.SPLIT_PREFIX["test"])]
+    known = [c for c in metrics.every_column() if not c.startswith(metrics.SPLIT_PREFIX["train"])] + \
+        [BEST_VAL] + [f"robust_{c}" for c in tests] + [SHARPNESS]
     if requested not in known:
         raise SpecError(f"--metric: {requested!r} is not a metric{suggest(requested, known)} "
                         f"(metrics: {', '.join(known)})")
@@ -71,10 +75,14 @@ def choose(configs: list[Config], requested: str | None) -> Decider:
         raise SpecError(f"--metric: {requested} is not recorded for {len(lacking)} of {len(runs)} runs "
                         f"(e.g. {lacking[0].path}); test metrics need a test split and a run that finished "
                         "with this noisecli")
-    higher = False if requested == BEST_VAL else metrics.higher_is_better(requested)
+    lower_only = requested in (BEST_VAL, SHARPNESS)
+    higher = False if lower_only else metrics.higher_is_better(requested.removeprefix("robust_"))
     select = requested
-    if requested.startswith(metrics.SPLIT_PREFIX["test"]):
-        select = "selected:" + metrics.SPLIT_PREFIX["val"] + requested[len(metrics.SPLIT_PREFIX["test"]):]
+    test = requested.removeprefix("robust_")
+    if test.startswith(metrics.SPLIT_PREFIX["test"]):  # chosen on the same metric's val value
+        select = "selected:" + metrics.SPLIT_PREFIX["val"] + test[len(metrics.SPLIT_PREFIX["test"]):]
+    elif requested == SHARPNESS:
+        select = "selected:val_loss"
     return Decider(requested, select, higher)
 
 

@@ -282,10 +282,34 @@ def _check_train(spec: Spec, problems: list[str]) -> None:
         problems.append(f"train.min_lr: {t.min_lr} is above train.lr ({t.lr}); the schedule decays to min_lr")
     if t.early_stopping is not None:
         t.early_stopping = _early_stopping(t.early_stopping, problems)
+    e = spec.eval
+    if e.robustness is not None:
+        e.robustness = _probe(e.robustness, "eval.robustness", {"levels": None}, problems)
+    if e.sharpness is not None:
+        e.sharpness = _probe(e.sharpness, "eval.sharpness", {"rho": 0.01, "draws": 8}, problems)
     d = spec.data
     if 0 < d.val_fraction < 1 and 0 <= d.test_fraction < 1 and d.val_fraction + d.test_fraction >= 1:
         problems.append(f"data.test_fraction: {d.test_fraction} with data.val_fraction {d.val_fraction} "
                         "leaves nothing to train on; their sum must be below 1")
+
+
+def _probe(raw: dict, where: str, defaults: dict, problems: list[str]) -> dict:
+    """eval.robustness {levels} or eval.sharpness {rho, draws}, with its defaults filled in."""
+    for key in raw:
+        if key not in defaults:
+            problems.append(f"{where}.{key}: unknown key{suggest(str(key), list(defaults))} "
+                            f"(keys: {', '.join(defaults)})")
+    out = {**defaults, **{k: v for k, v in raw.items() if k in defaults}}
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+    if "levels" in defaults and not (isinstance(out["levels"], list) and out["levels"]
+                                     and all(number(v) and v >= 0 for v in out["levels"])):
+        problems.append(f"{where}.levels: must be a non-empty list of numbers >= 0, got {out['levels']!r}")
+    if "rho" in defaults and not (number(out["rho"]) and out["rho"] > 0):
+        problems.append(f"{where}.rho: must be a number > 0, got {out['rho']!r}")
+    if "draws" in defaults and (isinstance(out["draws"], bool) or not isinstance(out["draws"], int)
+                                or not 1 <= out["draws"] <= 1000):
+        problems.append(f"{where}.draws: must be a whole number from 1 to 1000, got {out['draws']!r}")
+    return out
 
 
 EARLY_STOPPING_KEYS = ("patience", "metric", "min_delta")

@@ -37,6 +37,7 @@ def spec_to_dict(spec: Spec) -> dict:
         "noise": noise[0] if len(noise) == 1 else noise,
         "train": _section_dict(spec.train),
         "output": _section_dict(spec.output),
+        "eval": _section_dict(spec.eval),
     }
 
 

@@ -156,6 +156,19 @@ class OutputSpec:
 
 
 @dataclass
+class EvalSpec:
+    robustness: Optional[dict] = opt(None, "{levels: [0.1, 0.3]}: the test metrics under test-time perturbation at "
+                                           "each level (Gaussian noise of level x each feature's std on continuous "
+                                           "inputs; each token replaced with probability level by a uniform "
+                                           "random one, never padding), at the selected checkpoint and the end; "
+                                           "robust_test_* is the mean over levels")
+    sharpness: Optional[dict] = opt(None, "{rho: 0.01, draws: 8}: the mean increase of the clean training loss "
+                                          "under random Gaussian weight perturbations of norm rho x each "
+                                          "parameter tensor's norm (average-case sharpness), at the selected "
+                                          "checkpoint and the end")
+
+
+@dataclass
 class Spec:
     name: Optional[str] = opt(None, "run name, the folder under runs/ (default: the spec file's stem)")
     seed: int = opt(0, "seed of initialization, data order and noise draws", ge=0, le=SEED_MAX)
@@ -165,6 +178,7 @@ class Spec:
     noise: list[NoiseSpec] = field(default_factory=lambda: [NoiseSpec()])
     train: TrainSpec = field(default_factory=TrainSpec)
     output: OutputSpec = field(default_factory=OutputSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
 
     @property
     def noise_label(self) -> str:
@@ -172,9 +186,9 @@ class Spec:
         return noise_label([{"kind": n.kind, "factor": n.factor} for n in self.noise])
 
 
-SECTIONS = {"data": DataSpec, "model": ModelSpec, "train": TrainSpec, "output": OutputSpec}
+SECTIONS = {"data": DataSpec, "model": ModelSpec, "train": TrainSpec, "output": OutputSpec, "eval": EvalSpec}
 KIND_SECTIONS = {"data": DataSpec, "model": ModelSpec, "noise": NoiseSpec}
-SPEC_KEYS = ("name", "seed", "device", "data", "model", "noise", "train", "output")
+SPEC_KEYS = ("name", "seed", "device", "data", "model", "noise", "train", "output", "eval")
 
 
 def _public_fields(cls) -> list:
