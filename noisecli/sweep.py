@@ -232,10 +232,13 @@ def _expand(plan: Plan, base_raw: dict, base_dir: Path, skip: set[str] = frozens
             if bad:
                 problems += [(label, p) for p in bad]
                 continue
+            zero_key = None
             if _no_noise(raw.get("noise")):  # every kind at factor 0 trains as none: one baseline, trained once
                 raw["noise"] = {"kind": "none"}
-                settings = {k: v for k, v in settings.items() if k.split(".")[0] != "noise"}
-                settings["noise.kind" if any(k.startswith("noise.") for k in keys) else "noise"] = "none"
+                noise_keys = [k for k in keys if k.split(".")[0] == "noise"]
+                settings = {k: v for k, v in settings.items() if k not in noise_keys}
+                if noise_keys:  # named by the grid's noise key, `kind-none` where the grid has noise.kind
+                    zero_key = "noise.kind" if "noise.kind" in noise_keys else noise_keys[0]
             raw["seed"] = seed
             raw["name"] = "point"  # replaced below, once the settings that matter are known
             try:
@@ -249,6 +252,7 @@ def _expand(plan: Plan, base_raw: dict, base_dir: Path, skip: set[str] = frozens
                 continue
             flat = flatten(json.loads(key))
             relevant = {k: v for k, v in settings.items() if any(f == k or f.startswith(k + ".") for f in flat)}
+            relevant = {zero_key: "none", **relevant} if zero_key else relevant
             spec.name = point_name(relevant, short, seed)
             seen[key] = spec.name
             plan.points.append(Point(spec.name, {**relevant, "seed": seed}, spec))

@@ -220,7 +220,7 @@ def test_points_that_cannot_be_stacked_train_alone_with_one_line_why(tmp_path, c
     code, out, err = cli("sweep", spec, "--runs-dir", tmp_path / "runs", "--batched")
     assert code == 0, err
     notes = [line for line in out.splitlines() if line.startswith("--batched:")]
-    assert notes == ["--batched: 6 points (factor-0.0_seed-0, ...): model.kind python: trained one after another "
+    assert notes == ["--batched: 6 points (factor-none_seed-0, ...): model.kind python: trained one after another "
                      "(its forward is not known to run under torch.func.vmap)"]
     assert "6 completed" in out
 
@@ -229,8 +229,9 @@ def test_groups_follow_the_plan_and_max_batch(tmp_path):
     spec = write_spec(tmp_path, {**SWEEP, "grid": {"noise.factor": [0.0, 0.1], "noise.kind": ["input", "weight"],
                                                    "train.lr": [1e-3, 3e-3]}})
     groups, notes = form_groups(load_plan(spec).points, max_batch=3)
-    # stacks share everything but noise factor and seed: kind x lr = 4 configurations of 4 points
-    assert sorted(len(g) for g in groups) == [1, 1, 1, 1, 3, 3, 3, 3] and not notes
+    # stacks share everything but noise factor and seed; a kind at factor 0 is none: (none, input 0.1,
+    # weight 0.1) x lr = 6 configurations of 2 seeds each
+    assert sorted(len(g) for g in groups) == [2, 2, 2, 2, 2, 2] and not notes
     for g in groups:
         kinds = {(p.spec.noise[0].kind, p.spec.train.lr) for p in g}
         assert len(kinds) == 1
@@ -313,5 +314,6 @@ def test_ctrl_c_on_a_real_batched_sweep_saves_every_member_at_one_step(tmp_path)
 def test_dry_run_shows_the_stacks(tmp_path, cli):
     spec = write_spec(tmp_path, SWEEP)
     code, out, _ = cli("sweep", spec, "--runs-dir", tmp_path / "runs", "--dry-run", "--batched", "--max-batch", "4")
-    assert code == 0 and "--batched: 2 stacks (4, 2 points), 0 points alone" in out.splitlines()
+    # none (factor 0 of the grid, 2 seeds) and the other factors (2 x 2 seeds)
+    assert code == 0 and "--batched: 2 stacks (2, 4 points), 0 points alone" in out.splitlines()
     assert not (tmp_path / "runs").exists()

@@ -64,7 +64,7 @@ def test_the_reference_names_every_key_and_every_kind():
 
     text = render()
     for f in fields(Spec):
-        if f.name not in ("data", "model", "noise", "train", "output"):
+        if f.name not in ("data", "model", "noise", "train", "output", "eval"):
             assert f"| `{f.name}` |" in text
     for section, cls in SECTIONS.items():
         for f in fields(cls):

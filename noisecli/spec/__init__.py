@@ -8,14 +8,16 @@ The package's modules import one another in one direction only, from the bottom 
     sections   the dataclasses (every key's default, range and help) and the noise label
     raw        the raw mapping: YAML read within limits, KEY=VALUE overrides
     resolved   the resolved spec as a mapping: written, read back, compared (sections, raw)
-    build      validation of a raw mapping into a Spec (sections, raw)
+    rules      rules across keys of train, data and eval, and `suggest` (sections)
+    build      validation of a raw mapping into a Spec (sections, raw, rules)
     load       load_spec and is_sweep_file (sections, raw, build)
 
 Everything the rest of noisecli uses is imported here, so `from noisecli.spec import X`
 names it whichever module holds it.
 """
 
-from noisecli.spec.build import DEVICE_RE, FLOAT_RE, INT_MAX, NAME_RE, spec_from_dict, suggest
+from noisecli.spec.build import DEVICE_RE, FLOAT_RE, INT_MAX, NAME_RE, spec_from_dict
+from noisecli.spec.rules import suggest
 from noisecli.spec.load import is_sweep_file, load_spec
 from noisecli.spec.raw import (LOCAL_KEYS, MAX_DEPTH, MAX_SPEC_BYTES, MAX_VALUES, YAML11_WORDS, SpecLoader,
                                apply_overrides, load_yaml, local_or_name, parse_override, read_yaml, set_dotted)
