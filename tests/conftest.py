@@ -58,8 +58,10 @@ def metrics_rows(run_dir: Path) -> list[dict]:
 
 
 def assert_same_curves(a: list[dict], b: list[dict], rel: float) -> None:
-    """Two runs' rows agree at every evaluation: losses and grad norm within `rel`."""
+    """Two runs' rows agree at every evaluation: losses, grad norm and every val metric within
+    `rel` (calibration error, a sum of small differences, within `rel` absolute as well)."""
     assert [r["step"] for r in a] == [r["step"] for r in b]
     for ra, rb in zip(a, b):
-        for key in ("train_loss", "clean_train_loss", "val_loss", "grad_norm"):
-            assert rb[key] == pytest.approx(ra[key], rel=rel), (ra["step"], key)
+        assert {k for k in ra if k.startswith("val_")} == {k for k in rb if k.startswith("val_")}
+        for key in ("train_loss", "clean_train_loss", "grad_norm", *(k for k in ra if k.startswith("val_"))):
+            assert rb[key] == pytest.approx(ra[key], rel=rel, abs=rel), (ra["step"], key)

@@ -58,8 +58,8 @@ def _n_text(s: dict) -> str:
     return f"{s['n']} (+{s['n_diverged']} diverged)" if s.get("n_diverged") else str(s["n"])
 
 
-def _pm(mean: float, std: float) -> str:
-    return f"{_f(mean)} ± {_f(std)}" if not math.isnan(std) else _f(mean)
+def _pm(mean: float, std: float, fmt: str = ".4f") -> str:
+    return f"{_f(mean, fmt)} ± {_f(std, fmt)}" if not math.isnan(std) else _f(mean, fmt)
 
 
 DELTAS = {"final": ("delta_vs_none", "delta_ci_low", "delta_ci_high", "significant"),
@@ -67,12 +67,20 @@ DELTAS = {"final": ("delta_vs_none", "delta_ci_low", "delta_ci_high", "significa
           "metric": ("delta_metric", "delta_metric_ci_low", "delta_metric_ci_high", "metric_significant")}
 
 
-def _delta_text(s: dict, best: bool = False, which: str | None = None) -> str:
+def _delta_text(s: dict, best: bool = False, which: str | None = None, fmt: str = "+.4f") -> str:
     key, low, high, mark = DELTAS[which or ("best" if best else "final")]
     if s[key] is None:
         return "baseline" if s.get("baseline") else "-"
-    ci = "" if s[low] is None or math.isnan(s[low]) else f" [{s[low]:+.4f}, {s[high]:+.4f}]"
-    return f"{s[key]:+.4f}{ci}{' *' if s[mark] else ''}"
+    ci = "" if s[low] is None or math.isnan(s[low]) else f" [{format(s[low], fmt)}, {format(s[high], fmt)}]"
+    return f"{format(s[key], fmt)}{ci}{' *' if s[mark] else ''}"
+
+
+def _metric_format(configs: list[Config]) -> tuple[str, str]:
+    """Four decimals, or four significant digits for a metric whose values are all small
+    (sharpness of a memorized training set is ~1e-5): (mean's format, difference's format)."""
+    means = [abs(c.stats["metric_mean"]) for c in configs if c.runs and not math.isnan(c.stats["metric_mean"])]
+    small = means and max(means) < 1e-2
+    return (".4g", "+.3g") if small else (".4f", "+.4f")
 
 
 def _own_metric_columns(configs: list[Config]) -> str | None:
@@ -86,6 +94,7 @@ def table_rows(configs: list[Config]) -> tuple[list[str], list[list[str]]]:
     has_extra = any(c.extra for c in configs)
     metric = _own_metric_columns(configs)
     words = metric.replace("_", " ") if metric else ""
+    mean_fmt, delta_fmt = _metric_format(configs)
     header = ["noise", "factor"] + (["config"] if has_extra else []) + ["n"] + \
              ([words, f"Δ {words} vs none [95% CI]"] if metric else []) + \
              ["val loss", "best val", "clean train", "gap"] + (["val acc"] if has_acc else []) + \
@@ -95,7 +104,8 @@ def table_rows(configs: list[Config]) -> tuple[list[str], list[list[str]]]:
         s = c.stats
         mark = "overall" if s["best_overall"] else ("kind" if s["best_in_kind"] else "")
         rows.append([c.noise, c.factor or "-"] + ([c.extra] if has_extra else []) + [_n_text(s)] +
-                    ([_pm(s["metric_mean"], s["metric_std"]), _delta_text(s, which="metric")] if metric else []) +
+                    ([_pm(s["metric_mean"], s["metric_std"], mean_fmt), _delta_text(s, which="metric", fmt=delta_fmt)]
+                     if metric else []) +
                     [_pm(s["val_loss_mean"], s["val_loss_std"]),
                      _pm(s["best_val_loss_mean"], s["best_val_loss_std"]), _f(s["clean_train_loss_mean"]),
                      _f(s["gap_mean"], "+.4f")] + ([_f(s["val_acc_mean"], ".3f")] if has_acc else []) +

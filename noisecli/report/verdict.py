@@ -33,7 +33,8 @@ class Decider:
 
     def describe(self) -> str:
         where = ("on test at each run's selected checkpoint (its best val loss)"
-                 if self.metric.startswith(("test_", "robust_")) or self.metric == SHARPNESS
+                 if self.metric.startswith(("test_", "robust_"))
+                 else "on the clean training split at each run's selected checkpoint" if self.metric == SHARPNESS
                  else "the best val loss of each run" if self.metric == BEST_VAL else "at each run's last evaluation")
         chosen = ("" if self.select == self.metric else
                   f", the best configuration chosen on {self.select.removeprefix('selected:')} at that checkpoint")
