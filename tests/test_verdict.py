@@ -95,6 +95,26 @@ def test_a_configuration_significantly_worse_than_its_baseline_is_never_crowned(
     assert "weight 0.1 leads on val\\_acc but is significantly worse than its baseline on best val loss" in out
 
 
+def test_every_other_metric_has_its_own_difference_in_md_csv_and_json(tmp_path, cli):
+    import csv
+    import io
+
+    root = study(tmp_path, {"none": NONE, "a": ON_VAL, "b": ON_TEST})
+    configs, _ = build([root])
+    loss = stats(configs)["input 0.1"]["metrics"]["test_loss"]
+    assert loss["delta"] == pytest.approx(-0.09) and loss["mean"] == pytest.approx(0.51)
+    assert loss["p_adjusted"] is not None and loss["significant"] is True  # -0.09 in all three seeds
+    code, out, _ = cli("report", root, "-f", "csv")
+    rows = {(r["noise"], r["factor"]): r for r in csv.DictReader(io.StringIO(out))}
+    assert float(rows[("input", "0.5")]["test_loss_delta"]) == pytest.approx(-0.05)
+    assert float(rows[("input", "0.1")]["test_acc_delta"]) == pytest.approx(0.05)
+    code, out, _ = cli("report", root, "-f", "json")
+    by = {(c["noise"], c["factor"]): c for c in json.loads(out)["configs"]}
+    assert by[("input", 0.5)]["metrics"]["test_acc"]["delta"] == pytest.approx(0.15)
+    code, out, _ = cli("report", root, "-f", "md")
+    assert "Every metric at the selected checkpoint" in out and "test\\_loss" in out
+
+
 def test_runs_without_a_test_split_fall_back_to_val_loss_and_say_so(tmp_path, cli):
     root = study(tmp_path, {"none": NONE, "a": ON_VAL})
     for final in root.glob("*/final.json"):

@@ -143,6 +143,32 @@ LEGEND = ("val loss: final validation loss, mean ± std over seeds (each seed co
           "NaN or inf loss, not averaged and listed below.")
 
 
+def _other_metrics_markdown(configs: list[Config]) -> str:
+    """Every metric at the selected checkpoint beside the deciding one: mean, and Δ against the
+    baseline with its interval (* where Holm-adjusted p < 0.05 within that metric's family)."""
+    names = list(dict.fromkeys(n for c in configs for n in c.stats.get("metrics", {})))
+    if not names:
+        return ""
+    lines = ["| noise | factor | " + " | ".join(md_escape(n) for n in names) + " |", "|" + "---|" * (len(names) + 2)]
+    for c in configs:
+        cells = []
+        for n in names:
+            m = c.stats["metrics"].get(n)
+            if m is None:
+                cells.append("-")
+                continue
+            small = abs(m["mean"]) < 1e-2 if m["mean"] == m["mean"] else False
+            fmt, dfmt = (".3g", "+.3g") if small else (".4f", "+.4f")
+            delta = ("baseline" if c.stats.get("baseline") else "-") if m["delta"] is None else (
+                f"{format(m['delta'], dfmt)}" + ("" if m["low"] is None or m["low"] != m["low"] else
+                                                f" [{format(m['low'], dfmt)}, {format(m['high'], dfmt)}]")
+                + (" \\*" if m["significant"] else ""))
+            cells.append(f"{format(m['mean'], fmt)} ({delta})")
+        lines.append(f"| {md_escape(c.noise)} | {md_escape(c.factor or '-')} | " + " | ".join(cells) + " |")
+    return ("\nEvery metric at the selected checkpoint: mean over seeds (Δ vs the baseline [95% CI], * where the "
+            "Holm-adjusted p within that metric's comparisons is below 0.05):\n\n" + "\n".join(lines) + "\n")
+
+
 def render_markdown(configs: list[Config], runs: list[Run], verdict=None) -> str:
     header, rows = table_rows(configs)
     from_folders = {i for i, h in enumerate(header) if h in FOLDER_TEXT_COLUMNS}
@@ -157,7 +183,7 @@ def render_markdown(configs: list[Config], runs: list[Run], verdict=None) -> str
             x = x.removesuffix(" *")
             cells.append((f"**{x}**" if c.stats["best_overall"] and x else x) + (" \\*" if star else ""))
         lines.append("| " + " | ".join(cells) + " |")
-    out = "\n".join(lines) + "\n\n" + LEGEND + "\n"
+    out = "\n".join(lines) + "\n\n" + LEGEND + "\n" + _other_metrics_markdown(configs)
     first = verdict_lines(verdict)
     if first:
         out = "\n".join(md_escape(line) for line in first) + "\n\n" + out
@@ -173,10 +199,16 @@ def render_csv(configs: list[Config]) -> str:
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
+    others = list(dict.fromkeys(name for c in configs for name in c.stats.get("metrics", {})))
+    parts = ("mean", "std", "delta", "ci_low", "ci_high", "p_adjusted")
+    extra = [f"{name}_{part}" for name in others for part in parts]
+    w.writerow(CSV_COLUMNS + extra)
     for c in configs:
         s = {**c.stats, "noise": c.noise, "factor": c.factor, "config": c.extra}
-        w.writerow(["" if _finite_or_none(s[k]) is None else s[k] for k in CSV_COLUMNS])
+        for name, m in c.stats.get("metrics", {}).items():
+            s.update({f"{name}_mean": m["mean"], f"{name}_std": m["std"], f"{name}_delta": m["delta"],
+                      f"{name}_ci_low": m["low"], f"{name}_ci_high": m["high"], f"{name}_p_adjusted": m["p_adjusted"]})
+        w.writerow(["" if _finite_or_none(s.get(k)) is None else s[k] for k in CSV_COLUMNS + extra])
     return buf.getvalue()
 
 

@@ -119,7 +119,36 @@ def analyze(configs: list[Config], metric: str | None = None) -> Verdict:
             for c, adj in zip(family, holm([c.stats[p_key] for c in family])):
                 c.stats[adj_key] = adj
                 c.stats[mark] = None if math.isnan(adj) else adj < ALPHA
+    _other_metrics(configs, baselines)
     return Verdict(decider, verdict.mark_best(configs, decider))
+
+
+def _other_metrics(configs: list[Config], baselines: dict[str, Config]) -> None:
+    """Every metric final.json holds at the selected checkpoint (test_*, robust_test_*, sharpness)
+    beside the deciding one: mean, spread and the difference against the baseline with its
+    interval and Holm-adjusted p (a family per metric and baseline), in `stats["metrics"]`."""
+    names = sorted({k for c in configs for r in c.runs for k in (r.selected or {})
+                    if k.startswith(("test_", "robust_")) or k == verdict.SHARPNESS})
+    for c in configs:
+        c.stats["metrics"] = {}
+        for name in names:
+            values = {r.seed: verdict.run_value(r, name) for r in c.runs}
+            if not values or None in values.values():
+                continue
+            mean, std = _mean_std(list(values.values()))
+            entry = {"mean": mean, "std": std, "delta": None, "low": None, "high": None, "p_value": None,
+                     "p_adjusted": None, "significant": None}
+            none = baselines.get(c.base)
+            if none is not None and none is not c and all(verdict.run_value(r, name) is not None for r in none.runs):
+                d = delta_ci(values, {r.seed: verdict.run_value(r, name) for r in none.runs})
+                entry.update(delta=d.delta, low=d.low, high=d.high, p_value=d.p)
+            c.stats["metrics"][name] = entry
+    for base in baselines:
+        for name in names:
+            family = [c for c in configs if c.base == base and c.stats["metrics"].get(name, {}).get("p_value")
+                      is not None]
+            for c, adj in zip(family, holm([c.stats["metrics"][name]["p_value"] for c in family])):
+                c.stats["metrics"][name].update(p_adjusted=adj, significant=None if math.isnan(adj) else adj < ALPHA)
 
 
 @dataclass
