@@ -105,15 +105,20 @@ class Stack:
                 stopped_after = train_until_done(self, lambda: self.stop.requested)
                 self._end(stopped_after)
         except KeyboardInterrupt:  # a second Ctrl-C: stop now, the last checkpoints stand
-            for m in self.members:
+            for m in self._unsettled():
                 m.run.write_status(state="interrupted", error="stopped without saving (second Ctrl-C)")
                 self._leave(m, Outcome(m.spec.name, "interrupted", "stopped at once"))
         except Exception as e:  # noqa: BLE001 - any other failure is recorded in every member
-            for m in self.members:
+            for m in self._unsettled():
                 self._leave(m, Outcome(m.spec.name, "failed", str(m.failed(e))))
         finally:
             self.strategy.close()
         return self.outcomes
+
+    def _unsettled(self) -> list[Trainer]:
+        """Members still in the stack that have no outcome yet (a completed one is never overwritten)."""
+        settled = {o.name for o in self.outcomes}
+        return [m for m in self.members if m.spec.name not in settled]
 
     def _end(self, stopped_after: float | None) -> None:
         """Every member still in the stack: saved where it is (a stop), or completed."""
@@ -174,6 +179,16 @@ def _rejoin(opened: list[Trainer], last: Trainer | None) -> None:
     torch.set_rng_state(rng)
 
 
+def _finish_stopped(m: Trainer) -> Outcome:
+    """A member whose checkpoint says it stopped early: it trains no further; it is finished."""
+    try:
+        m.train()  # its loop does not step (not active); train() records the verdict and completes it
+    except RunError as e:
+        return Outcome(m.spec.name, "failed", str(e))
+    return Outcome(m.spec.name, "completed", m.state.stopped_early or "", m.state.rows[-1]["val_loss"],
+                   m.state.best_val)
+
+
 def train_group(specs: list[Spec], runs_dir: Path, report: Callable[[str, int, int], None],
                 stop: StopRequest | None = None, threads: int | None = None) -> list[Outcome]:
     """Open every member's run as `train` would (skip, resume, refuse), then train those at the
@@ -197,7 +212,9 @@ def train_group(specs: list[Spec], runs_dir: Path, report: Callable[[str, int, i
             else:
                 outcomes.append(outcome)
         _rejoin(opened, trainers[-1] if trainers else None)
-        for trainer in opened:
+        for trainer in [t for t in opened if not t.active]:  # stopped early, killed before it was marked done
+            outcomes.append(_finish_stopped(trainer))
+        for trainer in [t for t in opened if t.active]:
             ready.setdefault(trainer.state.step, []).append(trainer)
         with point_threads(opened, threads) if opened else nullcontext():
             for same_step in ready.values():

@@ -101,7 +101,7 @@ def _ppl(s) -> float:
 
 def _columns(out, y):
     """Regression outputs and targets as (examples, output dimensions), in float."""
-    return out.float().reshape(y.shape[0], -1), y.float().reshape(y.shape[0], -1)
+    return out.float().reshape(y.shape), y.float()  # y is (N, K) for regression; N may be 0 on a rank
 
 
 def _mae_sums(out, y, loss_sum) -> dict[str, Any]:

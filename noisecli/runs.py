@@ -20,7 +20,7 @@ from typing import Any
 from noisecli.errors import DamagedFile, SpecError
 from noisecli.run_files import metric_columns, newest_checkpoint, read_metrics_file, read_status_file
 from noisecli.run_lock import RunLock
-from noisecli.spec import dump_yaml as _dump_yaml, flatten, read_saved_spec, spec_diff
+from noisecli.spec import dump_yaml as _dump_yaml, flatten, read_saved_spec, spec_diff, upgrade_saved
 
 # moved to run_files; imported here too, so that `from noisecli.runs import X` keeps working for them
 from noisecli.run_files import CHECKPOINT_FORMAT, CHECKPOINT_KEYS, STATES, first_line, read_checkpoint  # noqa: F401
@@ -276,8 +276,8 @@ class RunFolder(RunLock):
         elif old is None and path.exists():
             display.warn(f"warning: {path} is unreadable; it is rewritten from the spec")
         intact = old is not None
-        if old is None and state:
-            old = state.get("spec")
+        if old is None and state and isinstance(state.get("spec"), dict):
+            old = upgrade_saved(state["spec"])
         changed = spec_diff(old, resolved) if isinstance(old, dict) else []
         if changed:
             code = [k.split(".")[0] for k in changed if k.split(":")[0].endswith(".code_sha256")]

@@ -63,6 +63,9 @@ class Trainer:
         torch.manual_seed(spec.seed)
         self.data: Dataset = load_dataset(spec.data).to(self.device)
         metrics.check_watched((t.early_stopping or {}).get("metric"), self.data.task)
+        if spec.eval.robustness is not None and not self.data.has_test:
+            raise SpecError("eval.robustness: measured on the test split, and this data has none "
+                            "(data.test_fraction is 0 and the data brings none); set data.test_fraction > 0")
         self.batches = Batches(self.data, t.batch_size, spec.seed, t.eval_batches, self.device)
         self.steps_per_epoch = self.batches.steps_per_epoch
         self.total_steps = t.epochs * self.steps_per_epoch
@@ -145,12 +148,13 @@ class Trainer:
             noise.attach(self.raw_model)
         self.model.train()
         try:  # torchrun passes a terminal's Ctrl-C on as a second SIGINT: not a "stop now"
-            with self.stop.catching(second_sigint_stops_now=not self.world.distributed), \
-                    self.display.progress(self.total_steps, self.state.step, self.run.name) as self.bar:
-                stopped_after = train_until_done(self, lambda: self.world.any(self.stop.requested))
-                if stopped_after is not None:
-                    self.state.elapsed += stopped_after
-                    raise self.save_interrupted()
+            with self.stop.catching(second_sigint_stops_now=not self.world.distributed):
+                with self.display.progress(self.total_steps, self.state.step, self.run.name) as self.bar:
+                    stopped_after = train_until_done(self, lambda: self.world.any(self.stop.requested))
+                    if stopped_after is not None:
+                        self.state.elapsed += stopped_after
+                        raise self.save_interrupted()
+                return self.finish()  # its measurements are inside the same handling: a failure is recorded
         except (Interrupted, RunError):  # recorded where they were raised
             raise
         except KeyboardInterrupt:  # a second Ctrl-C: stop now, the last checkpoint stands
@@ -162,7 +166,6 @@ class Trainer:
             raise self.failed(e) from e
         finally:
             self.hooks.each("detach")
-        return self.finish()
 
     def advance(self) -> None:
         self.bar.advance()
@@ -230,7 +233,8 @@ class Trainer:
         if improved:  # the selected checkpoint (on val); the verdict's test numbers are measured here
             s.best_step = s.step
             s.best_test = probes.verdict_numbers(self) or None
-        s.stopped_early = evaluation.early_stop(self.spec.train.early_stopping, s, row)
+        why = evaluation.early_stop(self.spec.train.early_stopping, s, row)
+        s.stopped_early = why if s.step < self.total_steps else None  # patience spent at the end: no early stop
         self.save_checkpoint(*evaluation.checkpoint_names(self.spec.output.checkpoint, improved, s.step))
         self.run.write_metrics(s.rows)
         self.run.write_status(state="running", step=s.step, epoch=self.epoch, best_val_loss=s.best_val,

@@ -359,3 +359,71 @@ def test_the_report_decides_by_robustness_or_sharpness_in_their_directions(tmp_p
 def test_probe_mistakes_are_one_line(tmp_path, cli, section, message):
     code, _, err = cli("validate", write_spec(tmp_path, {**TABLE, "eval": section}))
     assert code == 2 and message in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- the review's cases
+
+def test_the_crowning_rule_reads_validation_only(tmp_path):
+    """Best on val, significantly worse than none on test: still crowned (the guard may not look at
+    test, or crowning would be a selection on test); its test difference is reported as it is."""
+    worse_on_test = ({"kind": "input", "factor": 0.2}, [(0.98, 0.95, 0.70, 0.9), (0.99, 0.96, 0.71, 0.9),
+                                                        (0.97, 0.94, 0.69, 0.9)])
+    configs, _ = build([study(tmp_path, {"none": NONE, "t": worse_on_test})])
+    s = stats(configs)["input 0.2"]
+    assert s["metric_significant"] and s["delta_metric"] < 0  # worse on test, and said so
+    assert s["best_overall"]
+
+
+def test_a_spec_saved_before_the_test_split_reads_as_trained_without_one(tmp_path, cli):
+    from noisecli.spec import read_saved_spec
+
+    spec = write_spec(tmp_path, {**TABLE, "name": "old", "data": {**TABLE["data"], "test_fraction": 0},
+                                 "train": {**TABLE["train"], "max_steps": 7}})
+    code, _, err = cli("train", spec, "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    saved = tmp_path / "runs" / "old" / "spec.yaml"
+    saved.write_text(saved.read_text().replace("  test_fraction: 0.0\n", ""))  # as an older noisecli wrote it
+    assert read_saved_spec(saved)["data"]["test_fraction"] == 0.0
+    code, out, err = cli("eval", tmp_path / "runs" / "old")
+    assert code == 0 and "val_loss" in out, err
+    code, _, err = cli("eval", tmp_path / "runs" / "old", "--split", "test")
+    assert code == 2 and "has no test split" in err
+
+
+def test_patience_spent_at_the_last_step_is_not_an_early_stop(tmp_path):
+    spec = load_spec(write_spec(tmp_path, {**TABLE, "name": "end", "train": {
+        **TABLE["train"], "max_steps": 21, "eval_every": 7, "early_stopping": {"patience": 1, "min_delta": 100}}}))
+    trainer = Trainer(spec, tmp_path / "runs", quiet=True).setup()
+    trainer.open_run()
+    trainer.train()
+    trainer.close()
+    assert trainer.state.step == 14 and trainer.state.stopped_early  # no gain of 100 after the first: stops
+    spec.train.early_stopping["patience"] = 2
+    spec.name = "end2"
+    again = Trainer(spec, tmp_path / "runs", quiet=True).setup()
+    again.open_run()
+    again.train()
+    again.close()
+    assert again.state.step == 21 and again.state.stopped_early is None  # its patience ran out at the last step
+
+
+def test_robustness_without_a_test_split_and_an_empty_own_test_split_are_one_line(tmp_path, cli):
+    import numpy as np
+
+    spec = write_spec(tmp_path, {**TABLE, "data": {**TABLE["data"], "test_fraction": 0},
+                                 "eval": {"robustness": {"levels": [0.1]}}})
+    code, _, err = cli("train", spec, "--runs-dir", tmp_path / "runs")
+    assert code == 2 and "eval.robustness: measured on the test split, and this data has none" in err
+    x = np.random.default_rng(0).normal(size=(30, 3)).astype(np.float32)
+    np.savez(tmp_path / "e.npz", x=x, y=(x[:, 0] > 0).astype(np.int64), x_test=x[:0], y_test=np.zeros(0, np.int64))
+    npz = write_spec(tmp_path, {**TABLE, "data": {"kind": "npz", "path": "e.npz"}}, "npz.yaml")
+    code, _, err = cli("train", npz, "--runs-dir", tmp_path / "runs")
+    assert code == 2 and "x_test has no rows" in err and "Traceback" not in err
+
+
+def test_regression_metrics_of_a_rank_with_no_rows_are_zero_sums():
+    from noisecli import metrics
+
+    sums = metrics.metric_sums(torch.zeros(0, 2), torch.zeros(0, 2), "regression",
+                               lambda o, y: torch.nn.functional.mse_loss(o, y, reduction="sum"))
+    assert all(float(torch.as_tensor(v).sum()) == 0 for v in sums.values())

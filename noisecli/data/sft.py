@@ -76,6 +76,8 @@ def _splits(spec: DataSpec, tensors: dict) -> tuple:
     test, where = tensors.get("test"), {}
     val_fraction = spec.val_fraction
     if test is not None:
+        if len(test[0]) == 0:
+            raise SpecError(f"data.path: the 'test' split of {spec.path} has no examples")
         where["test"] = "its own test split"
     elif spec.test_fraction > 0:
         rest, te = carve_test(len(x_all), spec.test_fraction, spec.seed)

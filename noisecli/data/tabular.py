@@ -156,6 +156,8 @@ def table_from_arrays(spec: DataSpec, arrays: dict[str, np.ndarray], where: str)
     given = {}
     for held in ("val", "test"):
         if f"x_{held}" in names:
+            if len(arrays[f"x_{held}"]) == 0 or len(arrays[f"y_{held}"]) == 0:
+                raise SpecError(f"{where}: x_{held} has no rows; leave it out to split one off")
             xh, (yh, task_h) = arrays[f"x_{held}"], _labels(arrays[f"y_{held}"], f"{where}: y_{held}")
             if task_h != task or len(xh) != len(yh) or xh.shape[1:] != x.shape[1:]:
                 raise SpecError(f"{where}: x_{held}/y_{held} do not match x/y in shape or label type")

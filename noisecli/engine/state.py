@@ -145,8 +145,10 @@ def restore(run, saved: dict[str, Any]) -> None:
     s.interval.load_state_dict(saved["interval"])
     s.step, s.rows, s.best_val, s.elapsed = saved["step"], list(saved["rows"]), saved["best_val_loss"], \
         saved["elapsed"]
-    for name, value in saved.get("selection", {}).items():  # older checkpoints have none
+    for name, value in saved.get("selection", {}).items():
         setattr(s, name, value)
+    if "selection" not in saved and s.rows:  # written before selection was recorded: the best row's step
+        s.best_step = min(s.rows, key=lambda r: r["val_loss"])["step"]
 
 
 def _own(t: torch.Tensor) -> torch.Tensor:

@@ -138,7 +138,7 @@ LEGEND = ("val loss: final validation loss, mean ± std over seeds (each seed co
           "optimum or only held on to one longer (what early stopping also buys). "
           "best: the best configuration on the deciding metric (chosen on its val value at the selected "
           "checkpoint when the metric is a test one), overall and for its noise kind, never one significantly "
-          "worse than its baseline on that metric or on best val loss. "
+          "worse than its baseline on the metric it is chosen by or on best val loss. "
           "n: the runs averaged; (+k diverged): runs of the same configuration that diverged or recorded a "
           "NaN or inf loss, not averaged and listed below.")
 

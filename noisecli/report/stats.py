@@ -115,7 +115,8 @@ def analyze(configs: list[Config], metric: str | None = None) -> Verdict:
         family = [c for c in configs if c.base == base and c.stats["p_value"] is not None]
         for p_key, adj_key, mark in (("p_value", "p_adjusted", "significant"),
                                      ("best_p_value", "best_p_adjusted", "best_significant"),
-                                     ("metric_p_value", "metric_p_adjusted", "metric_significant")):
+                                     ("metric_p_value", "metric_p_adjusted", "metric_significant"),
+                                     ("select_p_value", "select_p_adjusted", "select_significant")):
             for c, adj in zip(family, holm([c.stats[p_key] for c in family])):
                 c.stats[adj_key] = adj
                 c.stats[mark] = None if math.isnan(adj) else adj < ALPHA
@@ -181,6 +182,7 @@ def _summary(c: Config, decider: verdict.Decider) -> dict:
         "select_mean": _mean_std([verdict.run_value(r, decider.select) for r in c.runs])[0],
         "delta_metric": None, "delta_metric_ci_low": None, "delta_metric_ci_high": None,
         "metric_p_value": None, "metric_p_adjusted": None, "metric_significant": None,
+        "delta_select": None, "select_p_value": None, "select_p_adjusted": None, "select_significant": None,
     }
 
 
@@ -205,8 +207,10 @@ def _comparisons(c: Config, none: Config, decider: verdict.Decider) -> dict:
     best = delta_ci({r.seed: r.best_val for r in c.runs}, {r.seed: r.best_val for r in none.runs})
     value = lambda r: verdict.run_value(r, decider.metric)  # noqa: E731
     m = delta_ci({r.seed: value(r) for r in c.runs}, {r.seed: value(r) for r in none.runs})
+    chosen_on = lambda r: verdict.run_value(r, decider.select)  # noqa: E731
+    sel = delta_ci({r.seed: chosen_on(r) for r in c.runs}, {r.seed: chosen_on(r) for r in none.runs})
     return {"delta_vs_none": final.delta, "delta_ci_low": final.low, "delta_ci_high": final.high,
             "paired": final.paired, "p_value": final.p, "delta_best_vs_none": best.delta,
             "delta_best_ci_low": best.low, "delta_best_ci_high": best.high, "best_p_value": best.p,
             "delta_metric": m.delta, "delta_metric_ci_low": m.low, "delta_metric_ci_high": m.high,
-            "metric_p_value": m.p}
+            "metric_p_value": m.p, "delta_select": sel.delta, "select_p_value": sel.p}

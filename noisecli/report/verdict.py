@@ -93,11 +93,13 @@ def _better(a: float, b: float, higher: bool) -> bool:
 
 def worse_than_baseline(c: Config, decider: Decider) -> list[str]:
     """What makes a configuration ineligible for best: significantly worse than its baseline on
-    the deciding metric, or on the selected checkpoint's val loss."""
+    the metric it is chosen by (the deciding metric's val value at the selected checkpoint), or
+    on the selected checkpoint's val loss. Validation only: a rule read off the test split would
+    make the crowning a selection on test."""
     s, why = c.stats, []
-    d = s.get("delta_metric")
-    if s.get("metric_significant") and d is not None and (d < 0 if decider.higher_is_better else d > 0):
-        why.append(decider.metric)
+    d = s.get("delta_select")
+    if s.get("select_significant") and d is not None and (d < 0 if decider.higher_is_better else d > 0):
+        why.append(decider.select.removeprefix("selected:"))
     if s.get("best_significant") and (s.get("delta_best_vs_none") or 0) > 0:
         why.append("best val loss")
     return why

@@ -21,7 +21,8 @@ from noisecli.spec.rules import suggest
 from noisecli.spec.load import is_sweep_file, load_spec
 from noisecli.spec.raw import (LOCAL_KEYS, MAX_DEPTH, MAX_SPEC_BYTES, MAX_VALUES, YAML11_WORDS, SpecLoader,
                                apply_overrides, load_yaml, local_or_name, parse_override, read_yaml, set_dotted)
-from noisecli.spec.resolved import canonical, dump_yaml, flatten, read_saved_spec, spec_diff, spec_to_dict
+from noisecli.spec.resolved import (canonical, dump_yaml, flatten, read_saved_spec, spec_diff, spec_to_dict,
+                                    upgrade_saved)
 from noisecli.spec.sections import (KIND_SECTIONS, SECTIONS, SEED_MAX, SPEC_KEYS, DataSpec, KindSection, ModelSpec,
                                     NoiseSpec, OutputSpec, Spec, TrainSpec, _public_fields, noise_entries,
                                     noise_label, noise_parts, opt)
@@ -34,7 +35,7 @@ __all__ = [
     "LOCAL_KEYS", "MAX_DEPTH", "MAX_SPEC_BYTES", "MAX_VALUES", "YAML11_WORDS", "SpecLoader", "apply_overrides",
     "load_yaml", "local_or_name", "parse_override", "read_yaml", "set_dotted",
     # resolved
-    "canonical", "dump_yaml", "flatten", "read_saved_spec", "spec_diff", "spec_to_dict",
+    "canonical", "dump_yaml", "flatten", "read_saved_spec", "spec_diff", "spec_to_dict", "upgrade_saved",
     # build
     "DEVICE_RE", "FLOAT_RE", "INT_MAX", "NAME_RE", "spec_from_dict", "suggest",
     # load

@@ -83,7 +83,16 @@ def read_saved_spec(path: Path) -> dict | None:
         old = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
-    return old if isinstance(old, dict) else None
+    return upgrade_saved(old) if isinstance(old, dict) else None
+
+
+def upgrade_saved(d: dict) -> dict:
+    """A spec saved by an older noisecli, read as what it trained: a data section without
+    `test_fraction` was split without a test split (0), not with today's default."""
+    data = d.get("data")
+    if isinstance(data, dict) and "test_fraction" not in data:
+        d = {**d, "data": {**data, "test_fraction": 0.0}}
+    return d
 
 
 def dump_yaml(d: dict) -> str:
