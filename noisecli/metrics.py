@@ -101,7 +101,8 @@ def _ppl(s) -> float:
 
 def _columns(out, y):
     """Regression outputs and targets as (examples, output dimensions), in float."""
-    return out.float().reshape(y.shape), y.float()  # y is (N, K) for regression; N may be 0 on a rank
+    width = math.prod(y.shape[1:])  # explicit: a rank may hold no rows of a batch, where -1 is undefined
+    return out.float().reshape(y.shape[0], width), y.float().reshape(y.shape[0], width)
 
 
 def _mae_sums(out, y, loss_sum) -> dict[str, Any]:
