@@ -243,8 +243,14 @@ def _check_input(noise, where: str, spec, problems: list[str]) -> None:
     dataset = DATASETS.get(spec.data.kind)
     if dataset is not None and TOKENS in dataset.modalities:
         problems.append(f"{where}.kind: 'input' adds Gaussian noise to continuous inputs, but data kind "
-                        f"{dataset.name!r} gives integer token ids (noise of std 0.01 cast back to an id "
-                        "moves about half of them to id-1); use 'token' or 'embedding' instead")
+                        f"{dataset.name!r} gives integer token ids (Gaussian noise cast back to an id moves "
+                        f"ids at random: at std {noise.factor:g} {_moved(noise.factor)}); use 'token' or "
+                        "'embedding' instead")
+
+
+def _moved(std: float) -> str:
+    """What adding N(0, std^2) and truncating to an integer does to a token id, in words."""
+    return "about half of them move to the id below" if std < 0.5 else "most of them move"
 
 
 NOISE = {

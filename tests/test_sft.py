@@ -244,3 +244,18 @@ def test_an_interrupted_instruction_run_resumes_exactly(sft_file, noise):
     from tests.test_train import assert_resume_is_exact
 
     assert_resume_is_exact(sft_spec(sft_file.parent, noise=noise), sft_file.parent, stop_after=5)
+
+
+def test_a_context_too_short_for_instruction_data_names_max_length(sft_file, cli):
+    spec = sft_spec(sft_file.parent, data={"max_length": 40}, model={
+        "kind": "hf", "config": {"model_type": "gpt2", "n_layer": 1, "n_head": 2, "n_embd": 16, "n_positions": 16}})
+    code, _, err = cli("train", spec, "--runs-dir", sft_file.parent / "runs")
+    assert code == 2 and "error: data.max_length: 40 is longer than the model's context (16); lower data.max_length" \
+        in err
+
+
+@pytest.mark.parametrize("factor,words", [(0.01, "at std 0.01 about half"), (2.0, "at std 2 most of them move")])
+def test_input_noise_on_token_data_says_the_factor_it_was_given(sft_file, cli, factor, words):
+    spec = sft_spec(sft_file.parent, noise={"kind": "input", "factor": factor})
+    code, _, err = cli("validate", spec)
+    assert code == 2 and "gives integer token ids" in err and words in err

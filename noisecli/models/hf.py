@@ -84,9 +84,9 @@ def build_hf(spec: ModelSpec, ds: Dataset) -> nn.Module:
                         "token ids; use the model's own tokenizer (data.tokenizer) or a larger vocab_size")
     context = getattr(model.config, "max_position_embeddings", None)
     if isinstance(context, int) and ds.block_size is not None and ds.block_size > context:
-        raise SpecError(f"data.block_size: {ds.block_size} is longer than the model's context ({context}); "
-                        "lower data.block_size" + (" or raise the config's context length"
-                                                   if spec.config is not None else ""))
+        key = "data.max_length" if ds.task == "sft" else "data.block_size"  # sft pads to max_length
+        raise SpecError(f"{key}: {ds.block_size} is longer than the model's context ({context}); "
+                        f"lower {key}" + (" or raise the config's context length" if spec.config is not None else ""))
     return HFCausalLM(model)
 
 
