@@ -207,3 +207,10 @@ def test_development_docs_name_every_module():
                if p.name != "__init__.py" and p.parent.name not in ("data", "models", "noise", "report")
                and f"`{p.relative_to(ROOT / 'noisecli')}`" not in text]
     assert not missing, f"docs/development.md's module table lacks {missing}"
+
+
+def test_a_forward_kind_without_draw_or_added_is_refused_when_defined():
+    with pytest.raises(TypeError, match="HalfKind acts inside the forward .* defines no added"):
+        class HalfKind(ForwardNoise):
+            def draw(self, shape, device, dtype):
+                return torch.zeros(shape)

@@ -32,12 +32,14 @@ def add_sums(into: dict[str, torch.Tensor], sums: dict[str, Any], device: torch.
 
 
 @torch.no_grad()
-def measure(run, split: str) -> dict[str, torch.Tensor]:
+def measure(run, split: str, perturb=None) -> dict[str, torch.Tensor]:
     """A split's named sums over its evaluation batches, with the model in eval mode as it is
-    (the caller brackets noise off), all on the device. With several processes each rank
-    measures its share of every batch (summed over ranks in `row`)."""
+    (the caller brackets noise off), all on the device; `perturb` (robustness) transforms each
+    batch's inputs first. With several processes each rank measures its share of every batch
+    (summed over ranks in `row`)."""
     task, sums = run.data.task, {}
     for x, y in run.batches.eval_batches(split):
+        x = x if perturb is None else perturb(x)
         x, y = run.world.share(x), run.world.share(y)
         with run.precision.autocast:
             out = run.eval_model(x)

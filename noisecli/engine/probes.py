@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from noisecli import metrics
-from noisecli.engine.evaluation import add_sums, split_metrics, summed_loss, to_host
+from noisecli.engine.evaluation import measure as measure_split, split_metrics, to_host
 
 SEED = 20_241_210  # the probes' own stream, the same for every run
 
@@ -40,31 +40,20 @@ def _perturbed(run, x: torch.Tensor, level: float, g: torch.Generator, std: torc
 @torch.no_grad()
 def robustness(run, levels: list[float]) -> dict[str, Any]:
     """The test metrics at every level, and their means over levels (robust_test_*)."""
-    d, task = run.data, run.data.task
+    d = run.data
     std = None if d.is_tokens else d.x_train.float().std(0, unbiased=False)
     curve: dict[str, list[float]] = {}
     for i, level in enumerate(levels):
         g = torch.Generator(device=run.device).manual_seed(SEED + i)
-        sums: dict[str, torch.Tensor] = {}
-        for x, y in run.batches.eval_batches("test"):
-            x, y = run.world.share(_perturbed(run, x, level, g, std)), run.world.share(y)
-            with run.precision.autocast:
-                out = run.eval_model(x)
-            add_sums(sums, metrics.metric_sums(out, y, task, summed_loss(task)), run.device)
-            add_sums(sums, {"count": metrics.count(y, task)}, run.device)
-        for name, value in metrics.split_values(task, "test", to_host(run.world, sums), every_metric=True).items():
+        sums = measure_split(run, "test", perturb=lambda x: _perturbed(run, x, level, g, std))
+        for name, value in metrics.split_values(d.task, "test", to_host(run.world, sums), every_metric=True).items():
             curve.setdefault(name, []).append(value)
     means = {f"robust_{name}": sum(values) / len(values) for name, values in curve.items()}
     return {"levels": list(levels), "curve": curve, **means}
 
 
-def _train_loss(run) -> torch.Tensor:
-    task, sums = run.data.task, {}
-    for x, y in run.batches.eval_batches("train"):
-        x, y = run.world.share(x), run.world.share(y)
-        with run.precision.autocast:
-            out = run.eval_model(x)
-        add_sums(sums, {"loss": summed_loss(task)(out, y), "count": metrics.count(y, task)}, run.device)
+def _train_loss(run) -> tuple[torch.Tensor, torch.Tensor]:
+    sums = measure_split(run, "train")
     return sums["loss"], sums["count"]
 
 

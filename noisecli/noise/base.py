@@ -122,16 +122,25 @@ class ForwardNoise(Noise):
 
     names: list[str]
 
+    def __init_subclass__(cls, **kwargs):
+        """A kind that forgets `draw` or `added` is refused when its class is defined, not at its
+        first training step."""
+        super().__init_subclass__(**kwargs)
+        missing = [m for m in ("draw", "added") if getattr(cls, m) is getattr(ForwardNoise, m)]
+        if missing:
+            raise TypeError(f"{cls.__name__} acts inside the forward (ForwardNoise) but defines no "
+                            f"{' and no '.join(missing)}")
+
     def __init__(self, spec: NoiseSpec, ctx: NoiseContext, index: int = 0):
         super().__init__(spec, ctx, index)
         self.handles: list = []
         self.current = 0.0
 
     def draw(self, shape, device, dtype) -> torch.Tensor:
-        raise NotImplementedError
+        """This step's unscaled draw of `shape`, from `self.generator` (every subclass defines it)."""
 
     def added(self, inputs: tuple, h: torch.Tensor, draw: torch.Tensor, factor) -> torch.Tensor:
-        raise NotImplementedError
+        """What is added to the output `h` (every subclass defines it; tensor arithmetic only)."""
 
     def draw_for(self, h: torch.Tensor) -> torch.Tensor:
         """This step's draw for output `h` (a kind may draw for more rows than this rank holds)."""
