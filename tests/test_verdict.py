@@ -303,7 +303,7 @@ def test_robustness_at_level_0_is_the_test_split_and_grows_worse_with_the_level(
     assert final["selected"]["robust_test_acc"] is not None  # measured at the selected checkpoint too
 
 
-def test_perturbations_are_the_same_for_every_run_and_never_touch_padding(tmp_path):
+def test_perturbations_are_the_same_for_every_run_and_never_touch_or_write_padding(tmp_path):
     from noisecli.engine.probes import _perturbed
 
     class Run:  # what _perturbed reads of a run
@@ -318,6 +318,7 @@ def test_perturbations_are_the_same_for_every_run_and_never_touch_padding(tmp_pa
     a = _perturbed(Run(Data()), x, 0.3, torch.Generator().manual_seed(7), None)
     b = _perturbed(Run(Data()), x, 0.3, torch.Generator().manual_seed(7), None)
     assert torch.equal(a, b) and torch.equal(a[:, 20:], x[:, 20:])
+    assert (a[:, :20] != 0).all()  # a replacement draws from the other tokens: never the pad id
     changed = (a[:, :20] != x[:, :20]).float().mean().item()
     assert 0.2 < changed < 0.35  # p = 0.3, less the draws that hit the same token
 

@@ -6,7 +6,7 @@ perturbations and the numbers compare across runs.
 Robustness: the test split's metrics with each input perturbed at each level: continuous inputs
 get Gaussian noise of level x the feature's standard deviation on the training split; token
 inputs have each token replaced, with probability level, by a uniform random token (never
-padding). Summarised as the mean over levels (the area under the robustness curve over its
+padding, and never replaced by it). Summarised as the mean over levels (the area under the robustness curve over its
 levels), `robust_test_<metric>`.
 
 Sharpness (average-case): the mean increase of the clean training loss when every parameter
@@ -32,7 +32,11 @@ def _perturbed(run, x: torch.Tensor, level: float, g: torch.Generator, std: torc
         replace = torch.rand(x.shape, generator=g, device=x.device) < level
         if d.pad_id is not None:
             replace &= x != d.pad_id
-        random = torch.randint(0, d.n_outputs, x.shape, generator=g, device=x.device)
+        if d.pad_id is None:
+            random = torch.randint(0, d.n_outputs, x.shape, generator=g, device=x.device)
+        else:  # uniform over the other tokens: a replacement never writes padding either
+            random = torch.randint(0, d.n_outputs - 1, x.shape, generator=g, device=x.device)
+            random += (random >= d.pad_id).to(random.dtype)
         return torch.where(replace, random, x)
     return x + level * std * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
 
