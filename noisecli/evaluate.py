@@ -34,9 +34,26 @@ def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
     return path
 
 
-def evaluate(run_dir: Path, checkpoint: str = "last", split: str = "val", device: str | None = None) -> dict[str, Any]:
+def levels_option(text: str | None) -> list[float] | None:
+    """--robustness 0.1,0.3: the levels, each a number >= 0."""
+    if text is None:
+        return None
+    try:
+        levels = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        levels = []
+    if not levels or any(not (v >= 0) or v == float("inf") for v in levels):
+        raise SpecError(f"--robustness: {text!r} is not a comma-separated list of levels >= 0, e.g. 0.1,0.3")
+    return levels
+
+
+def evaluate(run_dir: Path, checkpoint: str = "last", split: str = "val", device: str | None = None,
+             metric_names: list[str] | None = None, levels: list[float] | None = None,
+             rho: float | None = None, draws: int = 8) -> dict[str, Any]:
     """{checkpoint, step, ...} and every metric of the run's task on the split (`metrics.columns`:
-    val_loss, val_acc, ... or, with split 'train', clean_train_loss, clean_train_acc, ...)."""
+    val_loss, val_acc, ... or, with split 'train', clean_train_loss, clean_train_acc, ...), or
+    only `metric_names`; with `levels`, the split's metrics under input perturbation at each level
+    (robust_<split>_* and the curve, as final.json holds them); with `rho`, the sharpness."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise SpecError(f"eval: {run_dir}: no such run folder")
@@ -57,6 +74,26 @@ def evaluate(run_dir: Path, checkpoint: str = "last", split: str = "val", device
         raise SpecError(f"--checkpoint: {e.problems[0]}") from None
 
     trainer = Trainer(spec, run_dir.parent, quiet=True).setup()  # builds in memory; writes nothing
+    task = trainer.data.task
+    chosen = metrics.named(task, metric_names) if metric_names else metrics.for_task(task)
+    _load(trainer, state, path, run_dir)
+    if split == "test" and not trainer.data.has_test:
+        raise SpecError(f"--split test: run {run_dir.name!r} has no test split (data.test_fraction is 0 and "
+                        "its data brings none)")
+    trainer.model.eval()
+    sums = evaluation.measure(trainer, split)
+    values = evaluation.to_host(trainer.world, sums)  # one host read (vector sums too)
+
+    out: dict[str, Any] = {"run": str(run_dir), "checkpoint": str(path), "step": state.get("step"),
+                           "epoch": state.get("epoch"), "split": split}
+    keep = {metrics.column(m, split) for m in chosen}
+    out.update({k: v for k, v in metrics.split_values(task, split, values, every_metric=True).items() if k in keep})
+    out.update(_probes(trainer, split, keep, levels, rho, draws))
+    return out
+
+
+def _load(trainer, state: dict, path: Path, run_dir: Path) -> None:
+    """The checkpoint's weights and noise state into the trainer, as evaluation saw them."""
     try:
         trainer.raw_model.load_state_dict(state["model"])
         noise_states = state.get("rng", {}).get("noise", [])
@@ -67,16 +104,21 @@ def evaluate(run_dir: Path, checkpoint: str = "last", split: str = "val", device
                         f"({str(e).splitlines()[0][:160]})") from None
     for noise in trainer.noises:  # the model as evaluation saw it (Anti-PGD's clean point)
         noise.before_eval()
-    if split == "test" and not trainer.data.has_test:
-        raise SpecError(f"--split test: run {run_dir.name!r} has no test split (data.test_fraction is 0 and "
-                        "its data brings none)")
-    trainer.model.eval()
-    sums = evaluation.measure(trainer, split)
-    values = evaluation.to_host(trainer.world, sums)  # one host read (vector sums too)
 
-    out: dict[str, Any] = {"run": str(run_dir), "checkpoint": str(path), "step": state.get("step"),
-                           "epoch": state.get("epoch"), "split": split}
-    out.update(metrics.split_values(trainer.data.task, split, values, every_metric=True))
+
+def _probes(trainer, split: str, keep: set[str], levels: list[float] | None, rho: float | None,
+            draws: int) -> dict[str, Any]:
+    """robust_<column> and the curve of the kept columns under perturbation at `levels`; sharpness."""
+    from noisecli.engine import probes  # torch, only when a checkpoint is evaluated
+
+    out: dict[str, Any] = {}
+    if levels:
+        r = probes.robustness(trainer, levels, split)
+        kept = [k for k in r["curve"] if k in keep]
+        out.update({f"robust_{k}": r[f"robust_{k}"] for k in kept})
+        out["robustness"] = {"levels": r["levels"], **{k: r["curve"][k] for k in kept}}
+    if rho is not None:
+        out["sharpness"] = probes.sharpness(trainer, rho, draws)
     return out
 
 
@@ -84,7 +126,18 @@ def render(result: dict[str, Any]) -> str:
     lines = [f"{result['run']}: {Path(result['checkpoint']).name} at step {result['step']} "
              f"(epoch {result['epoch']}), {result['split']} split, noise off"]
     width = max(len(k) for k in result)
-    for k in metrics.every_column():
-        if k in result:
-            lines.append(f"  {k:<{width}}  {result[k]:.6f}")
+    names = [k for k in metrics.every_column() if k in result]
+    for k in names:
+        lines.append(f"  {k:<{width}}  {result[k]:.6f}")
+    for k in names:
+        if f"robust_{k}" in result:
+            lines.append(f"  {'robust_' + k:<{width}}  {result['robust_' + k]:.6f}  (mean over levels)")
+    if "robustness" in result:
+        curve = result["robustness"]
+        levels = "  ".join(f"{level:>9g}" for level in curve["levels"])
+        lines.append(f"  {'level':<{width}}  {levels}")
+        for k in names:
+            lines.append(f"  {k:<{width}}  " + "  ".join(f"{v:>9.4f}" for v in curve[k]))
+    if "sharpness" in result:
+        lines.append(f"  {'sharpness':<{width}}  {result['sharpness']:.6g}")
     return "\n".join(lines) + "\n"

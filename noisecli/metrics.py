@@ -18,6 +18,7 @@ imports torch inside, since it runs only while evaluating). docs/sweeps-and-repo
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -188,6 +189,22 @@ def higher_is_better(column_name: str) -> bool:
                 if m.name == name:
                     return m.higher_is_better
     raise KeyError(f"{column_name!r} is not a metric column")
+
+
+def named(task: str, names: list[str]) -> list[Metric]:
+    """The task's metrics named by `names` (`acc`, or a column such as `test_acc`), for
+    `noisecli eval --metrics`; a name the task does not measure is bad input."""
+    held = {m.name: m for m in for_task(task)}
+    out = []
+    for name in names:
+        plain = next((name[len(p):] for p in SPLIT_PREFIX.values() if name.startswith(p)), name)
+        if plain not in held:
+            close = difflib.get_close_matches(plain, list(held), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise SpecError(f"--metrics: {name!r} is not measured on {task} data{hint} "
+                            f"(its metrics: {', '.join(held)})")
+        out.append(held[plain])
+    return out
 
 
 def every_column() -> list[str]:

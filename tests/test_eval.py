@@ -85,3 +85,43 @@ def test_eval_bad_input_is_one_line_and_exit_2(tmp_path, cli, tiny_spec):
         code, out, err = cli("eval", run, "--checkpoint", path)
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
         assert err.startswith("error: --checkpoint: ") and str(path) in err
+
+
+def test_eval_metrics_robustness_and_sharpness_equal_what_the_run_measured_at_its_end(tmp_path, cli):
+    """`--metrics`, `--robustness` and `--sharpness` on last.pt give the numbers final.json holds
+    for the end of training (same checkpoint, same fixed perturbation seeds), keyed as it keys them."""
+    from tests.test_verdict import TABLE
+
+    spec = write_spec(tmp_path, {**TABLE, "name": "p", "eval": {"robustness": {"levels": [0, 0.5]},
+                                                                  "sharpness": {"rho": 0.05, "draws": 3}}})
+    train_run(spec, tmp_path / "runs")
+    run = tmp_path / "runs" / "p"
+    final = json.loads((run / "final.json").read_text())["final"]
+
+    only = eval_json(cli, run, "--split", "test", "--metrics", "acc,test_ece")
+    assert {k for k in only if k.startswith("test_")} == {"test_acc", "test_ece"}
+    assert only["test_acc"] == final["test_acc"] and only["test_ece"] == pytest.approx(final["test_ece"], abs=1e-7)
+
+    probed = eval_json(cli, run, "--split", "test", "--robustness", "0,0.5", "--sharpness", "0.05", "--draws", "3")
+    assert probed["robust_test_acc"] == pytest.approx(final["robust_test_acc"], abs=1e-7)
+    assert probed["robust_test_loss"] == pytest.approx(final["robust_test_loss"], abs=1e-6)
+    assert probed["robustness"]["levels"] == [0, 0.5]
+    assert probed["robustness"]["test_acc"] == pytest.approx(final["robustness"]["test_acc"], abs=1e-7)
+    assert probed["robustness"]["test_acc"][0] == probed["test_acc"]  # level 0 is the clean split
+    assert probed["sharpness"] == pytest.approx(final["sharpness"], rel=1e-5)
+
+    code, table, err = cli("eval", run, "--split", "val", "--metrics", "loss", "--robustness", "1")
+    assert code == 0, err
+    assert "robust_val_loss" in table and "val_acc" not in table and "level" in table
+
+    cases = {("--metrics", "r2"): "error: --metrics: 'r2' is not measured on classification data (its metrics: "
+                                  "loss, acc, f1, ece, brier)",
+             ("--metrics", "accc"): "error: --metrics: 'accc' is not measured on classification data; did you mean "
+                                    "'acc'? (its metrics: loss, acc, f1, ece, brier)",
+             ("--robustness", "0.1,x"): "error: --robustness: '0.1,x' is not a comma-separated list of levels >= 0, "
+                                        "e.g. 0.1,0.3",
+             ("--robustness", "-1"): "error: --robustness: '-1' is not a comma-separated list of levels >= 0, "
+                                     "e.g. 0.1,0.3"}
+    for args, message in cases.items():
+        code, out, err = cli("eval", run, *args)
+        assert (code, out, err.strip()) == (2, "", message), args

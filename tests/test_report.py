@@ -291,7 +291,7 @@ def test_report_on_a_file_says_what_report_reads(cli, tmp_path):
 
 def test_the_html_page_gives_each_configuration_one_colour_and_renders_its_legend(cli, sweep, tmp_path):
     from noisecli.report import build
-    from noisecli.report.page import NONE_COLOUR, colours
+    from noisecli.report.figures import NONE_COLOUR, colours
 
     configs, _ = build([sweep])
     colour = colours(configs)

@@ -428,3 +428,67 @@ def test_regression_metrics_of_a_rank_with_no_rows_are_zero_sums():
     sums = metrics.metric_sums(torch.zeros(0, 2), torch.zeros(0, 2), "regression",
                                lambda o, y: torch.nn.functional.mse_loss(o, y, reduction="sum"))
     assert all(float(torch.as_tensor(v).sum()) == 0 for v in sums.values())
+
+
+# ---------------------------------------------------------------- figures per metric family
+
+def curve_study(tmp_path):
+    """The study of ON_VAL against NONE, with a robustness curve and sharpness in every final.json."""
+    root = study(tmp_path, {"none": NONE, "a": ON_VAL})
+    for path in sorted(root.glob("*/final.json")):
+        final = json.loads(path.read_text())
+        better = path.parent.name.startswith("a")
+        acc = final["selected"]["test_acc"]
+        final["selected"].update(sharpness=0.01 if better else 0.05, test_ece=0.03,
+                                 robustness={"levels": [0, 0.5], "test_acc": [acc, acc - (0.1 if better else 0.3)],
+                                             "test_loss": [0.5, 0.9]})
+        path.write_text(json.dumps(final))
+    return root
+
+
+def test_the_figures_show_each_metric_family_and_a_robustness_curve_per_configuration(tmp_path):
+    from noisecli.report.figures import draw
+
+    configs, _ = build([curve_study(tmp_path)])
+    figs = draw(configs)
+    assert list(figs) == ["factor", "curves", "metrics", "robustness"]
+    titles = [ax.get_title() for ax in figs["metrics"].axes if ax.get_visible()]
+    assert titles == ["accuracy: test_acc (↑ better)", "calibration: test_ece (↓ better)",
+                      "flatness: sharpness (↓ better)"]
+    (robust,) = [ax for ax in figs["robustness"].axes if ax.get_visible()]
+    lines = {bars.get_label(): list(bars.lines[0].get_ydata()) for bars in robust.containers}
+    none_acc = [r[2] for r in NONE[1]]
+    assert lines["none"] == pytest.approx([sum(none_acc) / 3, sum(none_acc) / 3 - 0.3])
+    assert lines["0.1"][1] - lines["0.1"][0] == pytest.approx(-0.1)
+    # the final marker (filled) and the best one (hollow) never sit on each other
+    (factor,) = [ax for ax in figs["factor"].axes if ax.get_visible()]
+    marks = [(line.get_xdata()[0], line.get_markerfacecolor()) for line in factor.get_lines() if line.get_marker() == "o"]
+    assert len(marks) == 2 and marks[0][0] != marks[1][0] and marks[0][1] != marks[1][1]
+    page = render([tmp_path / "runs" / "s"], "html", "t")
+    assert page.count("<figcaption>") == 4 and "alt='metrics'" in page and "alt='robustness'" in page
+
+
+def test_report_figures_writes_each_figure_as_its_own_file_and_refuses_a_bad_folder(tmp_path, cli):
+    root = curve_study(tmp_path)
+    out = tmp_path / "figs"
+    code, stdout, err = cli("report", root, "-f", "md", "--figures", out)
+    assert code == 0, err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["curves.svg", "factor.svg", "metrics.svg", "robustness.svg"]
+    assert stdout.startswith("Verdict:") and "wrote" not in stdout  # the report on stdout stays clean
+    assert err.count("wrote ") == 4
+    first = (out / "metrics.svg").read_bytes()
+    assert first.startswith(b"<?xml") and b"<svg" in first
+    cli("report", root, "--figures", out)
+    assert (out / "metrics.svg").read_bytes() == first  # no date inside: the same runs give the same bytes
+    for fmt, magic in (("pdf", b"%PDF"), ("png", b"\x89PNG")):
+        code, _, err = cli("report", root, "--figures", out, "--figure-format", fmt)
+        assert code == 0 and (out / f"robustness.{fmt}").read_bytes().startswith(magic), err
+    report_file = tmp_path / "r.md"
+    code, _, err = cli("report", root, "-o", report_file, "--figures", report_file.parent / "r.md" / "x")
+    assert (code, err.strip()) == (2, f"error: --figures: folder {report_file} does not exist")
+    (tmp_path / "afile").write_text("")
+    code, _, err = cli("report", root, "-o", report_file, "--figures", tmp_path / "afile")
+    assert (code, err.strip()) == (2, f"error: --figures: {tmp_path / 'afile'} is a file; name a folder for the "
+                                      "figures")
+    assert not report_file.exists()  # refused before the report was written

@@ -42,15 +42,16 @@ def _perturbed(run, x: torch.Tensor, level: float, g: torch.Generator, std: torc
 
 
 @torch.no_grad()
-def robustness(run, levels: list[float]) -> dict[str, Any]:
-    """The test metrics at every level, and their means over levels (robust_test_*)."""
+def robustness(run, levels: list[float], split: str = "test") -> dict[str, Any]:
+    """The split's metrics at every level, and their means over levels (robust_test_*: the verdict
+    measures test; `noisecli eval --robustness` any split)."""
     d = run.data
     std = None if d.is_tokens else d.x_train.float().std(0, unbiased=False)
     curve: dict[str, list[float]] = {}
     for i, level in enumerate(levels):
         g = torch.Generator(device=run.device).manual_seed(SEED + i)
-        sums = measure_split(run, "test", perturb=lambda x: _perturbed(run, x, level, g, std))
-        for name, value in metrics.split_values(d.task, "test", to_host(run.world, sums), every_metric=True).items():
+        sums = measure_split(run, split, perturb=lambda x: _perturbed(run, x, level, g, std))
+        for name, value in metrics.split_values(d.task, split, to_host(run.world, sums), every_metric=True).items():
             curve.setdefault(name, []).append(value)
     means = {f"robust_{name}": sum(values) / len(values) for name, values in curve.items()}
     return {"levels": list(levels), "curve": curve, **means}

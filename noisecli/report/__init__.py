@@ -17,7 +17,7 @@ from noisecli.report.stats import ALPHA, Comparison, analyze, delta_ci, holm, t9
 from noisecli.report.verdict import not_run_yet, still_improving
 
 __all__ = ["ALPHA", "Comparison", "Config", "Run", "analyze", "build", "delta_ci", "find_runs", "group", "holm",
-           "plain_text", "render", "t975"]
+           "plain_text", "render", "t975", "check_figures_folder", "write_figures"]
 
 
 def build(dirs: list[Path], metric: str | None = None) -> tuple[list[Config], list[Run]]:
@@ -56,3 +56,21 @@ def render(dirs: list[Path], fmt: str, title: str, warn: Callable[[str], None] =
     if fmt == "json":
         return render_json(configs, runs, verdict)
     return render_html(configs, runs, title, verdict)
+
+
+def write_figures(dirs: list[Path], folder: Path, fmt: str, metric: str | None = None) -> list[Path]:
+    """Every figure of the html page as its own file in `folder` (made if missing), for a paper."""
+    from noisecli.report import figures  # matplotlib, only when figures are asked for
+
+    check_figures_folder(folder)
+    configs, _ = build(dirs, metric)
+    folder.mkdir(exist_ok=True)
+    return figures.write(configs, folder, fmt)
+
+
+def check_figures_folder(folder: Path) -> None:
+    """--figures DIR names a folder, or one to make in an existing folder (checked before any report is written)."""
+    if folder.is_file():
+        raise SpecError(f"--figures: {folder} is a file; name a folder for the figures")
+    if not folder.parent.is_dir():
+        raise SpecError(f"--figures: folder {folder.parent} does not exist")

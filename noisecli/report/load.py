@@ -35,6 +35,7 @@ class Run:
     updated: str = ""  # status.json's time stamp: of two runs of one seed, the newer is counted
     selected: dict | None = None  # final.json's selected checkpoint: its step, val and test metrics
     task: str | None = None  # final.json's: classification, regression, lm or sft
+    curve: dict | None = None  # final.json's robustness curve at the selected checkpoint: {levels, test_acc: [...]}
 
     @property
     def seed(self) -> int:
@@ -92,17 +93,28 @@ def _read_run(path: Path) -> Run:
     return Run(path, state, spec, rows, error, str(status.get("updated", "")), *_final(path))
 
 
-def _final(path: Path) -> tuple[dict | None, str | None]:
-    """final.json's selected checkpoint (numbers only) and the task, or None: a run from before
-    final.json, or one still training; a damaged file counts as absent (the rows still hold val)."""
+def _final(path: Path) -> tuple[dict | None, str | None, dict | None]:
+    """final.json's selected checkpoint (numbers only), the task and the robustness curve, or None:
+    a run from before final.json, or one still training; a damaged file counts as absent (the rows
+    still hold val)."""
     try:
         final = json.loads((path / "final.json").read_text(encoding="utf-8"))
         selected, task = final.get("selected"), final.get("task")
     except (OSError, ValueError, AttributeError):
-        return None, None
+        return None, None, None
     if not isinstance(selected, dict):
-        return None, None
-    return {k: v for k, v in selected.items() if _is_number(v)}, task if isinstance(task, str) else None
+        return None, None, None
+    return ({k: v for k, v in selected.items() if _is_number(v)}, task if isinstance(task, str) else None,
+            _curve(selected.get("robustness")))
+
+
+def _curve(raw: Any) -> dict | None:
+    """{levels: [...], metric: [...]} with every list of numbers as long as the levels, or None."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("levels"), list):
+        return None
+    n = len(raw["levels"])
+    lists = {k: v for k, v in raw.items() if isinstance(v, list) and len(v) == n and all(map(_is_number, v))}
+    return lists if "levels" in lists and n else None
 
 
 def _unreadable(path: Path, why: str) -> Run:
