@@ -1,10 +1,12 @@
 """A screenshot of an HTML report the way a reader sees it, from headless Chromium.
 
     noisecli report runs/SWEEP -f html -o report.html
-    python scripts/screenshot_report.py report.html docs/report.png [--width 1400]
+    python scripts/screenshot_report.py report.html docs/report.png [--width 1400] [--height 2400]
 
-Needs Debian's `chromium` (apt-get install chromium); nothing else. The page is rendered at
-the given width and at the height of its content.
+Needs Debian's `chromium` (apt-get install chromium); nothing else. The page is rendered in a
+window of a fixed size, --width by --height pixels (default 1400 x 2400), not at the height of
+its content: a longer page is cut at the bottom and a shorter one leaves blank space below
+it, so choose --height for the page at hand.
 """
 
 from __future__ import annotations

@@ -96,4 +96,4 @@ def test_version_common_options_and_whole_command_descriptions(cli, tiny_spec, t
     code, out, _ = cli("eval", "seed-0", "--runs-dir", tmp_path / "r" / "tiny-sweep", "-f", "json")
     assert code == 0 and '"val_loss"' in out
     code, out, _ = cli("train", "--help")
-    assert out.splitlines()[0].endswith(" train [OPTIONS] {SPEC} [KEY=VALUE]...")  # not <list[str]>
+    assert out.splitlines()[0].endswith(" train [OPTIONS] SPEC [KEY=VALUE]...")  # not <list[str]>, not {SPEC}

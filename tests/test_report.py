@@ -308,8 +308,8 @@ def test_the_html_page_gives_each_configuration_one_colour_and_renders_its_legen
 
 
 def test_html_to_a_terminal_is_refused_with_the_way_to_write_it(cli, sweep, monkeypatch):
-    import noisecli.cli
+    import noisecli.cli_common
 
-    monkeypatch.setattr(noisecli.cli, "stdout_is_terminal", lambda: True)
+    monkeypatch.setattr(noisecli.cli_common, "stdout_is_terminal", lambda: True)
     code, out, err = cli("report", sweep, "-f", "html")
     assert code == 2 and "--output report.html" in err and "base64" not in out

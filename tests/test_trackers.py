@@ -57,24 +57,43 @@ def test_mlflow_local_store_groups_a_sweeps_runs_under_its_name(cli, tmp_path, m
         assert r.data.params["noise.factor"] in ("0.1", "0.3")
 
 
+def settled(log, needles, timeout=60.0) -> bytes:
+    """The .wandb file once it holds every needle, or as it is after `timeout` seconds.
+
+    `run.finish()` returns when wandb's service has processed the run's exit record; the service
+    then closes the file on its own, after finish's fire-and-forget "inform finish" message
+    reaches it: until then the file may hold only its 7-byte header (the records wait in a 32 KiB
+    write buffer). The data is not lost (the service closes the file before it exits, and the
+    process waits for the service at exit), but a reader in the same process has to wait for it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        raw = log.read_bytes()
+        if all(n in raw for n in needles) or time.monotonic() > deadline:
+            return raw
+        time.sleep(0.05)
+
+
 def test_wandb_offline_run_records_the_config_every_evaluation_and_every_steps_loss(cli, tmp_path, monkeypatch):
     """wandb 0.31 keeps an offline run in one protobuf log (.wandb) and no longer ships a
     Python reader for it; its records hold each logged value as JSON text, so the values
     themselves are read back from the raw bytes."""
+    from noisecli.trackers import _stable_id
+
     monkeypatch.setenv("WANDB_MODE", "offline")
     code, out, err = cli("train", spec_with(tmp_path, "wandb"), "--runs-dir", tmp_path / "runs", "-q")
     assert code == 0, err
     assert out == ""  # --quiet stays quiet: W&B's banner is silenced
     run = tmp_path / "runs" / "t"
     (log,) = (run / "wandb").glob("offline-run-*/run-*.wandb")
-    raw = log.read_bytes()
-    for row in rows_of(run):
-        assert json.dumps(row["val_loss"]).encode() in raw and json.dumps(row["clean_train_loss"]).encode() in raw
+    values = [json.dumps(row[k]).encode() for row in rows_of(run) for k in ("val_loss", "clean_train_loss")]
+    # a resumed (or rerun) run continues the same W&B run: the id is stable per run folder
+    raw = settled(log, [*values, b"train_loss_step", b"val_acc", b'"kind"', _stable_id(run).encode()])
+    for value in values:
+        assert value in raw
     assert b"train_loss_step" in raw and b"val_acc" in raw
     assert b'"kind": "input"' in raw or b'"kind":"input"' in raw  # the resolved spec is the run's config
-    # a resumed (or rerun) run continues the same W&B run: the id is stable per run folder
-    from noisecli.trackers import _stable_id
-
     assert _stable_id(run).encode() in raw
 
 

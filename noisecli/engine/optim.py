@@ -7,6 +7,7 @@ import math
 import torch
 from torch.nn import functional as F
 
+from noisecli.engine.regularize import classification_loss
 from noisecli.spec import TrainSpec
 
 
@@ -21,11 +22,13 @@ def lr_at(t: TrainSpec, step: int, total_steps: int) -> float:
     return t.min_lr + coeff * (t.lr - t.min_lr)
 
 
-def loss_fn(out: torch.Tensor, y: torch.Tensor, task: str, reduction: str = "mean") -> torch.Tensor:
+def loss_fn(out: torch.Tensor, y, task: str, reduction: str = "mean", label_smoothing: float = 0.0) -> torch.Tensor:
+    """MSE for regression, else cross-entropy (its ignore_index rows left out); the training loss
+    may smooth the labels or take mixup's `Mixed` targets (engine/regularize.py), evaluation never."""
     out = out.float()
     if task == "regression":
         return F.mse_loss(out, y, reduction=reduction)
-    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction=reduction)
+    return classification_loss(out, y, reduction, label_smoothing)
 
 
 def adamw(params: list[torch.Tensor], like: list[torch.Tensor], t: TrainSpec, fast: dict) -> torch.optim.AdamW:

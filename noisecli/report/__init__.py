@@ -20,16 +20,17 @@ __all__ = ["ALPHA", "Comparison", "Config", "Run", "analyze", "build", "delta_ci
            "plain_text", "render", "t975", "check_figures_folder", "write_figures"]
 
 
-def build(dirs: list[Path], metric: str | None = None) -> tuple[list[Config], list[Run]]:
+def build(dirs: list[Path], metric: str | None = None,
+          baselines: list[str] | None = None) -> tuple[list[Config], list[Run]]:
     """The runs under `dirs`, grouped into configurations with their statistics."""
     runs = find_runs(dirs)
     configs = group(runs)
-    analyze(configs, metric)
+    analyze(configs, metric, baselines)
     return configs, runs
 
 
 def render(dirs: list[Path], fmt: str, title: str, warn: Callable[[str], None] = lambda line: None,
-           metric: str | None = None):
+           metric: str | None = None, baselines: list[str] | None = None):
     """The report in `fmt` (table | md | csv | json | html): a string, or a rich renderable for
     `table`. One run folder alone gets its per-evaluation table instead (html compares runs).
 
@@ -45,7 +46,7 @@ def render(dirs: list[Path], fmt: str, title: str, warn: Callable[[str], None] =
         raise SpecError(f"report: nothing to report: the {len(runs)} run folder{'s' if len(runs) > 1 else ''} "
                         f"under {', '.join(map(str, dirs))} {'are all' if len(runs) > 1 else 'is'} unreadable")
     configs = group(runs)
-    verdict = analyze(configs, metric)
+    verdict = analyze(configs, metric, baselines)
     verdict.notes += [line for line in (still_improving(configs), *not_run_yet(dirs, runs)) if line]
     if fmt == "table":
         return rich_table(configs, runs, verdict)
@@ -58,12 +59,13 @@ def render(dirs: list[Path], fmt: str, title: str, warn: Callable[[str], None] =
     return render_html(configs, runs, title, verdict)
 
 
-def write_figures(dirs: list[Path], folder: Path, fmt: str, metric: str | None = None) -> list[Path]:
+def write_figures(dirs: list[Path], folder: Path, fmt: str, metric: str | None = None,
+                  baselines: list[str] | None = None) -> list[Path]:
     """Every figure of the html page as its own file in `folder` (made if missing), for a paper."""
     from noisecli.report import figures  # matplotlib, only when figures are asked for
 
     check_figures_folder(folder)
-    configs, _ = build(dirs, metric)
+    configs, _ = build(dirs, metric, baselines)
     folder.mkdir(exist_ok=True)
     return figures.write(configs, folder, fmt)
 

@@ -39,8 +39,8 @@ CAPTIONS = {
               "grey: the no-noise baseline in every panel. The y axis spans the curves from a quarter of "
               "training on; earlier values run off the top.",
     "metrics": "Each metric family at the selected checkpoint (best val loss), on the test split: one row per "
-               "configuration, mean ± std over seeds; grey line and band: the baseline. The arrow in each "
-               "title says which way is better.",
+               "configuration, mean ± std over seeds; grey line and band: the baseline; dotted lines: the "
+               "other baselines (--baseline). The arrow in each title says which way is better.",
     "robustness": "Robustness curves: the test metric at the selected checkpoint with the test inputs perturbed "
                   "at each level (eval.robustness), mean over seeds, one panel per noise kind; grey: the "
                   "baseline. Level 0 is the clean test split; robust_test_* is the mean over the levels.",
@@ -77,7 +77,8 @@ def _plain(text: str) -> str:
 
 
 def _baseline_for(c: Config, configs: list[Config]) -> Config | None:
-    return next((b for b in configs if b.base == c.base and b.stats.get("baseline")), None)
+    """The configuration the statistics compared `c` with (the deciding --baseline's)."""
+    return next((b for b in configs if b.key == c.stats.get("vs_key")), None)
 
 
 def _short_label(c: Config) -> str:
@@ -199,6 +200,10 @@ def _metrics_figure(plt, metrics: list[tuple[str, str]], configs: list[Config]):
         base = next((m for _, c, m in rows if c.stats.get("baseline")), None)
         if base is not None:
             _reference(ax, base["mean"], base["std"], "v")
+        for label, mean in _other_references(configs, name):
+            ax.axvline(mean, color=NONE_COLOUR, linestyle=":", linewidth=1.2, label=_plain(label))
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend(fontsize=7, frameon=False)
         for i, c, m in rows:
             ax.errorbar(m["mean"], i, xerr=0 if math.isnan(m["std"]) else m["std"], fmt="o", color=colour[c.key],
                         capsize=3, markersize=6)
@@ -208,6 +213,20 @@ def _metrics_figure(plt, metrics: list[tuple[str, str]], configs: list[Config]):
         ax.set_title(f"{family}: {name} ({arrow})", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     return fig
+
+
+def _other_references(configs: list[Config], metric: str) -> list[tuple[str, float]]:
+    """('best-classical: dropout 0.2', its mean) for each baseline after the deciding one."""
+    names = list(configs[0].by_baseline)[1:] if configs else []
+    by_key = {c.key: c for c in configs}
+    out = []
+    for name in names:
+        keys = dict.fromkeys(c.by_baseline[name].get("vs_key") for c in configs)
+        for b in (by_key[k] for k in keys if k in by_key):
+            m = b.stats.get("metrics", {}).get(metric)
+            if m is not None:
+                out.append((f"{name}: {b.label}", m["mean"]))
+    return out
 
 
 def _robustness_key(configs: list[Config]) -> str | None:

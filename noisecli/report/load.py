@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from noisecli.errors import BadInput, SpecError
+from noisecli.regularizers import label_part, regularizer_of
 from noisecli.runs import RunFolder
 from noisecli.spec import canonical, flatten, noise_entries, noise_parts, read_saved_spec
 
@@ -229,21 +230,34 @@ class Config:
     noise: str
     factor: str
     runs: list[Run]
-    extra: str = ""
+    extra: str = ""  # the other settings that vary between configurations (model width, lr, noise options)
     stats: dict[str, Any] = field(default_factory=dict)
     diverged: list[Run] = field(default_factory=list)  # its runs that diverged or ended non-finite, one per seed
+    regs: str = ""  # the classical regularizers it uses, of those that vary: `dropout 0.2 + weight_decay 0.1`
+    study: str = ""  # the settings without noise and regularizers: configurations one baseline serves
+    by_baseline: dict[str, dict[str, Any]] = field(default_factory=dict)  # stats against each --baseline
+
+    @property
+    def noise_label(self) -> str:
+        return f"{self.noise}{' ' + self.factor if self.factor else ''}"
 
     @property
     def label(self) -> str:
-        return f"{self.noise}{' ' + self.factor if self.factor else ''}{' ' + self.extra if self.extra else ''}"
+        """`input 0.3 + dropout 0.2`, `dropout 0.2`, `none`: the noise part and the regularizer part,
+        then what else varies; as the report prints it and `--baseline` names it."""
+        core = self.noise_label if not self.regs else (self.regs if self.noise == "none" else
+                                                         f"{self.noise_label} + {self.regs}")
+        return f"{core}{' ' + self.extra if self.extra else ''}"
 
 
-def config_keys(spec: dict) -> tuple[str, str]:
-    """(configuration, base): the spec's canonical settings without the seed, and those
-    without the noise (the configurations of one base differ only in their noise)."""
+def config_keys(spec: dict) -> tuple[str, str, str]:
+    """(configuration, base, study): the spec's canonical settings without the seed, those
+    without the noise (the configurations of one base differ only in their noise), and those
+    without the classical regularizers too (the configurations one study compares)."""
     flat = flatten(canonical(spec, keep_seed=False))
     base = {k: v for k, v in flat.items() if not k.startswith("noise")}
-    return json.dumps(flat, sort_keys=True, default=str), json.dumps(base, sort_keys=True, default=str)
+    study = {k: v for k, v in base.items() if regularizer_of(k) is None}
+    return tuple(json.dumps(d, sort_keys=True, default=str) for d in (flat, base, study))
 
 
 def group(runs: list[Run]) -> list[Config]:
@@ -256,9 +270,9 @@ def group(runs: list[Run]) -> list[Config]:
     for run in runs:
         if run.state != "completed" and run.state not in SET_ASIDE:
             continue
-        key, base = config_keys(run.spec)
+        key, base, study = config_keys(run.spec)
         if key not in configs:
-            configs[key] = Config(key, base, *noise_parts(noise_entries(run.spec)), [])
+            configs[key] = Config(key, base, *noise_parts(noise_entries(run.spec)), [], study=study)
         configs[key].runs.append(run)
     out = list(configs.values())
     _label_extras(out)
@@ -273,7 +287,9 @@ def group(runs: list[Run]) -> list[Config]:
         kept = sorted(by_seed.values(), key=lambda r: r.seed)
         c.runs = [r for r in kept if r.state == "completed"]
         c.diverged = [r for r in kept if r.state != "completed"]
-    return sorted(out, key=lambda c: (c.extra, c.noise != "none", c.noise, factor_value(c.factor)))
+    # grouped by what else varies, then by the regularizer part (none first), then by the noise part
+    return sorted(out, key=lambda c: (c.extra, c.regs != "", c.regs, c.noise != "none", c.noise,
+                                      factor_value(c.factor)))
 
 
 def _mtime(path: Path) -> float:
@@ -298,14 +314,16 @@ def factor_value(text: str) -> float:
 
 
 def _label_extras(configs: list[Config]) -> None:
-    """Name what else differs between configurations beside the noise kind and factor: other
-    settings (model width, lr, ...), and noise options that vary among configurations of the
-    same kind (NEFTune's `length: example` against `padded`)."""
+    """Name what else differs between configurations beside the noise kind and factor: the
+    classical regularizers (`regs`), other settings (model width, lr, ...), and noise options that
+    vary among configurations of the same kind (NEFTune's `length: example` against `padded`)."""
     flats = [json.loads(c.key) for c in configs]
     base = [{k: v for k, v in f.items() if not k.startswith("noise")} for f in flats]
     keys = sorted({k for f in base for k in f})
-    varying = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in base}) > 1]
+    changing = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in base}) > 1]
+    varying = [k for k in changing if regularizer_of(k) is None]  # regularizers get their own part
     for c, f, b in zip(configs, flats, base):
+        c.regs = label_part(b, [k for k in changing if regularizer_of(k) is not None])
         options = {k: v for k, v in f.items() if k.startswith("noise") and k.split(".")[-1] not in ("kind", "factor")}
         same_kind = [json.loads(o.key) for o in configs if o.noise == c.noise]
         differ = [k for k in sorted(options)

@@ -21,7 +21,7 @@ CSV_COLUMNS = ["noise", "factor", "n", "n_diverged", "val_loss_mean", "val_loss_
                "metric_significant", "config"]
 
 # the columns whose text comes from run folders (spec values), not from the statistics
-FOLDER_TEXT_COLUMNS = ("noise", "factor", "config")
+FOLDER_TEXT_COLUMNS = ("noise", "factor", "regularizer", "config")
 
 
 def _finite_or_none(v: Any) -> Any:
@@ -89,23 +89,34 @@ def _own_metric_columns(configs: list[Config]) -> str | None:
     return None if metric in (None, "val_loss") else metric
 
 
+def baseline_names(configs: list[Config]) -> list[str]:
+    """The --baseline names the statistics were computed against, the deciding one first."""
+    return list(configs[0].by_baseline) if configs and configs[0].by_baseline else ["none"]
+
+
 def table_rows(configs: list[Config]) -> tuple[list[str], list[list[str]]]:
     has_acc = any(c.stats["val_acc_mean"] is not None for c in configs)
     has_extra = any(c.extra for c in configs)
+    has_regs = any(c.regs for c in configs)
     metric = _own_metric_columns(configs)
     words = metric.replace("_", " ") if metric else ""
     mean_fmt, delta_fmt = _metric_format(configs)
-    header = ["noise", "factor"] + (["config"] if has_extra else []) + ["n"] + \
-             ([words, f"Δ {words} vs none [95% CI]"] if metric else []) + \
+    first, *others = baseline_names(configs)
+    header = ["noise", "factor"] + (["regularizer"] if has_regs else []) + (["config"] if has_extra else []) + \
+             ["n"] + ([words, f"Δ {words} vs {first} [95% CI]"] if metric else []) + \
+             [f"Δ {words or 'val loss'} vs {name} [95% CI]" for name in others] + \
              ["val loss", "best val", "clean train", "gap"] + (["val acc"] if has_acc else []) + \
-             ["Δ vs none [95% CI]", "Δ best val vs none", "best"]
+             [f"Δ vs {first} [95% CI]", f"Δ best val vs {first}", "best"]
     rows = []
     for c in configs:
         s = c.stats
         mark = "overall" if s["best_overall"] else ("kind" if s["best_in_kind"] else "")
-        rows.append([c.noise, c.factor or "-"] + ([c.extra] if has_extra else []) + [_n_text(s)] +
+        rows.append([c.noise, c.factor or "-"] + ([c.regs or "-"] if has_regs else []) +
+                    ([c.extra] if has_extra else []) + [_n_text(s)] +
                     ([_pm(s["metric_mean"], s["metric_std"], mean_fmt), _delta_text(s, which="metric", fmt=delta_fmt)]
                      if metric else []) +
+                    [_delta_text(c.by_baseline[name], which="metric" if metric else "final",
+                                 fmt=delta_fmt if metric else "+.4f") for name in others] +
                     [_pm(s["val_loss_mean"], s["val_loss_std"]),
                      _pm(s["best_val_loss_mean"], s["best_val_loss_std"]), _f(s["clean_train_loss_mean"]),
                      _f(s["gap_mean"], "+.4f")] + ([_f(s["val_acc_mean"], ".3f")] if has_acc else []) +
@@ -130,7 +141,8 @@ def excluded_lines(runs: list[Run]) -> list[str]:
 LEGEND = ("val loss: final validation loss, mean ± std over seeds (each seed counted once). "
           "gap: val - clean train loss. "
           "Δ vs none: difference in mean final val loss against the no-noise configuration of the same base "
-          "('none', else a kind at factor 0, which trains exactly like none), "
+          "('none', else a kind at factor 0, which trains exactly like none; with the same regularizers, so "
+          "'input 0.3 + dropout 0.2' is compared with 'dropout 0.2'; --baseline names another), "
           "with a plain 95 % t-interval (paired by seed where the seeds match, Welch's otherwise). "
           "* where the p of that test, Holm-adjusted over all comparisons against the same baseline, is below "
           "0.05 (so an interval may exclude 0 without a star when many configurations are compared). "
@@ -149,7 +161,9 @@ def _other_metrics_markdown(configs: list[Config]) -> str:
     names = list(dict.fromkeys(n for c in configs for n in c.stats.get("metrics", {})))
     if not names:
         return ""
-    lines = ["| noise | factor | " + " | ".join(md_escape(n) for n in names) + " |", "|" + "---|" * (len(names) + 2)]
+    has_regs, has_extra = any(c.regs for c in configs), any(c.extra for c in configs)
+    lines = ["| noise | factor | " + ("regularizer | " if has_regs else "") + ("config | " if has_extra else "")
+             + " | ".join(md_escape(n) for n in names) + " |", "|" + "---|" * (len(names) + 2 + has_regs + has_extra)]
     for c in configs:
         cells = []
         for n in names:
@@ -164,7 +178,8 @@ def _other_metrics_markdown(configs: list[Config]) -> str:
                                                 f" [{format(m['low'], dfmt)}, {format(m['high'], dfmt)}]")
                 + (" \\*" if m["significant"] else ""))
             cells.append(f"{format(m['mean'], fmt)} ({delta})")
-        lines.append(f"| {md_escape(c.noise)} | {md_escape(c.factor or '-')} | " + " | ".join(cells) + " |")
+        regs = (f"{md_escape(c.regs or '-')} | " if has_regs else "") + (f"{md_escape(c.extra)} | " if has_extra else "")
+        lines.append(f"| {md_escape(c.noise)} | {md_escape(c.factor or '-')} | {regs}" + " | ".join(cells) + " |")
     return ("\nEvery metric at the selected checkpoint: mean over seeds (Δ vs the baseline [95% CI], * where the "
             "Holm-adjusted p within that metric's comparisons is below 0.05):\n\n" + "\n".join(lines) + "\n")
 
@@ -202,14 +217,25 @@ def render_csv(configs: list[Config]) -> str:
     others = list(dict.fromkeys(name for c in configs for name in c.stats.get("metrics", {})))
     parts = ("mean", "std", "delta", "ci_low", "ci_high", "p_adjusted")
     extra = [f"{name}_{part}" for name in others for part in parts]
-    w.writerow(CSV_COLUMNS + extra)
-    for c in configs:
-        s = {**c.stats, "noise": c.noise, "factor": c.factor, "config": c.extra}
-        for name, m in c.stats.get("metrics", {}).items():
+    columns = CSV_COLUMNS + LONG_COLUMNS + extra
+    w.writerow(columns)
+    for c, baseline, stats in long_rows(configs):
+        s = {**stats, "noise": c.noise, "factor": c.factor, "config": c.extra, "regularizer": c.regs,
+             "label": c.label, "baseline": baseline, "baseline_config": stats.get("vs")}
+        for name, m in stats.get("metrics", {}).items():
             s.update({f"{name}_mean": m["mean"], f"{name}_std": m["std"], f"{name}_delta": m["delta"],
                       f"{name}_ci_low": m["low"], f"{name}_ci_high": m["high"], f"{name}_p_adjusted": m["p_adjusted"]})
-        w.writerow(["" if _finite_or_none(s.get(k)) is None else s[k] for k in CSV_COLUMNS + extra])
+        w.writerow(["" if _finite_or_none(s.get(k)) is None else s[k] for k in columns])
     return buf.getvalue()
+
+
+# csv and json are long: one row per configuration and baseline
+LONG_COLUMNS = ["regularizer", "label", "baseline", "baseline_config"]
+
+
+def long_rows(configs: list[Config]):
+    """(configuration, baseline name, its stats against that baseline), baseline by baseline."""
+    return [(c, name, c.by_baseline.get(name, c.stats)) for name in baseline_names(configs) for c in configs]
 
 
 def _factor_json(text: str):
@@ -227,9 +253,14 @@ def render_json(configs: list[Config], runs: list[Run], verdict=None) -> str:
                                             "text": verdict.first_line(), "notes": verdict.notes}
     return json.dumps(_finite_or_none({
         "verdict": decided,
-        "configs": [{"noise": c.noise, "factor": _factor_json(c.factor), "config": c.extra, **c.stats,
+        "baselines": None if verdict is None else verdict.described,
+        "configs": [{"noise": c.noise, "factor": _factor_json(c.factor), "config": c.extra, "regularizer": c.regs,
+                     "label": c.label, "baseline": baseline, "baseline_config": stats.get("vs"),
+                     **{k: v for k, v in stats.items() if k not in ("vs_key", "baseline")},
+                     "is_baseline": stats.get("baseline"),
                      "runs": [{"path": str(r.path), "seed": r.seed, "val_loss": r.final["val_loss"],
-                               "best_val_loss": r.best_val} for r in c.runs]} for c in configs],
+                               "best_val_loss": r.best_val} for r in c.runs]}
+                    for c, baseline, stats in long_rows(configs)],
         "excluded": [{"path": str(r.path), "state": r.state, "error": r.error} for r in runs
                      if r.state != "completed"],
         "duplicates": sum(r.state == "duplicate" for r in runs),

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from noisecli.report import verdict
-from noisecli.report.load import Config, factor_is_zero
+from noisecli.report.baselines import NONE, describe, resolve
+from noisecli.report.load import Config
 
 ALPHA = 0.05  # intervals are 95 %; a comparison is significant where its Holm-adjusted p is below this
 
@@ -97,22 +98,43 @@ def holm(pvalues: list[float]) -> list[float]:
     return adjusted
 
 
-def analyze(configs: list[Config], metric: str | None = None) -> Verdict:
+def analyze(configs: list[Config], metric: str | None = None, baselines: list[str] | None = None) -> Verdict:
     """Fill each configuration's `stats`: spread over seeds, comparisons against its baseline with
     Holm-adjusted p values (final and best val loss, and the deciding metric), and which
-    configurations are best (overall and per kind) on the deciding metric; the verdict says how."""
+    configurations are best (overall and per kind) on the deciding metric; the verdict says how.
+    With several `baselines` (report/baselines.py), each gets its own comparisons and Holm families
+    in `by_baseline[name]`; `stats` is the first's."""
     decider = verdict.choose(configs, metric)
+    names = list(dict.fromkeys(baselines or [NONE]))
+    notes: list[str] = []
+    described = []
+    for i, name in enumerate(names):
+        mapping = resolve(configs, name, decider.select, decider.higher_is_better)
+        found = _against(configs, mapping, decider)
+        notes = found if i == 0 else notes
+        described.append(describe(name, mapping))
+        for c in configs:
+            c.by_baseline[name] = c.stats
+    for c in configs:
+        c.stats = c.by_baseline[names[0]]
+    return Verdict(decider, notes, names, described)
+
+
+def _against(configs: list[Config], mapping: dict[str, Config], decider: verdict.Decider) -> list[str]:
+    """One baseline's pass: each configuration's stats against mapping[its key]; the crowning notes."""
     for c in configs:
         c.stats = _summary(c, decider)
-    baselines = _baselines(configs)
+    for b in mapping.values():
+        b.stats["baseline"] = True
     for c in configs:
-        none = baselines.get(c.base)
+        none = mapping.get(c.key)
+        if none is not None:
+            c.stats["vs"], c.stats["vs_key"] = none.label, none.key
         if none is not None and none is not c and c.runs:
             c.stats.update(_comparisons(c, none, decider))
     # Holm within each baseline's family of comparisons, separately for each compared quantity:
     # a grid of 28 configurations at 95 % would otherwise star about 1.4 of them by chance
-    for base in baselines:
-        family = [c for c in configs if c.base == base and c.stats["p_value"] is not None]
+    for family in _families(configs, mapping, lambda c: c.stats["p_value"] is not None):
         for p_key, adj_key, mark in (("p_value", "p_adjusted", "significant"),
                                      ("best_p_value", "best_p_adjusted", "best_significant"),
                                      ("metric_p_value", "metric_p_adjusted", "metric_significant"),
@@ -120,11 +142,20 @@ def analyze(configs: list[Config], metric: str | None = None) -> Verdict:
             for c, adj in zip(family, holm([c.stats[p_key] for c in family])):
                 c.stats[adj_key] = adj
                 c.stats[mark] = None if math.isnan(adj) else adj < ALPHA
-    _other_metrics(configs, baselines)
-    return Verdict(decider, verdict.mark_best(configs, decider))
+    _other_metrics(configs, mapping)
+    return verdict.mark_best(configs, decider)
 
 
-def _other_metrics(configs: list[Config], baselines: dict[str, Config]) -> None:
+def _families(configs: list[Config], mapping: dict[str, Config], member) -> list[list[Config]]:
+    """The configurations compared with the same baseline configuration (and passing `member`)."""
+    families: dict[str, list[Config]] = {}
+    for c in configs:
+        if c.key in mapping and member(c):
+            families.setdefault(mapping[c.key].key, []).append(c)
+    return list(families.values())
+
+
+def _other_metrics(configs: list[Config], mapping: dict[str, Config]) -> None:
     """Every metric final.json holds at the selected checkpoint (test_*, robust_test_*, sharpness)
     beside the deciding one: mean, spread and the difference against the baseline with its
     interval and Holm-adjusted p (a family per metric and baseline), in `stats["metrics"]`."""
@@ -139,15 +170,14 @@ def _other_metrics(configs: list[Config], baselines: dict[str, Config]) -> None:
             mean, std = _mean_std(list(values.values()))
             entry = {"mean": mean, "std": std, "delta": None, "low": None, "high": None, "p_value": None,
                      "p_adjusted": None, "significant": None}
-            none = baselines.get(c.base)
+            none = mapping.get(c.key)
             if none is not None and none is not c and all(verdict.run_value(r, name) is not None for r in none.runs):
                 d = delta_ci(values, {r.seed: verdict.run_value(r, name) for r in none.runs})
                 entry.update(delta=d.delta, low=d.low, high=d.high, p_value=d.p)
             c.stats["metrics"][name] = entry
-    for base in baselines:
-        for name in names:
-            family = [c for c in configs if c.base == base and c.stats["metrics"].get(name, {}).get("p_value")
-                      is not None]
+    for name in names:
+        has_p = lambda c: c.stats["metrics"].get(name, {}).get("p_value") is not None  # noqa: E731
+        for family in _families(configs, mapping, has_p):
             for c, adj in zip(family, holm([c.stats["metrics"][name]["p_value"] for c in family])):
                 c.stats["metrics"][name].update(p_adjusted=adj, significant=None if math.isnan(adj) else adj < ALPHA)
 
@@ -156,9 +186,13 @@ def _other_metrics(configs: list[Config], baselines: dict[str, Config]) -> None:
 class Verdict:
     decider: verdict.Decider
     notes: list[str]  # where the never-crown-the-worse rule changed a pick
+    baselines: list[str] = field(default_factory=lambda: [NONE])  # as --baseline named them, the first decides
+    described: list[str] = field(default_factory=list)  # each as the verdict names it: best-classical (dropout 0.2)
 
     def first_line(self) -> str:
-        return self.decider.describe()
+        against = "" if self.baselines == [NONE] else \
+            f"; compared with {' and with '.join(self.described or self.baselines)}"
+        return self.decider.describe() + against
 
 
 def _summary(c: Config, decider: verdict.Decider) -> dict:
@@ -184,20 +218,6 @@ def _summary(c: Config, decider: verdict.Decider) -> dict:
         "metric_p_value": None, "metric_p_adjusted": None, "metric_significant": None,
         "delta_select": None, "select_p_value": None, "select_p_adjusted": None, "select_significant": None,
     }
-
-
-def _baselines(configs: list[Config]) -> dict[str, Config]:
-    """The baseline of each base: its `none` configuration, else one whose factors are all 0 (a
-    kind at factor 0 trains bitwise like `none`, so a grid of factors 0, 0.1, ... has one). Every
-    factor of a list of kinds must be 0: `input+weight 0/0.1` still trains with weight noise. A
-    configuration with no runs (every seed diverged) has nothing to compare with."""
-    baselines = {c.base: c for c in configs if c.noise == "none" and c.runs}
-    for c in configs:
-        if c.base not in baselines and c.runs and c.factor and all(factor_is_zero(f) for f in c.factor.split("/")):
-            baselines[c.base] = c
-    for c in baselines.values():
-        c.stats["baseline"] = True
-    return baselines
 
 
 def _comparisons(c: Config, none: Config, decider: verdict.Decider) -> dict:

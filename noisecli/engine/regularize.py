@@ -1,0 +1,68 @@
+"""The classical regularizers that act inside the training step: label smoothing (in the loss)
+and mixup (on the batch and its targets). Dropout lives in the models and weight decay in
+AdamW's parameter groups; early stopping is a policy of engine/evaluation.py.
+
+Both act on the training loss only: every evaluation (val, test, the clean train loss, the
+probes) is the plain loss, so runs with and without them compare on the same scale.
+
+Mixup (Zhang et al., 2018, and the reference implementation's `mixup_data`): each batch is
+mixed with a shuffled copy of itself, x' = lam x + (1 - lam) x[perm], and the loss is
+lam CE(out, y) + (1 - lam) CE(out, y[perm]), lam ~ Beta(alpha, alpha), one lam per batch. The
+draws come from the run's own stream (seeded by the spec's seed, checkpointed), on the host:
+lam is a Python float and perm one small host-to-device copy, so the step never waits on the
+device.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+MIXUP_STREAM = 7_919  # the mixup stream's offset from the run's seed
+
+
+@dataclass
+class Mixed:
+    """Targets of a mixed batch: y for the lam share, y_b (y shuffled) for the rest."""
+
+    y: torch.Tensor
+    y_b: torch.Tensor
+    lam: float
+
+    def share(self, share) -> "Mixed":
+        """This rank's rows (DDP), the mixing kept."""
+        return Mixed(share(self.y), share(self.y_b), self.lam)
+
+
+def classification_loss(out: torch.Tensor, y, reduction: str, label_smoothing: float) -> torch.Tensor:
+    """Cross-entropy over the last dim (ignore_index rows, padding and prompts, count nowhere),
+    smoothed by `label_smoothing`; for `Mixed` targets, lam of one plus (1 - lam) of the other."""
+    flat = out.reshape(-1, out.shape[-1])
+    if isinstance(y, Mixed):
+        a = F.cross_entropy(flat, y.y.reshape(-1), reduction=reduction, label_smoothing=label_smoothing)
+        b = F.cross_entropy(flat, y.y_b.reshape(-1), reduction=reduction, label_smoothing=label_smoothing)
+        return y.lam * a + (1 - y.lam) * b
+    return F.cross_entropy(flat, y.reshape(-1), reduction=reduction, label_smoothing=label_smoothing)
+
+
+class Mixup:
+    """train.mixup {alpha}: the batch mixer, with its own checkpointed stream."""
+
+    def __init__(self, alpha: float, seed: int, device: torch.device):
+        self.alpha, self.device = alpha, device
+        self.rng = random.Random(seed + MIXUP_STREAM)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Mixed]:
+        lam = self.rng.betavariate(self.alpha, self.alpha)
+        perm = torch.tensor(self.rng.sample(range(x.shape[0]), x.shape[0]), dtype=torch.long).to(self.device)
+        return lam * x + (1 - lam) * x[perm], Mixed(y, y[perm], lam)
+
+    def state_dict(self) -> dict:
+        version, internal, gauss = self.rng.getstate()
+        return {"version": version, "internal": list(internal), "gauss": gauss}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.setstate((state["version"], tuple(state["internal"]), state["gauss"]))
