@@ -24,9 +24,10 @@ TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "m
 class Option:
     """One key of a kind: its type (a typing annotation, checked by the spec loader), its default
     and one line of help. The bounds (ge, gt, le, lt) and choices of a list option hold for each
-    item. `path` marks values that name something on disk, relative to the spec file: 'file' and
-    'folder' must exist (a file must be a regular file, not a pipe or a device); 'any' is either;
-    'local' is a folder or a Hugging Face name in the cache."""
+    item. `path` marks values that name something on disk, relative to the spec file (to the current
+    folder when given as an override: `spec.raw.apply_overrides`): 'file' and 'folder' must exist (a
+    file must be a regular file, not a pipe or a device); 'any' is either; 'local' is a folder or a
+    Hugging Face name in the cache; 'code' is a kind: python target (FILE.py:FUNCTION or a module)."""
 
     type: Any
     default: Any
@@ -56,7 +57,9 @@ class Entry:
     factor: str = ""  # noise only: what the factor means
     formula: str = ""  # noise only
     note: str = ""  # noise only: a fact worth knowing before sweeping it (shown by `noisecli list`)
-    example_factor: float = 0.0  # noise only: a typical strength, used by benchmarks and examples
+    # noise only: a typical strength, the factor of an entry that gives none (`{kind: embedding}` is
+    # alpha 5); `factor` says it, with the typical range. Benchmarks and examples use it too.
+    example_factor: float = 0.0
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -69,8 +72,9 @@ TOKENIZER = Option(Optional[str], None, "a Hugging Face tokenizer, as a local fo
 
 def _python_options(returns: str) -> dict[str, Option]:
     return {
-        "target": Option(Optional[str], None, f"FILE.py:FUNCTION (relative to the spec file) or "
-                                              f"package.module:FUNCTION; the function returns {returns}",
+        "target": Option(Optional[str], None, f"FILE.py:FUNCTION (relative to the spec file; given as an "
+                                              f"override, to the current folder) or package.module:FUNCTION; "
+                                              f"the function returns {returns}",
                          path="code"),
         "args": Option(dict, {}, "keyword arguments for the function"),
         "code_sha256": Option(Optional[str], None, "filled in by noisecli: the hash of the target's file, "
@@ -218,6 +222,10 @@ MODELS = {
                                                          "{model_type: gpt2, n_layer: 2}"),
                   "trust_remote_code": Option(bool, False, "run Python code shipped in the model's folder "
                                                            "(never implied)"),
+                  "dropout": Option(Optional[float], None, "set every dropout probability of the config (each "
+                                                           "field named *dropout* or *pdrop*: gpt2's resid/embd/"
+                                                           "attn_pdrop, llama's attention_dropout, ...); null: the "
+                                                           "config's own", ge=0, lt=1),
               }, frozenset({TOKENS}), check=_check_hf),
         Entry("python", "your own model: a Python function (model.target) returning a torch.nn.Module whose "
                         "forward(x) gives logits or predictions like the built-in models",
@@ -263,7 +271,8 @@ NOISE = {
                   "distribution": Option(str, "gaussian", "gaussian | uniform (same std)",
                                          choices=("gaussian", "uniform")),
               }, frozenset({VECTOR, IMAGE}), check=_check_input,
-              factor="standard deviation", formula="x + factor * N(0, 1)", example_factor=0.1),
+              factor="standard deviation, typically 0.05-0.5 on standardized inputs; default 0.1",
+              formula="x + factor * N(0, 1)", example_factor=0.1),
         Entry("token", "each input token replaced by a random one (uniform or unigram); targets stay clean",
               "noisecli.noise.token:TokenNoise", {
                   "replace_with": Option(str, "uniform", "draw replacements uniformly or from the training "
@@ -272,8 +281,8 @@ NOISE = {
                   "include_prompt": Option(bool, True, "instruction data (sft): replace prompt tokens too, not only "
                                                        "the response's (padding is never replaced)"),
               }, frozenset({TOKENS}), check=_check_token,
-              factor="replacement probability p", formula="x_i -> random token with probability p",
-              example_factor=0.1),
+              factor="replacement probability p, in [0, 1], typically 0.05-0.2; default 0.1",
+              formula="x_i -> random token with probability p", example_factor=0.1),
         Entry("embedding", "NEFTune: uniform noise on the input embeddings, scaled by each example's length",
               "noisecli.noise.embedding:EmbeddingNoise", {
                   "distribution": Option(str, "uniform", "uniform (NEFTune) | gaussian, same scale",
@@ -283,26 +292,30 @@ NOISE = {
                                                    "on padding too (transformers' hook, issue 34659)",
                                    choices=("example", "padded")),
               }, frozenset({TOKENS}),
-              factor="alpha (NEFTune used 5-15)", formula="e + alpha / sqrt(L_i * d) * U(-1, 1)",
-              example_factor=5.0),
+              factor="alpha, typically 5-15 (NEFTune's values); default 5",
+              formula="e + alpha / sqrt(L_i * d) * U(-1, 1)", example_factor=5.0),
         Entry("weight", "Gaussian noise on the weights for forward and backward; the optimizer updates "
               "the clean weights", "noisecli.noise.weight:WeightNoise", {
                   "mode": Option(str, "additive", "w + factor*eps (additive) or w * (1 + factor*eps) "
                                                   "(multiplicative)", choices=("additive", "multiplicative")),
                   "targets": PARAMETER_TARGETS,
-              }, factor="standard deviation", formula="grad at w + factor * N(0, 1), step on w", example_factor=0.01),
+              }, factor="standard deviation (relative with mode multiplicative), typically 0.01-0.1; default 0.01",
+              formula="grad at w + factor * N(0, 1), step on w", example_factor=0.01),
         Entry("activation", "Gaussian noise on the outputs of chosen layers (forward hooks)",
               "noisecli.noise.activation:ActivationNoise", {
                   "targets": Option(Optional[list[str]], None, "module-name globs (default: every transformer "
                                                                "block, else every hidden nonlinearity)"),
-              }, factor="standard deviation", formula="h + factor * N(0, 1)", example_factor=0.1),
+              }, factor="standard deviation, typically 0.1-1; default 0.1", formula="h + factor * N(0, 1)",
+              example_factor=0.1),
         Entry("gradient", "annealed Gaussian noise on the clipped gradients (Neelakantan et al. 2015)",
               "noisecli.noise.gradient:GradientNoise", {
                   "gamma": Option(float, 0.55, "the variance decays as factor / (1 + t)^gamma", ge=0),
-              }, factor="eta", formula="g + N(0, eta / (1 + t)^gamma)", example_factor=0.01),
+              }, factor="eta, typically 0.01-1 (Neelakantan et al.'s values); default 0.01",
+              formula="g + N(0, eta / (1 + t)^gamma)", example_factor=0.01),
         Entry("anticorrelated", "Anti-PGD: the perturbation is the difference of two successive draws",
               "noisecli.noise.anticorrelated:AnticorrelatedNoise", {"targets": PARAMETER_TARGETS},
-              factor="standard deviation", formula="w + xi_{n+1} - xi_n, xi ~ N(0, factor^2)",
+              factor="standard deviation, typically 0.01-0.1 (as for weight noise); default 0.01",
+              formula="w + xi_{n+1} - xi_n, xi ~ N(0, factor^2)",
               note="with train.weight_decay 0 it trains exactly like additive weight noise (sweep one, not both)",
               example_factor=0.01),
     ]
@@ -314,6 +327,13 @@ TABLES = {"data": DATASETS, "model": MODELS, "noise": NOISE}
 def fits(entry: Entry, dataset: Entry) -> bool:
     """Whether a model or noise kind can act on what `dataset` provides."""
     return not entry.modalities or bool(entry.modalities & dataset.modalities)
+
+
+def default_factor(kind: str) -> float:
+    """The factor of a noise entry that gives none: its kind's typical strength (0 for none or
+    an unknown kind, which validation refuses)."""
+    entry = NOISE.get(kind)
+    return entry.example_factor if entry is not None else 0.0
 
 
 def noise_kinds_for(dataset_name: str) -> dict[str, float]:

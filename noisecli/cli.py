@@ -167,7 +167,7 @@ def validate(spec: SpecArg, overrides: OverridesArg = None,
 def list_(what: Annotated[Optional[str], typer.Argument(help="what to list (default: all)", show_default=False,
                                                          metavar="|".join(LIST_CHOICES),
                                                          autocompletion=complete_list)] = None) -> None:
-    """What a spec can name (models, datasets, noise kinds) and the examples init copies, one line each."""
+    """What a spec can name (models, datasets, noise kinds, regularizers) and the examples init copies."""
     with exit_codes():
         print(listing(what), end="")
 

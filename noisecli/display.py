@@ -269,7 +269,9 @@ def describe_run(run) -> str:
         sizes = f"{sizes} examples padded to {d.block_size} tokens, vocab {d.n_outputs}, loss on response tokens"
     else:
         sizes = f"{sizes} examples, {d.task}"
+    _, bound = spec.train.step_budget(run.steps_per_epoch)  # what stops the run: train.max_steps or the epochs
     return (f"{run.run.name}: {d.name} ({sizes}); {spec.model.kind} "
             f"({sum(p.numel() for p in run.params):,} parameters); noise {spec.noise_label}; "
             f"{run.device.type} {run.precision.name}"
-            f"{f' x {run.world.size} processes' if run.world.distributed else ''}; {run.total_steps:,} steps")
+            f"{f' x {run.world.size} processes' if run.world.distributed else ''}; {run.total_steps:,} steps "
+            f"({bound})")

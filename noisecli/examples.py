@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from noisecli.errors import SpecError
+from noisecli.runs import atomic_write
 
 FILES = Path(__file__).with_name("example_files")
-LIST_CHOICES = ("models", "datasets", "noise", "examples")
+LIST_CHOICES = ("models", "datasets", "noise", "regularizers", "examples")
 
 
 @dataclass(frozen=True)
@@ -60,14 +61,15 @@ def complete_examples(incomplete: str) -> list[tuple[str, str]]:
 
 
 def listing(what: str | None) -> str:
-    """`noisecli list [WHAT]`: the catalog's datasets, models and noise kinds, and the examples, one line each."""
+    """`noisecli list [WHAT]`: the catalog's datasets, models and noise kinds, the classical regularizers and the
+    examples, one line each."""
     from noisecli.catalog import DATASETS, MODELS, NOISE  # lazy: keeps --help fast
 
     if what is not None and what not in LIST_CHOICES:
         from noisecli.spec import suggest  # lazy: keeps --help fast
 
         raise SpecError(f"list: unknown {what!r}{suggest(what, LIST_CHOICES)}; "
-                        "choose models, datasets, noise or examples")
+                        "choose models, datasets, noise, regularizers or examples")
     lines = []
     for name, table in {"datasets": DATASETS, "models": MODELS, "noise": NOISE}.items():
         if what not in (None, name):
@@ -79,6 +81,12 @@ def listing(what: str | None) -> str:
             options = f"  (options: {', '.join(e.options)})" if e.options else ""
             note = f"  Note: {e.note}." if e.note else ""
             lines.append(f"  {e.name:<{width}}  {e.summary}{extra}{options}{note}")
+    if what in (None, "regularizers"):
+        from noisecli.regularizers import REGULARIZERS  # lazy, as the catalog above
+
+        width = max(len(r.key) for r in REGULARIZERS)
+        lines += ["regularizers:  (what report --baseline compares noise with; labels name them: dropout 0.2)",
+                  *(f"  {r.key:<{width}}  {r.summary}" for r in REGULARIZERS)]
     if what in (None, "examples"):
         width = max(map(len, EXAMPLES))
         lines += ["examples:  (noisecli init NAME [DIR] copies one)",
@@ -136,10 +144,11 @@ def init_example(name: str | None, folder: Path) -> str:
     try:
         for f in example.files:
             (folder / f).parent.mkdir(parents=True, exist_ok=True)
-            with open(folder / f, "xb") as out:  # x: a file that appeared since the check is not overwritten
-                written.append(folder / f)
-                out.write((FILES / f).read_bytes())
-    except OSError:
+            if (folder / f).exists():  # appeared since the check: never overwritten
+                raise SpecError(f"init: {folder / f} appeared while copying; nothing of it was overwritten")
+            written.append(folder / f)
+            atomic_write(folder / f, (FILES / f).read_bytes())  # whole or absent, as every file noisecli writes
+    except (OSError, SpecError):
         for path in written:
             path.unlink(missing_ok=True)
         for d in reversed(made):

@@ -56,13 +56,14 @@ def reason(e: BaseException, folder: Path | None = None) -> str:
     return text[:200]
 
 
-def load_local(loader, source: str, where: str, trust_remote_code: bool, trust_key: str | None = None):
+def load_local(loader, source: str, where: str, trust_remote_code: bool, trust_key: str | None = None, **kwargs):
     """`loader.from_pretrained(source)` from local files only, or one line saying why not.
 
     `trust_remote_code` is always passed, so transformers never decides it, and never asks on
     stdin (it would, for a folder whose config has an `auto_map`, and run the code on a `y`); a
     folder that ships its own code is refused before transformers reads it unless trusted.
-    `trust_key` is the spec key that would allow that code (None: nothing does)."""
+    `trust_key` is the spec key that would allow that code (None: nothing does); `kwargs` go to
+    from_pretrained (a `config=` with noisecli's settings applied)."""
     folder = Path(source) if Path(source).is_dir() else _cached_folder(source, where)
     shipped = shipped_code(folder, tokenizer="Tokenizer" in getattr(loader, "__name__", ""))
     if shipped and not trust_remote_code:
@@ -71,7 +72,8 @@ def load_local(loader, source: str, where: str, trust_remote_code: bool, trust_k
             + f" ({shipped})")
     try:
         with _no_stdin():
-            return loader.from_pretrained(source, local_files_only=True, trust_remote_code=trust_remote_code)
+            return loader.from_pretrained(source, local_files_only=True, trust_remote_code=trust_remote_code,
+                                          **kwargs)
     except Exception as e:  # noqa: BLE001 - a missing, corrupt or foreign file: the user's to fix
         if "trust_remote_code" in str(e):
             raise SpecError(f"{where}: {source} ships its own Python code; set {trust_key or 'trust_remote_code'}: "

@@ -23,11 +23,13 @@ fails when the two disagree).
 Every key has a default, so a spec can be three lines long. Unknown keys are errors, as
 are keys that only another kind uses (`data.block_size` with `digits`): each kind below
 lists its own options. `1e-4` is a number. Relative paths (`data.path`, `data.tokenizer`,
-`model.path`) are relative to the spec file (or, given as an override, to the current
-folder); a `model.path` or `data.tokenizer` that is not a local folder is a Hugging Face
-name looked up in the local cache only. Overrides set any key by its dotted path:
-`noisecli train SPEC noise.factor=0.05 model.hidden=[64,64]`; `noise.0.factor` names an
-entry of a list of noise kinds.
+`model.path`, the FILE.py of `data.target`/`model.target`) are relative to the spec file;
+given as an override, to the current folder, never the other: a `model.path` or
+`data.tokenizer` that is not a folder there is a Hugging Face name looked up in the local
+cache only. Overrides set any key by its dotted path: `noisecli train SPEC
+noise.factor=0.05 model.hidden=[64,64]`; `noise.0.factor` names an entry of a list of noise
+kinds; `KEY=null` removes a key (its default applies again), e.g. `data.kind=npz
+data.target=null data.path=x.npz`.
 """
 
 

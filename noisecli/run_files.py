@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
 from noisecli import metrics
 from noisecli.errors import DamagedFile
 
-STATES = ("running", "completed", "failed", "diverged", "interrupted")
+STATES = ("running", "completed", "failed", "diverged", "interrupted", "pruned")  # pruned: by a tune's pruner
 CHECKPOINT_FORMAT = 2  # 2: the model is the evaluated (clean) one for every kind
 CHECKPOINT_KEYS = {"model", "optimizer", "step", "rng"}
 
@@ -29,10 +30,16 @@ def metric_columns() -> list[str]:
 
 
 def first_line(e: BaseException, limit: int = 160) -> str:
-    """`Type: the first line of its message`, cut at a word (never mid-word) when long."""
+    """`Type: the first line of its message`; a long one is cut to its first sentence where that fits
+    (torch's "... failed finding central directory", not the advice after it), else at a word,
+    never mid-word."""
     text = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
     if len(text) > limit:
-        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+        sentence = text.find(". ")
+        if 0 < sentence <= limit:
+            text = text[:sentence]
+        elif " " in text[:limit]:  # (one long word, a path, stays whole)
+            text = text[:limit].rsplit(" ", 1)[0] + " ..."
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
@@ -53,8 +60,15 @@ def read_checkpoint(path: Path, keys: set[str] = frozenset({"model"})) -> dict:
         if not isinstance(state, dict) or not keys <= set(state):
             raise ValueError("not a noisecli checkpoint")
     except Exception as e:  # noqa: BLE001 - truncated, corrupt or foreign file
+        # torch.save writes a zip whose index is at its end: a copy cut short, or a foreign file, has
+        # none, and torch's own words for that (`OSError: [Errno 22]`, `KeyError: 101`) say nothing
+        unzipped = not isinstance(e, ValueError) and path.is_file() and not zipfile.is_zipfile(path)
+        objects = "objects other than tensors and plain data, which are never loaded"
         if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in str(e):
-            why = "it holds objects other than tensors and plain data, which are never loaded"
+            why = f"not a torch checkpoint: cut short, corrupt, or a pickle of {objects}" if unzipped \
+                else f"it holds {objects}"
+        elif unzipped:
+            why = f"cut short or not a checkpoint: {first_line(e)}"
         else:
             why = first_line(e)
         raise DamagedFile(f"{path}: cannot load ({why})") from None

@@ -20,7 +20,8 @@ from typing import Any
 from noisecli.errors import DamagedFile, SpecError
 from noisecli.run_files import metric_columns, newest_checkpoint, read_metrics_file, read_status_file
 from noisecli.run_lock import RunLock
-from noisecli.spec import dump_yaml as _dump_yaml, flatten, read_saved_spec, spec_diff, upgrade_saved
+from noisecli.spec import (dump_yaml as _dump_yaml, flatten, read_saved_spec, spec_diff, upgrade_saved,
+                           without_none_factor)
 
 # moved to run_files; imported here too, so that `from noisecli.runs import X` keeps working for them
 from noisecli.run_files import CHECKPOINT_FORMAT, CHECKPOINT_KEYS, STATES, first_line, read_checkpoint  # noqa: F401
@@ -361,7 +362,7 @@ def _rmdir_quiet(folder: Path) -> None:
 def _cut_short(old: dict, new: dict) -> bool:
     """Whether `old` reads like `new`'s YAML cut at a line boundary: its settings are the first
     of new's, in order and equal (name and device aside), the last perhaps a section left empty."""
-    a, b = list(flatten(old).items()), list(flatten(new).items())
+    a, b = list(flatten(without_none_factor(old)).items()), list(flatten(without_none_factor(new)).items())
     if len(a) >= len(b):
         return False
     for i, (key, value) in enumerate(a):

@@ -4,7 +4,7 @@ Points whose specs differ only in their noise factors and seed train as one vmap
 (`batched.train_group`); the rest train alone, each with the reason said once. Which points
 can share a stack is a question of their specs alone, apart from how a plan is made (`sweep`);
 --dry-run and the runner both ask it here. `plural`, the counting word of these notes, is the
-sweep's other messages' too.
+sweep's other messages' too, as are the lines about overrides on a sweep (`lost_overrides`, `about`).
 """
 
 from __future__ import annotations
@@ -65,3 +65,27 @@ def form_groups(points: list, max_batch: int, alone: Callable[[Spec], str | None
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def lost_overrides(overrides: list[str], grid: dict) -> list[str]:
+    """An override that every point would replace (a key the grid sets, the seed, the name) would
+    be dropped without a word: one line each, saying where that setting comes from instead."""
+    out = []
+    for text in overrides:
+        key = text.partition("=")[0].strip()
+        setter = next((g for g in grid if key == g or key.startswith(g + ".")), None)
+        if setter is not None:
+            out.append(f"override {text!r}: the grid sets {setter} at every point, so this value would never "
+                       f"be used; put it in the grid's values of {setter}, or leave it out")
+        elif key == "seed":
+            out.append(f"override {text!r}: each point's seed comes from the sweep's seeds; give --seeds instead")
+        elif key == "name":
+            out.append(f"override {text!r}: a sweep's points are named by their settings; name the sweep "
+                       f"with --name {text.partition('=')[2].strip() or 'NAME'}")
+    return out
+
+
+def about(keys: list[str], problem: str) -> bool:
+    """Whether `problem` ('noise.kind: unknown ...') is about one of the dotted `keys` or inside one."""
+    where = problem.split(":")[0]
+    return any(where == k or where.startswith(k + ".") for k in keys)

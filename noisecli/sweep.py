@@ -27,7 +27,7 @@ from noisecli.point_names import canonical_key, point_name
 from noisecli.runs import RunFolder
 from noisecli.spec import (DEVICE_RE, NAME_RE, SEED_MAX, Spec, apply_overrides, flatten, is_sweep_file, load_yaml,
                            read_saved_spec, read_yaml, set_dotted, spec_diff, spec_from_dict, spec_to_dict, suggest)
-from noisecli.stacks import form_groups, plural
+from noisecli.stacks import about, form_groups, lost_overrides, plural
 
 # moved to stacks and point_names; imported here too, so that `from noisecli.sweep import X` keeps working
 from noisecli.point_names import UNSAFE  # noqa: F401
@@ -136,10 +136,12 @@ def load_plan(path: Path | str, grid_options: list[str] | None = None, seeds: st
     elif source.base_raw is not None:  # every problem at once, each said once, where it is
         try:
             base_raw = apply_overrides(source.base_raw, overrides or [])
+            given = [text.partition("=")[0].strip() for text in overrides or []]  # (each read by apply_overrides)
+            problems += lost_overrides(overrides or [], grid)
             in_base = _base_problems(base_raw, source, grid)
             prefix = "base." if source.inline else f"{source.base_file}: "
-            problems += [prefix + p for p in in_base]
-            problems += [p for p in _expand(plan, base_raw, source.base_dir, skip=set(in_base))]
+            problems += [p if about(given, p) else prefix + p for p in in_base]  # an override's: named as typed
+            problems += [p for p in _expand(plan, base_raw, source.base_dir, skip=set(in_base), given=given)]
         except SpecError as e:
             problems += e.problems
     if problems:
@@ -216,9 +218,11 @@ def _no_noise(noise) -> bool:
                                  and e["factor"] == 0 for e in entries)
 
 
-def _expand(plan: Plan, base_raw: dict, base_dir: Path, skip: set[str] = frozenset()) -> list[str]:
+def _expand(plan: Plan, base_raw: dict, base_dir: Path, skip: set[str] = frozenset(),
+            given: list[str] = ()) -> list[str]:
     """Each grid point x seed made a spec and named; the problems found (none: the plan is filled),
-    leaving out those in `skip` (the base's own, already said)."""
+    leaving out those in `skip` (the base's own, already said); those about the overrides' keys
+    (`given`) that every point has are named by the key, as typed."""
     problems: list[tuple[str, str]] = []  # (grid point, problem)
     seen: dict[str, str] = {}
     keys = list(plan.grid)
@@ -257,7 +261,7 @@ def _expand(plan: Plan, base_raw: dict, base_dir: Path, skip: set[str] = frozens
             seen[key] = spec.name
             plan.points.append(Point(spec.name, {**relevant, "seed": seed}, spec))
     if problems:
-        return _once(problems, len(plan.points) + plan.merged)
+        return _once(problems, given, math.prod(len(v) for v in plan.grid.values()))
     names = [p.name for p in plan.points]
     if len(set(names)) != len(names):  # two settings that print alike: fall back to a hash suffix
         for p in plan.points:
@@ -266,8 +270,9 @@ def _expand(plan: Plan, base_raw: dict, base_dir: Path, skip: set[str] = frozens
     return []
 
 
-def _once(problems: list[tuple[str, str]], n_points: int) -> list[str]:
-    """A problem every grid point has (a misspelled grid key) is said once, as the grid's; one
+def _once(problems: list[tuple[str, str]], given: list[str] = (), n_points: int = 0) -> list[str]:
+    """A problem every grid point has (a misspelled grid key) is said once, as the grid's, or, when it
+    is about a key an override set (`given`) and all `n_points` have it, as that key's, as typed; one
     only some points have is said for each of them."""
     labels: dict[str, list[str]] = {}
     for label, problem in problems:
@@ -277,7 +282,9 @@ def _once(problems: list[tuple[str, str]], n_points: int) -> list[str]:
     n_labels = len({label for label, _ in problems}) if problems else 0
     out = []
     for problem, where in labels.items():
-        if len(where) > 1 and len(where) == n_labels and n_labels > 1:
+        if len(where) == n_points and about(given, problem):
+            out.append(problem)
+        elif len(where) > 1 and len(where) == n_labels and n_labels > 1:
             out.append(f"grid.{problem}")
         else:
             out += [f"grid point {label}: {problem}" for label in where]

@@ -29,6 +29,7 @@ from noisecli.engine import evaluation, probes
 from noisecli.engine.device import Precision, resolve_device
 from noisecli.engine.loop import train_until_done
 from noisecli.engine.optim import adamw, clip_value
+from noisecli.engine.regularize import Mixup, check_regularizers
 from noisecli.engine.session import RunSession
 from noisecli.engine.state import Interval, TrainState, checkpoint, restore
 from noisecli.engine.step import DDP, NoiseHooks, OneProcess, train_step
@@ -63,14 +64,13 @@ class Trainer:
         torch.manual_seed(spec.seed)
         self.data: Dataset = load_dataset(spec.data).to(self.device)
         metrics.check_watched((t.early_stopping or {}).get("metric"), self.data.task)
+        check_regularizers(t, spec.data.kind, self.data)
         if spec.eval.robustness is not None and not self.data.has_test:
             raise SpecError("eval.robustness: measured on the test split, and this data has none "
                             "(data.test_fraction is 0 and the data brings none); set data.test_fraction > 0")
         self.batches = Batches(self.data, t.batch_size, spec.seed, t.eval_batches, self.device)
         self.steps_per_epoch = self.batches.steps_per_epoch
-        self.total_steps = t.epochs * self.steps_per_epoch
-        if t.max_steps is not None:
-            self.total_steps = min(self.total_steps, t.max_steps)
+        self.total_steps, _ = t.step_budget(self.steps_per_epoch)
         self.eval_every = t.eval_every or self.steps_per_epoch
 
         self.raw_model = build_model(spec.model, self.data).to(self.device)
@@ -79,6 +79,7 @@ class Trainer:
         fast = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
         self.optimizer = adamw(self.params, self.params, t, fast)
         self.clip = clip_value(t)
+        self.mixup = Mixup(t.mixup["alpha"], spec.seed, self.device) if t.mixup else None
 
         self.noise_ctx = NoiseContext(self.raw_model, self.data, self.total_steps, self.device, spec.seed,
                                       self.world)

@@ -25,15 +25,78 @@ def checked_plan(path: Path | str, grid_options: list[str] | None = None, seeds:
 
 def check_buildable(specs: list[Spec]) -> None:
     """The checks only the components themselves can make, before anything runs: transformers'
-    own config checks for `hf` models, and building whatever names user code (`kind: python`)
-    or reads instruction data (`sft`). Only such specs import transformers or the user's code."""
+    own config checks for `hf` models, each `data.tokenizer` loaded, and building whatever names
+    user code (`kind: python`) or reads instruction data (`sft`). Only such specs import
+    transformers or the user's code. Every check runs, and every problem is said (one SpecError)."""
+    problems: list[str] = []
+    tracebacks: list[str] = []
+    built = ("python", "sft")  # user code, and instruction files whose problems show only when read
+    checks = []
     if any(s.model.kind == "hf" for s in specs):
         from noisecli.models.hf import check_hf_models  # torch and transformers: only for hf models
 
-        check_hf_models(specs)
-    built = ("python", "sft")  # user code, and instruction files whose problems show only when read
+        checks.append(check_hf_models)
+    tokenized = [s for s in specs if s.data.tokenizer is not None and s.data.kind not in built]  # sft: built below
+    if tokenized:
+        checks.append(lambda specs: check_tokenizers(tokenized))
     if any(s.data.kind in built or s.model.kind in built for s in specs):
-        check_python_specs(specs, built)
+        checks.append(lambda specs: check_python_specs(specs, built))
+    task_keyed = [s for s in specs if s.data.kind not in built and s.model.kind not in built and _task_keyed(s)]
+    if task_keyed:
+        checks.append(lambda specs: check_task_keys(task_keyed))
+    for check in checks:
+        try:
+            check(specs)
+        except SpecError as e:
+            problems += [p for p in e.problems if p not in problems]
+            tracebacks += getattr(e, "tracebacks", [])
+    if problems:
+        error = SpecError(problems)
+        error.tracebacks = tracebacks
+        raise error
+
+
+def _task_keyed(spec: Spec) -> bool:
+    """Keys whose validity depends on the data's task (early stopping on a metric other than the
+    loss every task has, label smoothing, mixup)."""
+    t = spec.train
+    return bool(t.label_smoothing or t.mixup or (t.early_stopping or {}).get("metric", "val_loss") != "val_loss")
+
+
+def check_task_keys(specs: list[Spec]) -> None:
+    """Each distinct data loaded once (the task and the input kind are known only then), and the
+    keys that depend on them checked as the trainer will check them."""
+    from noisecli import metrics  # the metric schema: which val metrics each task records
+    from noisecli.data import load_dataset  # torch: only specs with task-dependent keys come here
+    from noisecli.engine.regularize import check_regularizers  # as above
+
+    problems: list[str] = []
+    loaded: dict[str, object] = {}
+    for spec in specs:
+        key = json.dumps(spec_to_dict(spec)["data"], sort_keys=True, default=str)
+        data = loaded.setdefault(key, load_dataset(spec.data))
+        for check in (lambda: metrics.check_watched((spec.train.early_stopping or {}).get("metric"), data.task),
+                      lambda: check_regularizers(spec.train, spec.data.kind, data)):
+            try:
+                check()
+            except SpecError as e:
+                problems += [p for p in e.problems if p not in problems]
+    if problems:
+        raise SpecError(problems)
+
+
+def check_tokenizers(specs: list[Spec]) -> None:
+    """Each distinct `data.tokenizer` loaded (local files only), as the data will load it."""
+    from noisecli.hub import import_transformers, load_local  # transformers: only specs that name a tokenizer
+
+    problems: list[str] = []
+    for name in dict.fromkeys(s.data.tokenizer for s in specs if s.data.tokenizer is not None):
+        try:  # a tokenizer's own code never runs, as in data/text.py
+            load_local(import_transformers("data.tokenizer").AutoTokenizer, name, "data.tokenizer", False)
+        except SpecError as e:
+            problems += [p for p in e.problems if p not in problems]
+    if problems:
+        raise SpecError(problems)
 
 
 def check_python_specs(specs: list, kinds: tuple[str, ...] = ("python",)) -> None:
@@ -93,4 +156,6 @@ def stack_refusal(spec) -> str | None:
     acts where a stacked forward cannot see), for `sweep.form_groups`; None if it can."""
     from noisecli.noise import why_not_stacked  # torch: only `sweep --batched` asks
 
+    if spec.train.mixup:  # each member would need its own mixing of its own batch; not written yet
+        return "train.mixup: trained one after another (a stack mixes no batches yet)"
     return why_not_stacked(spec.noise)

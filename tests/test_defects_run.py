@@ -175,7 +175,7 @@ def test_no_module_writes_a_file_other_than_through_atomic_write():
     (error.log and .mlflow_run_id were) may appear only in runs.py's atomic helpers."""
     offenders = []
     for path in (ROOT / "noisecli").rglob("*.py"):
-        if path.name == "runs.py":
+        if path.name == "runs.py" or "example_files" in path.parts:  # examples: the user's scripts, copied out
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Call):

@@ -130,8 +130,8 @@ def test_init_copies_nothing_when_a_write_fails_part_way(cli, tmp_path, monkeypa
     real_open = builtins.open
 
     def full_disk(path, mode="r", *a, **kw):
-        if "x" in mode and str(path).endswith("instructions.jsonl"):
-            raise OSError(28, "No space left on device", str(path))
+        if "w" in mode and "instructions.jsonl" in str(path):  # atomic_write's temporary file beside it
+            raise OSError(28, "No space left on device")  # a full disk names no file: atomic_write adds it
         return real_open(path, mode, *a, **kw)
 
     monkeypatch.setattr(builtins, "open", full_disk)
@@ -164,7 +164,7 @@ def test_list_examples_one_line_each_and_list_all_ends_with_them(cli):
     assert code == 0 and everything.endswith(out) and everything.startswith("datasets:")
     code, _, err = cli("list", "exampels")
     assert (code, err) == (2, "error: list: unknown 'exampels'; did you mean 'examples'?; "
-                              "choose models, datasets, noise or examples\n")
+                              "choose models, datasets, noise, regularizers or examples\n")
 
 
 # ---------------------------------------------------------------- click's mistakes, one line
@@ -215,7 +215,7 @@ def complete(words: str, cword: int) -> list[str]:
 
 
 def test_shell_completion_of_list_and_init():
-    assert complete("noisecli list ", 2) == ["models", "datasets", "noise", "examples"]
+    assert complete("noisecli list ", 2) == ["models", "datasets", "noise", "regularizers", "examples"]
     assert complete("noisecli list n", 2) == ["noise"]
     assert complete("noisecli init ", 2) == list(EXAMPLES)
     assert complete("noisecli init find", 2) == ["findings-digits-mlp", "findings-pydoc-gpt"]
@@ -234,7 +234,7 @@ def test_usage_lines_read_as_click_writes_them_and_choices_are_listed_once(cli):
              for name in typer.main.get_command(app).commands}
     assert usage["train"] == "train [OPTIONS] SPEC [KEY=VALUE]..."
     assert usage["sweep"] == "sweep [OPTIONS] SWEEP_SPEC [KEY=VALUE]..."
-    assert usage["list"] == "list [OPTIONS] [models|datasets|noise|examples]"
+    assert usage["list"] == "list [OPTIONS] [models|datasets|noise|regularizers|examples]"
     assert usage["init"] == "init [OPTIONS] [EXAMPLE] [DIR]"
     assert not [u for u in usage.values() if "{" in u or "[[" in u]
     _, report_help, _ = cli("report", "--help")

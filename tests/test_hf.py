@@ -292,3 +292,28 @@ def test_saved_dataset_mistakes_are_one_line_and_exit_2(tmp_path, cli, splits, e
     code, out, err = cli("train", spec, "--runs-dir", tmp_path / "runs")
     assert code == 2 and message in err and err.startswith("error: ") and len(err.splitlines()) == 1, err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("source", ["config", "pretrained"])
+def test_model_dropout_sets_the_configs_dropout_and_is_off_in_eval(pretrained, tmp_path, source):
+    folder, _, saved = pretrained
+    model_spec = {"kind": "hf", "config": GPT2} if source == "config" else {"kind": "hf", "path": str(folder)}
+    data = {"kind": "markov", "block_size": 16, "n_tokens": 2000, "vocab_size": 200}
+
+    def built(dropout):
+        spec = spec_of({"name": "d", "data": data, "model": {**model_spec, "dropout": dropout}}, tmp_path)
+        return build_model(spec.model, load_dataset(spec.data))
+
+    x = torch.randint(0, 200, (4, 16))
+    on = built(0.5)
+    config = on.model.config
+    assert config.resid_pdrop == config.embd_pdrop == config.attn_pdrop == 0.5
+    if source == "pretrained":
+        assert all(torch.equal(on.model.state_dict()[k], saved[k]) for k in saved)  # the same weights
+    on.train()
+    assert not torch.equal(on(x), on(x))  # dropout is on in training
+    on.eval()
+    assert torch.equal(on(x), on(x))  # and off in evaluation
+    off = built(0.0)
+    off.train()
+    assert off.model.config.resid_pdrop == 0.0 and torch.equal(off(x), off(x))

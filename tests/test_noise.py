@@ -196,9 +196,9 @@ def test_token_noise_never_reaches_the_targets_the_loss_receives(tmp_path, monke
         seen["x"], seen["y"] = x.clone(), y.clone()
         return x, y
 
-    def loss_spy(out, y, task, reduction="mean"):
+    def loss_spy(out, y, task, reduction="mean", **kw):
         seen["loss_y"] = y.clone()
-        return real_loss(out, y, task, reduction)
+        return real_loss(out, y, task, reduction, **kw)
 
     trainer.batches.next = spy
     monkeypatch.setattr(trainer_module, "loss_fn", loss_spy)

@@ -20,7 +20,7 @@ def test_defaults_fill_a_three_line_spec(tmp_path):
     assert spec.data.kind == "wine" and spec.model.kind == "mlp"
     # the seed's defaults
     assert (spec.train.epochs, spec.train.lr, spec.train.grad_clip) == (3, 5e-5, 1.0)
-    assert spec.noise == [NoiseSpec()] and spec.noise[0].factor == 0.01
+    assert spec.noise == [NoiseSpec()] and spec.noise[0].factor == 0.0  # none: each kind has its own default
 
 
 def test_unknown_key_names_the_dotted_path_and_suggests():

@@ -179,7 +179,7 @@ def test_cli_train_then_completed_run_is_not_retrained(cli, tiny_spec, tmp_path)
     first = out.splitlines()[0]
     assert first.startswith("tiny: digits (120 train / 360 val / 359 test examples, classification); mlp "
                             f"({64 * 32 + 32 + 32 * 10 + 10:,} parameters); noise input 0.3; ")
-    assert first.endswith("; 24 steps")  # between: the device and precision that auto picked
+    assert first.endswith("; 24 steps (3 epochs of 8 steps)")  # between: the device and precision that auto picked
     before = (runs / "tiny" / "metrics.csv").stat().st_mtime_ns
     code, out, _ = cli("train", tiny_spec, "--runs-dir", runs)
     assert code == 0 and "already completed" in out

@@ -21,7 +21,24 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from noisecli.errors import SpecError
+
 MIXUP_STREAM = 7_919  # the mixup stream's offset from the run's seed
+TASK_WORDS = {"classification": "classification", "regression": "regression", "lm": "language modelling",
+              "sft": "instruction data"}
+
+
+def check_regularizers(t, data_kind: str, data) -> None:
+    """What only the loaded data can tell: label smoothing needs class labels (classification, lm,
+    sft), mixup continuous inputs with class labels."""
+    task = TASK_WORDS.get(data.task, data.task)
+    problems = []
+    if t.label_smoothing and data.task == "regression":
+        problems.append(f"train.label_smoothing: smooths class labels; {data_kind} data is {task}")
+    if t.mixup and (data.task != "classification" or data.is_tokens):
+        problems.append(f"train.mixup: mixes continuous inputs of classification data; {data_kind} data is {task}")
+    if problems:
+        raise SpecError(problems)
 
 
 @dataclass

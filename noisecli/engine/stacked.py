@@ -98,6 +98,7 @@ class Stacked:
         lead = members[0]
         self.task, self.device, self.autocast = lead.data.task, lead.device, lead.precision.autocast
         self.train_spec, self.total_steps = lead.spec.train, lead.total_steps
+        self.smoothing = lead.spec.train.label_smoothing  # the same for every member (it is not swept in a stack)
         self.template = copy.deepcopy(lead.raw_model)  # the structure functional_call runs
         for module in self.template.modules():
             if hasattr(module, "explicit"):  # gpt attention: vmap has no rule for the fused kernel
@@ -173,7 +174,7 @@ class Stacked:
             out = functional_call(self.template, (params, buffers), (x,))
         finally:
             self.feed.feed = None
-        return loss_fn(out, y, self.task)
+        return loss_fn(out, y, self.task, label_smoothing=self.smoothing)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         feed = self.feed.draws([m.noises for m in self.members], x)  # after before_forward set the factors

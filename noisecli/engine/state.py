@@ -110,6 +110,8 @@ def checkpoint(run) -> dict[str, Any]:
     generator (torch's, the data order's, each noise's), the state and the spec."""
     rng = {"torch": torch.get_rng_state(), "batches": run.batches.state_dict(),
            "noise": [n.state_dict() for n in run.noises]}
+    if run.mixup is not None:
+        rng["mixup"] = run.mixup.state_dict()
     if run.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(run.device)
     s = run.state
@@ -141,6 +143,8 @@ def restore(run, saved: dict[str, Any]) -> None:
     run.batches.load_state_dict(saved["rng"]["batches"])
     for noise, s in zip(run.noises, saved["rng"]["noise"]):
         noise.load_state_dict(s)
+    if run.mixup is not None and "mixup" in saved["rng"]:
+        run.mixup.load_state_dict(saved["rng"]["mixup"])
     s = run.state
     s.interval.load_state_dict(saved["interval"])
     s.step, s.rows, s.best_val, s.elapsed = saved["step"], list(saved["rows"]), saved["best_val_loss"], \

@@ -1,9 +1,9 @@
 """One training step, written once, and the strategies that carry it out.
 
     lr  <- the schedule at this step             factors <- each noise entry's, at this step
-    x, y <- the next batch, through transform_input   (input, token noise)
+    x, y <- the next batch, through transform_input   (input, token noise), then mixup (train.mixup)
     before_forward                               (weight noise perturbs the parameters)
-    loss <- forward (forward-acting kinds act here) ; backward
+    loss <- forward (forward-acting kinds act here; label smoothing) ; backward
     after_backward                               (weight noise restores them)
     grad_norm <- clip                            (pre-clip norm)
     on_gradients                                 (gradient noise)
@@ -25,6 +25,7 @@ import torch
 
 from noisecli.distributed import rank_seed
 from noisecli.engine.optim import loss_fn, lr_at, set_lr
+from noisecli.engine.regularize import Mixed
 from noisecli.metrics import count
 
 
@@ -75,6 +76,7 @@ class OneProcess:
         self.run = run
         self.train_spec, self.total_steps, self.task = run.spec.train, run.total_steps, run.data.task
         self.optimizer, self.hooks = run.optimizer, run.hooks
+        self.smoothing, self.mixup = run.spec.train.label_smoothing, run.mixup  # engine/regularize.py
 
     @property
     def scaler(self) -> torch.amp.GradScaler:
@@ -88,11 +90,13 @@ class OneProcess:
         x, y = self.run.batches.next()
         for noise, f in zip(self.run.noises, factors[0]):
             x = noise.transform_input(x, f, y)
+        if self.mixup is not None:  # each example noised as it comes, then the batch mixed
+            x, y = self.mixup(x, y)
         return x, y
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, y) -> torch.Tensor:
         with self.autocast:
-            return loss_fn(self.run.model(x), y, self.task)
+            return loss_fn(self.run.model(x), y, self.task, label_smoothing=self.smoothing)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
@@ -147,11 +151,12 @@ class DDP(OneProcess):
     def batch(self, factors: list[list[float]]) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = super().batch(factors)
         world = self.run.world
-        self.targets = count(y, self.task)  # of the global batch
+        self.targets = count(y.y if isinstance(y, Mixed) else y, self.task)  # of the global batch
         self.run.noise_ctx.global_batch = x.shape[0]
-        return world.share(x), world.share(y)
+        return world.share(x), y.share(world.share) if isinstance(y, Mixed) else world.share(y)
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, y) -> torch.Tensor:
         with self.autocast:  # DDP averages over ranks: the mean over the global batch's targets
             out = self.run.model(x)
-            return loss_fn(out, y, self.task, reduction="sum") * (self.run.world.size / self.targets)
+            return loss_fn(out, y, self.task, reduction="sum", label_smoothing=self.smoothing) * \
+                (self.run.world.size / self.targets)

@@ -64,18 +64,41 @@ def _fresh_config(transformers, spec: ModelSpec, vocab_size: int | None):
     return config
 
 
+DROPOUT_WORDS = ("dropout", "pdrop")  # how transformers' configs name their dropout probabilities
+
+
+def set_dropout(config, p: float | None) -> list[str]:
+    """model.dropout: every float field of the config named like a dropout probability set to p
+    (gpt2: resid_pdrop, embd_pdrop, attn_pdrop, ...; llama: attention_dropout); the fields set."""
+    if p is None:
+        return []
+    keys = [k for k, v in config.to_dict().items()
+            if any(w in k for w in DROPOUT_WORDS) and isinstance(v, float) and not isinstance(v, bool)]
+    if not keys:
+        raise SpecError(f"model.dropout: the {config.model_type} config has no dropout field to set")
+    for k in keys:
+        setattr(config, k, float(p))
+    return keys
+
+
 def build_hf(spec: ModelSpec, ds: Dataset) -> nn.Module:
     transformers = import_transformers("model.kind: 'hf'")
     auto = transformers.AutoModelForCausalLM
     if spec.config is not None:
         config = _fresh_config(transformers, spec, ds.n_outputs)
+        set_dropout(config, spec.dropout)
         try:
             model = auto.from_config(config, trust_remote_code=spec.trust_remote_code)
         except Exception as e:  # noqa: BLE001 - values the config accepted but the model cannot use
             raise SpecError(f"model.config: transformers cannot build this {config.model_type}: {reason(e)}") from None
         where = "model.config"
     else:
-        model = load_local(auto, spec.path, "model.path", spec.trust_remote_code, "model.trust_remote_code")
+        trust = (spec.path, "model.path", spec.trust_remote_code, "model.trust_remote_code")
+        config = {}
+        if spec.dropout is not None:  # dropout modules read p when built: the config first, then the weights
+            config = {"config": load_local(transformers.AutoConfig, *trust)}
+            set_dropout(config["config"], spec.dropout)
+        model = load_local(auto, *trust, **config)
         where = "model.path"
     model = model.float()
     vocab = model.get_input_embeddings().num_embeddings

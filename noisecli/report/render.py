@@ -178,7 +178,8 @@ def _other_metrics_markdown(configs: list[Config]) -> str:
                                                 f" [{format(m['low'], dfmt)}, {format(m['high'], dfmt)}]")
                 + (" \\*" if m["significant"] else ""))
             cells.append(f"{format(m['mean'], fmt)} ({delta})")
-        regs = (f"{md_escape(c.regs or '-')} | " if has_regs else "") + (f"{md_escape(c.extra)} | " if has_extra else "")
+        regs = (f"{md_escape(c.regs or '-')} | " if has_regs else "") + \
+            (f"{md_escape(c.extra)} | " if has_extra else "")
         lines.append(f"| {md_escape(c.noise)} | {md_escape(c.factor or '-')} | {regs}" + " | ".join(cells) + " |")
     return ("\nEvery metric at the selected checkpoint: mean over seeds (Δ vs the baseline [95% CI], * where the "
             "Holm-adjusted p within that metric's comparisons is below 0.05):\n\n" + "\n".join(lines) + "\n")

@@ -18,7 +18,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from noisecli import catalog
 from noisecli.errors import SpecError
-from noisecli.spec.raw import local_or_name
+from noisecli.spec.raw import HubName, local_or_name
 from noisecli.spec.rules import check_train, suggest
 from noisecli.spec.sections import SECTIONS, KindSection, NoiseSpec, Spec, _public_fields
 from noisecli.targets import resolve_target
@@ -315,10 +315,20 @@ def _resolve_paths(section: KindSection, where: str, entry: catalog.Entry, base:
 
 
 def _local_folder(value: str, where: str, base: Path, problems: list[str]) -> str:
-    """A folder made absolute (it must exist), or a Hugging Face name left for the cache lookup."""
+    """A folder made absolute (it must exist), or a Hugging Face name left for the cache lookup.
+    Never one for the other: a name given on the command line is not looked for next to the spec
+    file, and a name in the spec file that is a folder in the current folder (where transformers
+    would read it from) is refused rather than read from there."""
+    if isinstance(value, HubName):  # an override that is no folder in the current folder
+        return str(value)
     resolved = local_or_name(value, base)
-    if Path(resolved).is_absolute() and not Path(resolved).is_dir():
-        problems.append(f"{where}: folder not found: {resolved}")
+    if Path(resolved).is_absolute():
+        if not Path(resolved).is_dir():
+            problems.append(f"{where}: folder not found: {resolved}")
+    elif Path(value).expanduser().exists():
+        problems.append(f"{where}: {value!r} is not a folder next to the spec file ({base / value} not found), "
+                        f"and as a Hugging Face name it would be read from {Path(value).resolve()} in the current "
+                        "folder; give the folder's path relative to the spec file, or an absolute path")
     return resolved
 
 

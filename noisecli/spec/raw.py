@@ -2,7 +2,8 @@
 
 Every spec, override and --grid value is read by `SpecLoader`, whose limits keep a YAML
 document far from what would break the code that walks it, and which refuses a key given
-twice. Overrides set dotted keys in the mapping; paths they give are made absolute here.
+twice. Overrides set (or, with KEY=null, remove) dotted keys in the mapping; paths they give
+are relative to the current folder, and made absolute here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from typing import Any
 
 import yaml
 
+from noisecli import catalog
 from noisecli.errors import SpecError
+from noisecli.spec.rules import suggest
+from noisecli.spec.sections import KIND_SECTIONS, SECTIONS, SPEC_KEYS, _public_fields
+from noisecli.targets import TARGET_RE
 
 # YAML 1.1 reads these words as booleans; on a command line they are meant as words
 YAML11_WORDS = ("yes", "no", "on", "off", "y", "n")
@@ -189,9 +194,6 @@ def set_dotted(raw: dict, keys: list[str], value: Any) -> str | None:
     return None
 
 
-LOCAL_KEYS = ("path", "tokenizer")  # values that name files or folders, relative to where they are written
-
-
 def local_or_name(value: str, base: Path, always_local: bool = False) -> str:
     """`value` made absolute against `base` when it names something local; otherwise it is
     left as it is, a Hugging Face name ("gpt2", "org/model") to look up in the local cache.
@@ -205,20 +207,114 @@ def local_or_name(value: str, base: Path, always_local: bool = False) -> str:
 
 
 def apply_overrides(raw: dict, overrides: list[str], cwd: Path | None = None) -> dict:
-    """Set each dotted key in a copy of `raw`. Paths given here are relative to the cwd."""
+    """Set each dotted key in a copy of `raw`; `KEY=null` removes the key (its default applies
+    again: `data.kind=npz data.target=null data.path=x.npz`). One rule for paths: those given here
+    are relative to the current folder (`cwd`), those in the spec file to the spec file's folder."""
     raw = copy.deepcopy(raw)
-    problems = []
+    problems, given = [], []
     for text in overrides:
         try:
             keys, value = parse_override(text)
         except SpecError as e:
             problems += e.problems
             continue
-        if keys[-1] in LOCAL_KEYS and isinstance(value, str):
-            value = local_or_name(value, cwd or Path.cwd(), always_local=keys == ["data", "path"])
-        problem = set_dotted(raw, keys, value)
+        if value is None and text.partition("=")[2].strip():  # `KEY=null` (`KEY=` is an empty value)
+            problem = remove_dotted(raw, keys)
+        else:
+            problem = set_dotted(raw, keys, value)
+            given.append(keys)
         if problem:
             problems.append(f"override {_short(text)}: {problem}")
     if problems:
         raise SpecError(problems)
+    for keys in given:
+        _paths_from(raw, keys, cwd or Path.cwd())
     return raw
+
+
+def remove_dotted(raw: dict, keys: list[str]) -> str | None:
+    """Remove raw[k1][k2]... in place (a one-entry list addressed as its entry, as `set_dotted` does);
+    returns a problem or None. A key that is not there is nothing to remove, unless no spec has such
+    a key: a typo, named with a suggestion."""
+    node: Any = raw
+    for i, key in enumerate(keys):
+        if isinstance(node, list):
+            if key.isdigit() and int(key) < len(node):
+                if i == len(keys) - 1:
+                    del node[int(key)]
+                    return None
+                node = node[int(key)]
+                continue
+            if len(node) != 1:
+                where = ".".join(keys[:i])
+                return f"{where} is a list of {len(node)}; name an entry by its index, e.g. {where}.0.{key}"
+            node = node[0]
+        if not isinstance(node, dict) or key not in node:
+            return _unknown_key(keys)
+        if i == len(keys) - 1:
+            del node[key]
+            return None
+        node = node[key]
+    return None
+
+
+def _unknown_key(keys: list[str]) -> str | None:
+    """'no key ...' when no spec has the dotted key `keys` (checked to the depth of a section's keys)."""
+    names = [k for k in keys if not k.isdigit()]  # noise.0.factor is noise's `factor`
+    if names[0] not in SPEC_KEYS:
+        return f"no key {names[0]!r} to remove{suggest(names[0], SPEC_KEYS)}"
+    cls = {**SECTIONS, **KIND_SECTIONS}.get(names[0])
+    if len(names) != 2 or cls is None:
+        return None  # a top-level key, or deeper than a section's keys (model.config.n_layer): nothing to check
+    known = [f.name for f in _public_fields(cls) if f.name != "options"]
+    if names[0] in catalog.TABLES:
+        known += [o for e in catalog.TABLES[names[0]].values() for o in e.options if o not in known]
+    return None if names[1] in known else f"no key {names[1]!r} in {names[0]} to remove{suggest(names[1], known)}"
+
+
+class HubName(str):
+    """A `model.path` or `data.tokenizer` given on the command line that is no folder in the current
+    folder: a Hugging Face name for the local cache, never taken for a folder next to the spec file
+    (`build._local_folder` reads the mark, and writes the value as a plain string)."""
+
+
+# how a value of each kind of path option is made absolute (`catalog.Option.path`)
+PATH_FAMILY = {"file": "path", "folder": "path", "any": "path", "local": "local", "code": "code"}
+
+
+def _paths_from(raw: dict, keys: list[str], cwd: Path) -> None:
+    """The paths an override set (in a section set whole too: `data={kind: npz, path: x.npz}`) made
+    absolute against `cwd`, so that the spec file's folder never resolves them. Which keys are
+    paths is the kind's to say (`data.target` is code for python data, a column name for csv)."""
+    section = raw.get(keys[0]) if keys[0] in ("data", "model") and len(keys) <= 2 else None
+    if not isinstance(section, dict):
+        return
+    for name in [keys[1]] if len(keys) == 2 else list(section):
+        family = _path_family(keys[0], section.get("kind"), name)
+        value = section.get(name)
+        if family is not None and isinstance(value, str) and not isinstance(value, HubName):
+            section[name] = _absolute(value, family, cwd)
+
+
+def _path_family(section: str, kind: Any, name: str) -> str | None:
+    """'path', 'local', 'code' or None: what `section.name` names for `kind`; for a kind that does not
+    say (left to the grid, or unknown), what every kind that has the option agrees it names."""
+    table = catalog.TABLES[section]
+    entry = table.get(kind) if isinstance(kind, str) else None
+    if entry is not None and name in entry.options:
+        return PATH_FAMILY.get(entry.options[name].path)
+    families = {PATH_FAMILY.get(e.options[name].path) for e in table.values() if name in e.options}
+    return families.pop() if len(families) == 1 else None
+
+
+def _absolute(value: str, family: str, cwd: Path) -> str:
+    if family == "local":  # a folder here, or a Hugging Face name
+        resolved = local_or_name(value, cwd)
+        return resolved if Path(resolved).is_absolute() else HubName(resolved)
+    if family == "code":  # FILE.py:FUNCTION has a file; package.module:FUNCTION is found on the path
+        m = TARGET_RE.match(value.strip())
+        if not m or not m.group("where").endswith(".py"):
+            return value
+        return f"{_absolute(m.group('where'), 'path', cwd)}:{m.group('func')}"
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (cwd / path).resolve())

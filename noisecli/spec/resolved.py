@@ -8,13 +8,14 @@ for resuming a run, naming a sweep's points and grouping runs in reports.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from noisecli.spec.raw import load_yaml
-from noisecli.spec.sections import KindSection, Spec, _public_fields, noise_entries
+from noisecli.spec.sections import KindSection, Spec, TrainSpec, _public_fields, noise_entries
 
 
 def _section_dict(obj) -> dict:
@@ -22,6 +23,8 @@ def _section_dict(obj) -> dict:
     out = {f.name: copy.deepcopy(getattr(obj, f.name)) for f in _public_fields(obj)}
     if isinstance(obj, KindSection):
         out.update(copy.deepcopy(obj.options))
+    if isinstance(obj, TrainSpec) and obj.epochs == math.inf:  # max_steps alone bounds the run: `epochs: null`
+        out["epochs"] = None
     return out
 
 
@@ -71,10 +74,21 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def spec_diff(old: dict, new: dict) -> list[str]:
     """'key: old -> new' for every setting that differs; the name and the device do not count
-    (a run may be resumed under another name or on another device)."""
-    a, b = flatten(old), flatten(new)
+    (a run may be resumed under another name or on another device), nor the factor of `none`
+    (it cannot matter; a run of before per-kind default factors saved 0.01 there, now 0)."""
+    a, b = flatten(without_none_factor(old)), flatten(without_none_factor(new))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if k not in ("name", "device") and a.get(k) != b.get(k)]
+
+
+def without_none_factor(d: dict) -> dict:
+    """`d` with the factor of each `none` noise entry left out, every other key where it was."""
+    noise = d.get("noise")
+    if not isinstance(noise, (dict, list)):
+        return d
+    entries = [{k: v for k, v in e.items() if k != "factor"} if isinstance(e, dict) and e.get("kind") == "none"
+               else e for e in (noise if isinstance(noise, list) else [noise])]
+    return {**d, "noise": entries if isinstance(noise, list) else entries[0]}
 
 
 def read_saved_spec(path: Path) -> dict | None:

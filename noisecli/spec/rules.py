@@ -24,6 +24,8 @@ def check_train(spec: Spec, problems: list[str]) -> None:
         problems.append(f"train.min_lr: {t.min_lr} is above train.lr ({t.lr}); the schedule decays to min_lr")
     if t.early_stopping is not None:
         t.early_stopping = _early_stopping(t.early_stopping, problems)
+    if t.mixup is not None:
+        t.mixup = _mixup(t.mixup, problems)
     e = spec.eval
     if e.robustness is not None:
         e.robustness = _probe(e.robustness, "eval.robustness", {"levels": None}, problems)
@@ -55,6 +57,23 @@ def _probe(raw: dict, where: str, defaults: dict, problems: list[str]) -> dict:
 
 
 EARLY_STOPPING_KEYS = ("patience", "metric", "min_delta")
+MIXUP_KEYS = ("alpha",)
+
+
+def _mixup(raw, problems: list[str]) -> dict:
+    """train.mixup {alpha}, alpha > 0 (Beta(alpha, alpha): small alpha mixes little, 1 uniformly)."""
+    where = "train.mixup"
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: must be a mapping like {{alpha: 0.2}}, got {raw!r}")
+        return {"alpha": None}
+    for key in raw:
+        if key not in MIXUP_KEYS:
+            problems.append(f"{where}.{key}: unknown key{suggest(str(key), MIXUP_KEYS)} "
+                            f"(keys: {', '.join(MIXUP_KEYS)})")
+    alpha = raw.get("alpha", 0.2)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+        problems.append(f"{where}.alpha: must be a number > 0, got {alpha!r}")
+    return {"alpha": alpha}
 
 
 def _early_stopping(raw: dict, problems: list[str]) -> dict:

@@ -9,11 +9,13 @@ compare these classes. Nothing here imports torch.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Optional
 
 from noisecli import catalog
 
+DEFAULT_EPOCHS = 3  # train.epochs when neither it nor train.max_steps is given
 SEED_MAX = 2**32 - 1  # numpy's seeds stop here; the noise streams multiply the seed, and must stay in int64
 
 
@@ -112,7 +114,9 @@ class ModelSpec(KindSection):
 class NoiseSpec(KindSection):
     TABLE = "noise"
     kind: str = opt("none", "noise kind (noisecli list noise)")
-    factor: float = opt(0.01, "strength; its meaning depends on the kind (noisecli list noise)", ge=0)
+    factor: Optional[float] = opt(None, "strength; its meaning, typical range and default depend on the kind (each "
+                                        "kind below, or noisecli list noise): left out, the kind's typical strength, "
+                                        "e.g. 0.1 for input, alpha 5 for embedding; 0 for none", ge=0)
     schedule: str = opt("constant", "how the factor changes over training: constant | linear | cosine "
                                     "(decays toward 0, reached one step after the last, as transformers' "
                                     "schedulers)", choices=catalog.SCHEDULES)
@@ -121,14 +125,25 @@ class NoiseSpec(KindSection):
     # the entry's dotted path for messages: 'noise' for a single mapping, 'noise.N' in a list
     where: str = field(default="noise", compare=False, repr=False, metadata={"internal": True})
 
+    def __post_init__(self) -> None:
+        if self.factor is None:  # not given: the kind's own typical strength, written out in the resolved spec
+            self.factor = catalog.default_factor(self.kind)
+
 
 @dataclass
 class TrainSpec:
-    epochs: int = opt(3, "passes over the training split", ge=1)
-    max_steps: Optional[int] = opt(None, "stop after this many optimizer steps (at most epochs' worth)", ge=1)
+    epochs: Optional[int] = opt(None, "passes over the training split (default: 3, unless train.max_steps is "
+                                      "given alone: then max_steps decides, and the resolved spec says null)", ge=1)
+    max_steps: Optional[int] = opt(None, "stop after this many optimizer steps (with train.epochs also given, "
+                                         "whichever comes first)", ge=1)
     batch_size: int = opt(32, "examples (or token windows) per step", ge=1)
     lr: float = opt(5e-5, "peak learning rate of AdamW", gt=0)
     weight_decay: float = opt(0.01, "AdamW decoupled weight decay", ge=0)
+    label_smoothing: float = opt(0.0, "cross-entropy against labels smoothed by this much (classification, lm; "
+                                      "sft on response tokens); evaluation losses stay plain cross-entropy",
+                                 ge=0, lt=1)
+    mixup: Optional[dict] = opt(None, "{alpha: 0.2}: each batch mixed with a shuffled copy of itself, inputs and "
+                                      "targets, by lambda ~ Beta(alpha, alpha) (continuous-input classification)")
     betas: list[float] = opt([0.9, 0.999], "AdamW betas [beta1, beta2]")
     grad_clip: float = opt(1.0, "clip the global gradient norm to this (0 turns clipping off)", ge=0)
     lr_schedule: str = opt("constant", "constant | cosine | linear (decays toward min_lr, reached one step "
@@ -144,6 +159,22 @@ class TrainSpec:
     early_stopping: Optional[dict] = opt(None, "{patience: N, metric: val_loss, min_delta: 0}: stop after N "
                                                "evaluations without an improvement larger than min_delta on "
                                                "the val metric named (resume keeps the count)")
+
+    def __post_init__(self) -> None:
+        # epochs not given: 3, or, when max_steps is given alone, no bound of its own (inf, written as
+        # null): `max_steps: 60` trains 60 steps, not the fewer of 60 and 3 epochs. A saved spec.yaml
+        # says epochs (3, or null) explicitly, so a resumed run reads the same bound it trained with.
+        if self.epochs is None:
+            self.epochs = DEFAULT_EPOCHS if self.max_steps is None else math.inf
+
+    def step_budget(self, steps_per_epoch: int) -> tuple[int, str]:
+        """(the steps this run trains, what bounds it: 'train.max_steps' or '3 epochs of 19 steps'); the one
+        place the rule is written, for the trainer and the run's header line."""
+        by_epochs = None if self.epochs == math.inf else self.epochs * steps_per_epoch
+        if self.max_steps is not None and (by_epochs is None or self.max_steps <= by_epochs):
+            return self.max_steps, "train.max_steps"
+        return by_epochs, f"{self.epochs} epoch{'' if self.epochs == 1 else 's'} of {steps_per_epoch:,} " \
+                          f"step{'' if steps_per_epoch == 1 else 's'}"
 
 
 @dataclass
@@ -207,8 +238,13 @@ def noise_parts(entries: list[dict]) -> tuple[str, str]:
     kinds = "+".join(str(e.get("kind", "none")) for e in entries)
     if kinds == "none":
         return kinds, ""
-    return kinds, "/".join(f"{float(e.get('factor', NoiseSpec.__dataclass_fields__['factor'].default)):g}"
-                           for e in entries)
+    return kinds, "/".join(f"{float(_factor_of(e)):g}" for e in entries)
+
+
+def _factor_of(entry: dict) -> float:
+    """An entry's factor; one that gives none (or null) has its kind's default, as a NoiseSpec does."""
+    factor = entry.get("factor")
+    return catalog.default_factor(str(entry.get("kind", "none"))) if factor is None else factor
 
 
 def noise_label(entries: list[dict]) -> str:
