@@ -40,6 +40,8 @@ EXAMPLES = {e.name: e for e in (
             "the pre-registered digits grid: four kinds at two factors against none, 5 seeds (45 runs)"),
     Example("findings-pydoc-gpt", ("findings-pydoc-gpt.yaml",),
             "the pre-registered grid of a character GPT on pydoc text: four kinds against none (45 runs)"),
+    Example("study-regularizers-digits", ("study-regularizers-digits.yaml",),
+            "noise against and on top of dropout, weight decay and label smoothing on digits, 5 seeds (200 runs)"),
     Example("teacher-sweep", ("teacher-sweep.yaml",),
             "an MLP memorizes noisy teacher labels: which kind holds the val loss down (18 runs)"),
     Example("pydoc-gpt", ("pydoc-gpt.yaml",), "a small character GPT on CPython's bundled docs, token noise"),
