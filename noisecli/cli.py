@@ -124,7 +124,10 @@ def sweep(spec: Annotated[Path, typer.Argument(help="a sweep spec, or a plain sp
         if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
             raise SpecError("sweep under torchrun: each point is its own job; run `torchrun ... -m noisecli "
                             "train SPEC` for one run on several processes, or --jobs/--devices for a sweep")
-        plan = checked_plan(spec, grid, seeds, list(overrides or []) + ([f"device={device}"] if device else []), name)
+        from noisecli.report import best_base  # a stage-2 sweep's base: the winner of a report
+
+        plan = checked_plan(spec, grid, seeds, list(overrides or []) + ([f"device={device}"] if device else []), name,
+                            best_base)
         points = shard_points(plan.points, shard)
         device_list = parse_devices(devices)
         on_cluster = cluster_options(backend, cluster, partition, gpus_per_job, cpus_per_job, time_limit,
@@ -155,10 +158,11 @@ def validate(spec: SpecArg, overrides: OverridesArg = None,
              show: Annotated[bool, typer.Option("--show", help="print the resolved spec")] = False,
              quiet: QuietOpt = False) -> None:
     """Check a spec without training: exit 0 if valid, 2 with one line per problem if not."""
+    from noisecli.report import best_base  # lazy, as the others: a stage-2 sweep's base
     from noisecli.validate import validate_file  # lazy: keeps --help fast
 
     with exit_codes():
-        text = validate_file(spec, list(overrides or []), show)
+        text = validate_file(spec, list(overrides or []), show, best_base)
         if not quiet:
             print(text, end="")
 

@@ -23,8 +23,8 @@ class Regularizer:
 
 REGULARIZERS = (
     Regularizer("dropout", "model.dropout", "dropout probability (mlp, cnn, gpt; hf: the config's dropout fields)"),
-    Regularizer("weight_decay", "train.weight_decay", "decoupled weight decay (AdamW), on weights, not on "
-                                                      "biases, norms or embeddings"),
+    Regularizer("weight_decay", "train.weight_decay", "decoupled weight decay (AdamW), on matrices and "
+                                                      "embeddings, not on biases or norm gains"),
     Regularizer("label_smoothing", "train.label_smoothing", "cross-entropy against targets smoothed by this much "
                                                             "(classification, lm; sft on response tokens); "
                                                             "evaluation losses stay plain cross-entropy"),

@@ -108,12 +108,14 @@ class _SweepSource:
 
 
 def load_plan(path: Path | str, grid_options: list[str] | None = None, seeds: str | None = None,
-              overrides: list[str] | None = None, name: str | None = None) -> Plan:
+              overrides: list[str] | None = None, name: str | None = None, resolve_base: Callable | None = None) -> Plan:
     """Read a sweep spec (or a plain spec swept by --grid), validate every point, merge duplicates.
-    What only building the components can check is `validate.checked_plan`'s."""
+    What only building the components can check is `validate.checked_plan`'s. `resolve_base`
+    turns a `base: {from_report: ...}` into the spec it names (report.best_base: reports are a
+    layer above this one)."""
     path = Path(path)
     problems: list[str] = []
-    source = _read_source(read_yaml(path), path, problems)
+    source = _read_source(read_yaml(path), path, problems, resolve_base)
     grid = _merge_grid(source.grid, grid_options or [], problems)
     try:
         seed_list = parse_seeds(seeds if seeds is not None else source.seeds, "seeds" if seeds is None else "--seeds")
@@ -159,7 +161,7 @@ def _base_problems(base_raw: dict, source: "_SweepSource", grid: dict) -> list[s
     return []
 
 
-def _read_source(raw: dict, path: Path, problems: list[str]) -> _SweepSource:
+def _read_source(raw: dict, path: Path, problems: list[str], resolve_base: Callable | None = None) -> _SweepSource:
     if not is_sweep_file(raw):  # a plain spec: the grid comes from --grid
         return _SweepSource(raw, path.parent, {}, f"{raw.get('name', path.stem)}-sweep", 1)
     for key in raw:
@@ -174,6 +176,11 @@ def _read_source(raw: dict, path: Path, problems: list[str]) -> _SweepSource:
         if base_raw is None:
             problems.append(f"base: file not found: {base_path}")
         base_dir = base_path.parent
+    elif isinstance(base, dict) and "from_report" in base:  # stage 2: the winner of another sweep's report
+        try:
+            base_raw = resolve_base(base, path.parent) if resolve_base else None
+        except SpecError as e:
+            problems += [f"base.from_report: {p}" for p in e.problems]
     elif isinstance(base, dict):
         base_raw = base
     else:

@@ -16,9 +16,10 @@ from noisecli.sweep import Plan, load_plan
 
 
 def checked_plan(path: Path | str, grid_options: list[str] | None = None, seeds: str | None = None,
-                 overrides: list[str] | None = None, name: str | None = None) -> Plan:
-    """`sweep.load_plan`, then every point's components checked as `check_buildable` checks them."""
-    plan = load_plan(path, grid_options, seeds, overrides, name)
+                 overrides: list[str] | None = None, name: str | None = None, resolve_base=None) -> Plan:
+    """`sweep.load_plan`, then every point's components checked as `check_buildable` checks them.
+    `resolve_base`: report.best_base, for a `base: {from_report: ...}` (the cli passes it)."""
+    plan = load_plan(path, grid_options, seeds, overrides, name, resolve_base)
     check_buildable([p.spec for p in plan.points])
     return plan
 
@@ -129,11 +130,11 @@ def check_python_specs(specs: list, kinds: tuple[str, ...] = ("python",)) -> Non
         raise error
 
 
-def validate_file(path: Path, overrides: list[str], show: bool = False) -> str:
+def validate_file(path: Path, overrides: list[str], show: bool = False, resolve_base=None) -> str:
     """`noisecli validate`: a spec or a sweep spec checked as a run would check it (for `hf`
     models, transformers' own config checks too); the text to print, or SpecError."""
     if is_sweep_file(read_yaml(path)):
-        plan = checked_plan(path, overrides=overrides)
+        plan = checked_plan(path, overrides=overrides, resolve_base=resolve_base)
         return f"ok: {path} (sweep {plan.name!r}: {len(plan.points)} points)\n"
     resolved = load_spec(path, overrides)
     check_buildable([resolved])

@@ -151,3 +151,29 @@ def test_the_metrics_figure_draws_a_reference_per_further_baseline(tmp_path):
     (panel, *_) = [ax for ax in draw(configs)["metrics"].axes if ax.get_visible()]
     dotted = {line.get_label(): line.get_xdata()[0] for line in panel.get_lines() if line.get_linestyle() == ":"}
     assert dotted == {"best-classical: dropout 0.2": pytest.approx(sum(accs("dropout 0.2")) / 3)}
+
+
+def test_a_second_stage_sweep_takes_its_base_from_the_first_stages_winner_chosen_on_val(tmp_path, cli):
+    classical = {k: v for k, v in STUDY.items() if k in ("none", "dropout 0.2")}
+    # dropout 0.2 is best on val; make none better on test, so a choice on test would differ
+    classical["none"] = ({"kind": "none"}, 0.0, [(0.80, 0.95), (0.82, 0.96), (0.81, 0.97)])
+    make_study(tmp_path, classical)
+    stage2 = tmp_path / "stage2.yaml"
+    stage2.write_text(yaml.safe_dump({"name": "stage2", "base": {"from_report": "runs/study",
+                                                                 "train": {"epochs": 2}},
+                                      "grid": {"noise": [{"kind": "none"}, {"kind": "input", "factor": 0.3}]},
+                                      "seeds": 2}))
+    code, out, err = cli("sweep", stage2, "--dry-run", "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    from noisecli.report import best_base
+    from noisecli.validate import checked_plan
+
+    plan = checked_plan(stage2, resolve_base=best_base)
+    assert len(plan.points) == 4
+    assert {p.spec.model.dropout for p in plan.points} == {0.2} and {p.spec.train.epochs for p in plan.points} == {2}
+    code, _, err = cli("validate", stage2)
+    assert code == 0, err
+    stage2.write_text(yaml.safe_dump({"name": "s", "base": {"from_report": "runs/nothing"},
+                                      "grid": {"noise.factor": [0.1]}}))
+    code, _, err = cli("sweep", stage2, "--dry-run")
+    assert code == 2 and err.startswith(f"error: base.from_report: report: {tmp_path / 'runs' / 'nothing'}: no such")

@@ -15,9 +15,10 @@ from noisecli.report.render import (plain_text, render_csv, render_json, render_
                                     rich_table)
 from noisecli.report.stats import ALPHA, Comparison, analyze, delta_ci, holm, t975
 from noisecli.report.verdict import not_run_yet, still_improving
+from noisecli.report.winner import best_base
 
 __all__ = ["ALPHA", "Comparison", "Config", "Run", "analyze", "build", "delta_ci", "find_runs", "group", "holm",
-           "plain_text", "render", "t975", "check_figures_folder", "write_figures"]
+           "plain_text", "render", "t975", "best_base", "check_figures_folder", "write_figures"]
 
 
 def build(dirs: list[Path], metric: str | None = None,
