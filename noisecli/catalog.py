@@ -288,8 +288,11 @@ NOISE = {
                   "distribution": Option(str, "uniform", "uniform (NEFTune) | gaussian, same scale",
                                          choices=("gaussian", "uniform")),
                   "length": Option(str, "example", "L in the scale: each example's own unpadded length, padding "
-                                                   "left clean (NEFTune's code), or the padded length with noise "
-                                                   "on padding too (transformers' hook, issue 34659)",
+                                                   "left clean (the NEFTune repository's training code), or the "
+                                                   "padded length with noise on padding too (the authors' README "
+                                                   "snippet and transformers' hook, issue 34659; equal to "
+                                                   "transformers' numbers when every batch has the same padded "
+                                                   "length, data.max_length)",
                                    choices=("example", "padded")),
               }, frozenset({TOKENS}),
               factor="alpha, typically 5-15 (NEFTune's values); default 5",

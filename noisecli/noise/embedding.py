@@ -2,10 +2,12 @@
 
 emb <- emb + alpha / sqrt(L_i * d) * U(-1, 1) on the input embeddings, L_i the number of
 non-padding tokens of example i, d the embedding width; padded positions stay clean.
-(The authors' code scales per example; transformers' Trainer hook uses the padded length,
-which mis-scales under padding and packing: transformers issue 34659; `length: padded`
-reproduces it, L = T for every example and noise on padding too, so the two can be compared
-in one sweep.) With `distribution: gaussian` the draw is N(0, 1) instead of U(-1, 1).
+(The NEFTune repository's training code scales per example; its README snippet, which
+transformers' Trainer hook copied, uses the padded length, which mis-scales under padding and
+packing: transformers issue 34659. `length: padded` is that formula, L = T for every example
+and noise on padding too, so the two can be compared in one sweep; it gives transformers'
+numbers when every batch is padded to the same T (data.max_length), while transformers under
+dynamic padding uses each batch's own collated length.) With `distribution: gaussian` the draw is N(0, 1) instead of U(-1, 1).
 """
 
 from __future__ import annotations
