@@ -52,7 +52,10 @@ def init(example: Annotated[Optional[str], typer.Argument(help="its name (noisec
 def train(spec: SpecArg, overrides: OverridesArg = None, runs_dir: RunsDirOpt = Path("runs"),
           device: DeviceOpt = None, quiet: QuietOpt = False,
           restart: Annotated[bool, typer.Option("--restart", help="start over; the old run folder is moved "
-                                                "to <runs-dir>/.archive/")] = False) -> None:
+                                                "to <runs-dir>/.archive/")] = False,
+          threads: Annotated[Optional[int], typer.Option("--threads", min=1, show_default=False, metavar="N",
+                                                         help="torch CPU threads (default: torch's; a resumed "
+                                                         "run keeps the count it started with)")] = None) -> None:
     """Train one run; rerunning resumes it where it stopped."""
     from noisecli.spec import load_spec  # lazy: keeps --help fast
 
@@ -60,7 +63,7 @@ def train(spec: SpecArg, overrides: OverridesArg = None, runs_dir: RunsDirOpt = 
         resolved = load_spec(spec, list(overrides or []) + ([f"device={device}"] if device else []))
         from noisecli.trainer import train_run  # torch from here on
 
-        train_run(resolved, runs_dir, quiet=quiet, restart=restart)
+        train_run(resolved, runs_dir, quiet=quiet, restart=restart, threads=threads)
 
 
 # sweep's options, one alias each so that the command reads as its list of options

@@ -69,27 +69,6 @@ def os_error_line(e: OSError) -> str:
     return f"cannot write {e.filename}: {e.strerror or e}" if e.filename else f"cannot write the run folder: {e}"
 
 
-@contextmanager
-def point_threads(trainers: list, planned: int | None) -> Iterator[int]:
-    """Train with the number of torch threads the points started with (recorded in their
-    status.json as `threads`), else `planned` (a worker's share of the cores, fixed by the
-    sweep's plan), else this process's; restored after. CPU kernels split their sums by
-    thread, so a point resumed with another count would not be bitwise the uninterrupted one."""
-    import torch
-
-    before = torch.get_num_threads()
-    recorded = [t.run.read_status_quiet().get("threads") for t in trainers]
-    n = next((r for r in recorded if isinstance(r, int) and not isinstance(r, bool) and r > 0), None)
-    torch.set_num_threads(n or planned or before)
-    n = torch.get_num_threads()
-    try:
-        for t in trainers:
-            t.run.write_status(threads=n)
-        yield n
-    finally:
-        torch.set_num_threads(before)
-
-
 def open_point(trainer) -> Outcome | None:
     """Build and claim one point's run as `train` does: None when it is to be trained, else what
     became of it (skipped: already completed; busy: another process holds it; failed: bad input
@@ -107,6 +86,13 @@ def open_point(trainer) -> Outcome | None:
     except OSError as e:  # the run folder could not be written (a full disk): this point fails, in one line
         return Outcome(name, "failed", os_error_line(e))
     return None
+
+
+def point_threads(trainers: list, planned: int | None):
+    """engine.device.run_threads: the torch threads the points train with (a context manager)."""
+    from noisecli.engine.device import run_threads  # torch, only when points train
+
+    return run_threads(trainers, planned)
 
 
 def train_point(spec: Spec, runs_dir: Path, report: Callable[[str, int, int], None],

@@ -108,7 +108,8 @@ class _SweepSource:
 
 
 def load_plan(path: Path | str, grid_options: list[str] | None = None, seeds: str | None = None,
-              overrides: list[str] | None = None, name: str | None = None, resolve_base: Callable | None = None) -> Plan:
+              overrides: list[str] | None = None, name: str | None = None,
+              resolve_base: Callable | None = None) -> Plan:
     """Read a sweep spec (or a plain spec swept by --grid), validate every point, merge duplicates.
     What only building the components can check is `validate.checked_plan`'s. `resolve_base`
     turns a `base: {from_report: ...}` into the spec it names (report.best_base: reports are a

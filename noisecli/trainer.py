@@ -14,6 +14,7 @@ rank 0 alone writes the run folder.
 from __future__ import annotations
 
 import math
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,10 @@ import torch
 from noisecli import metrics
 from noisecli.data import Dataset, load_dataset
 from noisecli.data.batches import Batches
-from noisecli.display import Display, TrainDisplay, describe_run
+from noisecli.display import Display, TrainDisplay, describe_run, say
 from noisecli.distributed import World
 from noisecli.engine import evaluation, probes
-from noisecli.engine.device import Precision, resolve_device
+from noisecli.engine.device import Precision, oversubscribed, resolve_device, run_threads
 from noisecli.engine.loop import train_until_done
 from noisecli.engine.optim import adamw, clip_value
 from noisecli.engine.regularize import Mixup, check_regularizers
@@ -243,9 +244,11 @@ class Trainer:
         return row
 
 
-def train_run(spec: Spec, runs_dir: Path | str, quiet: bool = False, restart: bool = False) -> dict[str, Any] | None:
+def train_run(spec: Spec, runs_dir: Path | str, quiet: bool = False, restart: bool = False,
+              threads: int | None = None) -> dict[str, Any] | None:
     """`noisecli train`: build, claim the run folder, say what is trained, train (or resume);
-    a completed run is left as it is. Returns the final status, or None if there was nothing to do."""
+    a completed run is left as it is. Returns the final status, or None if there was nothing to do.
+    `threads`: torch's CPU threads (`--threads`); a resumed run keeps the count it started with."""
     world = World.from_env()  # several processes under torchrun
     trainer = Trainer(spec, runs_dir, quiet=quiet, world=world).setup()
     try:
@@ -254,10 +257,16 @@ def train_run(spec: Spec, runs_dir: Path | str, quiet: bool = False, restart: bo
             trainer.display.note(f"run {spec.name!r} is already completed ({trainer.run.path}); "
                                  "nothing to do. Use --restart to train it again.")
             return None
-        trainer.display.note(describe_run(trainer))
-        if outcome == "resume":
-            trainer.display.note(f"resuming {spec.name!r} from step {trainer.state.step} of {trainer.total_steps}")
-        return trainer.train()
+        with run_threads([trainer], threads) as n:
+            trainer.display.note(describe_run(trainer))
+            if outcome == "resume":
+                kept = f" with the {n} thread{'s' if n > 1 else ''} it started with" if threads not in (None, n) else ""
+                trainer.display.note(f"resuming {spec.name!r} from step {trainer.state.step} of "
+                                     f"{trainer.total_steps}{kept}")
+            warning = oversubscribed(n, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+            if warning and not world.rank:
+                say(warning)
+            return trainer.train()
     finally:
         trainer.close()
         world.stop()

@@ -7,7 +7,8 @@ transformers' Trainer hook copied, uses the padded length, which mis-scales unde
 packing: transformers issue 34659. `length: padded` is that formula, L = T for every example
 and noise on padding too, so the two can be compared in one sweep; it gives transformers'
 numbers when every batch is padded to the same T (data.max_length), while transformers under
-dynamic padding uses each batch's own collated length.) With `distribution: gaussian` the draw is N(0, 1) instead of U(-1, 1).
+dynamic padding uses each batch's own collated length.) With `distribution: gaussian` the draw is
+N(0, 1) instead of U(-1, 1).
 """
 
 from __future__ import annotations
