@@ -177,3 +177,17 @@ def test_a_second_stage_sweep_takes_its_base_from_the_first_stages_winner_chosen
                                       "grid": {"noise.factor": [0.1]}}))
     code, _, err = cli("sweep", stage2, "--dry-run")
     assert code == 2 and err.startswith(f"error: base.from_report: report: {tmp_path / 'runs' / 'nothing'}: no such")
+
+
+def test_a_tie_on_val_accuracy_goes_to_the_lower_best_val_loss(tmp_path):
+    # dropout 0.2 and none tie on val accuracy; none has the lower val loss: it is best-classical
+    tie = {"none": ({"kind": "none"}, 0.0, [(0.86, 0.80), (0.85, 0.79), (0.87, 0.81)]),
+           "dropout 0.2": ({"kind": "none"}, 0.2, [(0.86, 0.84), (0.85, 0.86), (0.87, 0.85)])}
+    root = make_study(tmp_path, tie)
+    for run in root.glob("none-*"):  # the same accuracy, a lower loss
+        row = json.loads((run / "metrics.jsonl").read_text())
+        row["val_loss"] -= 0.05
+        (run / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    configs, _ = build([root], baselines=["best-classical"])
+    assert {c.stats["vs"] for c in configs} == {"none"}
+    assert next(c for c in configs if c.label == "none").stats["best_overall"]  # the same rule crowns

@@ -130,3 +130,16 @@ def test_validate_and_a_sweep_refuse_task_dependent_keys_before_anything_runs(tm
     code, out, err = cli("sweep", sweep, "--runs-dir", tmp_path / "runs")
     assert code == 2 and err.strip() == "error: train.label_smoothing: smooths class labels; teacher data is regression"
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_saved_before_the_regularizer_keys_existed_is_the_same_run(tiny_spec, tmp_path, cli):
+    import yaml
+
+    code, _, err = cli("train", tiny_spec, "--runs-dir", tmp_path / "runs", "-q")
+    assert code == 0, err
+    saved = tmp_path / "runs" / "tiny" / "spec.yaml"
+    old = yaml.safe_load(saved.read_text())
+    del old["train"]["label_smoothing"], old["train"]["mixup"]  # as an older noisecli wrote it
+    saved.write_text(yaml.safe_dump(old, sort_keys=False))
+    code, out, err = cli("train", tiny_spec, "--runs-dir", tmp_path / "runs")
+    assert code == 0 and "already completed" in out + err  # not refused as a changed spec

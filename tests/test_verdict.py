@@ -453,8 +453,8 @@ def test_the_figures_show_each_metric_family_and_a_robustness_curve_per_configur
     figs = draw(configs)
     assert list(figs) == ["factor", "curves", "metrics", "robustness"]
     titles = [ax.get_title() for ax in figs["metrics"].axes if ax.get_visible()]
-    assert titles == ["accuracy: test_acc (↑ better)", "calibration: test_ece (↓ better)",
-                      "flatness: sharpness (↓ better)"]
+    assert titles == ["accuracy:\ntest_acc (↑ better)", "calibration:\ntest_ece (↓ better)",
+                      "flatness:\nsharpness (↓ better)"]
     (robust,) = [ax for ax in figs["robustness"].axes if ax.get_visible()]
     lines = {bars.get_label(): list(bars.lines[0].get_ydata()) for bars in robust.containers}
     none_acc = [r[2] for r in NONE[1]]

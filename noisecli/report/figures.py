@@ -192,9 +192,13 @@ def _curves_figure(plt, panels: dict[str, list[Config]], configs: list[Config]):
 
 def _metrics_figure(plt, metrics: list[tuple[str, str]], configs: list[Config]):
     """A dot per configuration (mean ± std over seeds) for each metric at the selected checkpoint."""
+    from matplotlib.ticker import MaxNLocator
+
     colour = colours(configs)
     shown = [c for c in configs if c.runs]
-    fig, axes = _grid(plt, len(metrics), sharey=False)
+    # one row, the configurations' labels once on the left, as tall as the configurations need
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.9 * len(metrics) + 0.06 * max(len(c.label) for c in shown),
+                                                        1.4 + 0.24 * len(shown)), sharey=True, squeeze=False)
     for ax, (family, name) in zip(axes.flat, metrics):
         rows = [(i, c, c.stats["metrics"][name]) for i, c in enumerate(shown) if name in c.stats.get("metrics", {})]
         base = next((m for _, c, m in rows if c.stats.get("baseline")), None)
@@ -209,8 +213,10 @@ def _metrics_figure(plt, metrics: list[tuple[str, str]], configs: list[Config]):
                         capsize=3, markersize=6)
         ax.set_yticks(range(len(shown)), [_plain(c.label) for c in shown], fontsize=7)
         ax.set_ylim(len(shown) - 0.5, -0.5)  # table order, top to bottom
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.tick_params(axis="x", labelsize=7)
         arrow = "↑ better" if name in HIGHER_IS_BETTER else "↓ better"
-        ax.set_title(f"{family}: {name} ({arrow})", fontsize=10)
+        ax.set_title(f"{family}:\n{name} ({arrow})", fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     return fig
 

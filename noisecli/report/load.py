@@ -287,9 +287,10 @@ def group(runs: list[Run]) -> list[Config]:
         kept = sorted(by_seed.values(), key=lambda r: r.seed)
         c.runs = [r for r in kept if r.state == "completed"]
         c.diverged = [r for r in kept if r.state != "completed"]
-    # grouped by what else varies, then by the regularizer part (none first), then by the noise part
-    return sorted(out, key=lambda c: (c.extra, c.regs != "", c.regs, c.noise != "none", c.noise,
-                                      factor_value(c.factor)))
+    # grouped by what else varies, then by the regularizer part (the fewest regularizers first, so
+    # the plainest configuration leads), then by the noise part
+    return sorted(out, key=lambda c: (c.extra, c.regs.count(" + ") + bool(c.regs), c.regs, c.noise != "none",
+                                      c.noise, factor_value(c.factor)))
 
 
 def _mtime(path: Path) -> float:

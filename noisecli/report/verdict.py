@@ -113,9 +113,11 @@ def mark_best(configs: list[Config], decider: Decider) -> list[str]:
     notes = []
 
     def pick(pool: list[Config]) -> Config | None:
-        best = None
+        best = None  # a tie on the select metric goes to the lower best val loss, then to table order
         for c in pool:
-            if best is None or _better(c.stats["select_mean"], best.stats["select_mean"], decider.higher_is_better):
+            a, b = c.stats["select_mean"], None if best is None else best.stats["select_mean"]
+            if best is None or _better(a, b, decider.higher_is_better) or \
+                    (a == b and c.stats["best_val_loss_mean"] < best.stats["best_val_loss_mean"]):
                 best = c
         return best
 

@@ -100,12 +100,24 @@ def read_saved_spec(path: Path) -> dict | None:
     return upgrade_saved(old) if isinstance(old, dict) else None
 
 
+# keys added after runs were saved without them: (section, key, the value that trained as those
+# runs did); a saved section that lacks one reads it so, and resumes and sweeps see no change
+ADDED_KEYS = (("data", "test_fraction", 0.0),  # no test split before there was one (today's default: 0.2)
+              ("train", "label_smoothing", 0.0), ("train", "mixup", None))
+
+
 def upgrade_saved(d: dict) -> dict:
-    """A spec saved by an older noisecli, read as what it trained: a data section without
-    `test_fraction` was split without a test split (0), not with today's default."""
-    data = d.get("data")
-    if isinstance(data, dict) and "test_fraction" not in data:
-        d = {**d, "data": {**data, "test_fraction": 0.0}}
+    """A spec saved by an older noisecli, read as what it trained (ADDED_KEYS): a data section
+    without `test_fraction` was split without a test split (0), not with today's default; one
+    without label smoothing or mixup trained without them; an hf model without `dropout` kept
+    its config's own."""
+    for section, key, value in ADDED_KEYS:
+        part = d.get(section)
+        if isinstance(part, dict) and key not in part:
+            d = {**d, section: {**part, key: value}}
+    model = d.get("model")
+    if isinstance(model, dict) and model.get("kind") == "hf" and "dropout" not in model:
+        d = {**d, "model": {**model, "dropout": None}}
     return d
 
 
