@@ -24,13 +24,30 @@ def checked_plan(path: Path | str, grid_options: list[str] | None = None, seeds:
     return plan
 
 
+class _Problems:
+    """Every check's problems, each said once, with the tracebacks of user code kept for NOISECLI_DEBUG."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.tracebacks: list[str] = []
+
+    def add(self, e: SpecError) -> None:
+        self.lines += [p for p in e.problems if p not in self.lines]
+        self.tracebacks += getattr(e, "tracebacks", [])
+
+    def raise_any(self) -> None:
+        if self.lines:
+            error = SpecError(self.lines)
+            error.tracebacks = self.tracebacks
+            raise error
+
+
 def check_buildable(specs: list[Spec]) -> None:
     """The checks only the components themselves can make, before anything runs: transformers'
     own config checks for `hf` models, each `data.tokenizer` loaded, and building whatever names
     user code (`kind: python`) or reads instruction data (`sft`). Only such specs import
     transformers or the user's code. Every check runs, and every problem is said (one SpecError)."""
-    problems: list[str] = []
-    tracebacks: list[str] = []
+    problems = _Problems()
     built = ("python", "sft")  # user code, and instruction files whose problems show only when read
     checks = []
     if any(s.model.kind == "hf" for s in specs):
@@ -49,12 +66,8 @@ def check_buildable(specs: list[Spec]) -> None:
         try:
             check(specs)
         except SpecError as e:
-            problems += [p for p in e.problems if p not in problems]
-            tracebacks += getattr(e, "tracebacks", [])
-    if problems:
-        error = SpecError(problems)
-        error.tracebacks = tracebacks
-        raise error
+            problems.add(e)
+    problems.raise_any()
 
 
 def _task_keyed(spec: Spec) -> bool:
@@ -71,7 +84,7 @@ def check_task_keys(specs: list[Spec]) -> None:
     from noisecli.data import load_dataset  # torch: only specs with task-dependent keys come here
     from noisecli.engine.regularize import check_regularizers  # as above
 
-    problems: list[str] = []
+    problems = _Problems()
     loaded: dict[str, object] = {}
     for spec in specs:
         key = json.dumps(spec_to_dict(spec)["data"], sort_keys=True, default=str)
@@ -81,23 +94,21 @@ def check_task_keys(specs: list[Spec]) -> None:
             try:
                 check()
             except SpecError as e:
-                problems += [p for p in e.problems if p not in problems]
-    if problems:
-        raise SpecError(problems)
+                problems.add(e)
+    problems.raise_any()
 
 
 def check_tokenizers(specs: list[Spec]) -> None:
     """Each distinct `data.tokenizer` loaded (local files only), as the data will load it."""
     from noisecli.hub import import_transformers, load_local  # transformers: only specs that name a tokenizer
 
-    problems: list[str] = []
+    problems = _Problems()
     for name in dict.fromkeys(s.data.tokenizer for s in specs if s.data.tokenizer is not None):
         try:  # a tokenizer's own code never runs, as in data/text.py
             load_local(import_transformers("data.tokenizer").AutoTokenizer, name, "data.tokenizer", False)
         except SpecError as e:
-            problems += [p for p in e.problems if p not in problems]
-    if problems:
-        raise SpecError(problems)
+            problems.add(e)
+    problems.raise_any()
 
 
 def check_python_specs(specs: list, kinds: tuple[str, ...] = ("python",)) -> None:
@@ -106,8 +117,7 @@ def check_python_specs(specs: list, kinds: tuple[str, ...] = ("python",)) -> Non
     starts, not at its first point."""
     from noisecli.trainer import Trainer  # torch: only specs that name code or sft data come here
 
-    problems: list[str] = []
-    tracebacks: list[str] = []
+    problems = _Problems()
     seen: set[str] = set()
     for spec in specs:
         if spec.data.kind not in kinds and spec.model.kind not in kinds:
@@ -122,12 +132,8 @@ def check_python_specs(specs: list, kinds: tuple[str, ...] = ("python",)) -> Non
         try:
             Trainer(on_cpu, "/nonexistent-never-written", quiet=True).setup()  # setup writes nothing
         except SpecError as e:
-            problems += [p for p in e.problems if p not in problems]
-            tracebacks += getattr(e, "tracebacks", [])
-    if problems:
-        error = SpecError(problems)
-        error.tracebacks = tracebacks
-        raise error
+            problems.add(e)
+    problems.raise_any()
 
 
 def validate_file(path: Path, overrides: list[str], show: bool = False, resolve_base=None) -> str:
