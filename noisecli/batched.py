@@ -190,7 +190,7 @@ def _finish_stopped(m: Trainer) -> Outcome:
 
 
 def train_group(specs: list[Spec], runs_dir: Path, report: Callable[[str, int, int], None],
-                stop: StopRequest | None = None, threads: int | None = None) -> list[Outcome]:
+                stop: StopRequest | None = None, threads: int | None = None, make=Trainer) -> list[Outcome]:
     """Open every member's run as `train` would (skip, resume, refuse), then train those at the
     same step as one stack (members resumed at different steps form separate stacks, except the
     ones a kill between the members' saves left one save ahead: they rejoin, see `_rewind`).
@@ -204,7 +204,7 @@ def train_group(specs: list[Spec], runs_dir: Path, report: Callable[[str, int, i
     ready: dict[int, list[Trainer]] = {}
     try:
         for spec in specs:
-            trainer = Trainer(spec, runs_dir, display=PointDisplay(report), stop=stop)
+            trainer = make(spec, runs_dir, display=PointDisplay(report), stop=stop)  # make: a Trainer (tune's judges)
             trainers.append(trainer)
             outcome = open_point(trainer)
             if outcome is None:

@@ -14,8 +14,9 @@ from typing import Annotated, Optional
 import typer
 
 from noisecli import cli_analysis
+from noisecli import cli_tune
 from noisecli.cli_common import (DeviceOpt, OverridesArg, QuietOpt, RunsDirOpt, SpecArg, _Command, _Group,
-                                 exit_codes)
+                                 exit_codes, refuse_tune_spec, tune_spec)
 from noisecli.errors import SpecError
 from noisecli.examples import LIST_CHOICES, complete_examples, complete_list, init_example, listing
 
@@ -60,6 +61,7 @@ def train(spec: SpecArg, overrides: OverridesArg = None, runs_dir: RunsDirOpt = 
     from noisecli.spec import load_spec  # lazy: keeps --help fast
 
     with exit_codes():
+        refuse_tune_spec(spec)
         resolved = load_spec(spec, list(overrides or []) + ([f"device={device}"] if device else []))
         from noisecli.trainer import train_run  # torch from here on
 
@@ -127,6 +129,7 @@ def sweep(spec: Annotated[Path, typer.Argument(help="a sweep spec, or a plain sp
         if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
             raise SpecError("sweep under torchrun: each point is its own job; run `torchrun ... -m noisecli "
                             "train SPEC` for one run on several processes, or --jobs/--devices for a sweep")
+        refuse_tune_spec(spec)
         from noisecli.report import best_base  # a stage-2 sweep's base: the winner of a report
 
         plan = checked_plan(spec, grid, seeds, list(overrides or []) + ([f"device={device}"] if device else []), name,
@@ -151,6 +154,7 @@ def sweep(spec: Annotated[Path, typer.Argument(help="a sweep spec, or a plain sp
         run_sweep(plan, points, runs_dir / plan.name, jobs, device_list, fail_fast, quiet, on_cluster, batch)
 
 
+app.command()(cli_tune.tune)
 # reading what runs wrote: cli_analysis.py
 app.command()(cli_analysis.report)
 app.command("eval")(cli_analysis.eval_)
@@ -165,7 +169,15 @@ def validate(spec: SpecArg, overrides: OverridesArg = None,
     from noisecli.validate import validate_file  # lazy: keeps --help fast
 
     with exit_codes():
-        text = validate_file(spec, list(overrides or []), show, best_base)
+        if tune_spec(spec):  # checked as `noisecli tune` checks it, nothing run
+            from noisecli.tune.run import checked  # optuna's side of the checks, only for a tune spec
+            from noisecli.tune.spec import load_tune  # as above
+
+            tune = load_tune(spec)
+            checked(tune)
+            text = f"ok: {spec} (tune {tune.name!r})\n"
+        else:
+            text = validate_file(spec, list(overrides or []), show, best_base)
         if not quiet:
             print(text, end="")
 

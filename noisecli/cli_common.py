@@ -92,3 +92,18 @@ def exit_codes():
     except OSError as e:  # a full disk, a read-only runs folder: say which file and why
         error(f"{e.filename or ''}: {e.strerror or e}".lstrip(": "))
         raise typer.Exit(1) from None
+
+
+def tune_spec(path: Path) -> bool:
+    """Whether `path` is a tune spec (a `search:` beside its base), so that `train` and `sweep`
+    say which command runs it and `validate` checks it as `tune` would."""
+    from noisecli.spec import read_yaml  # lazy: keeps --help fast
+
+    return path.is_file() and "search" in read_yaml(path)
+
+
+def refuse_tune_spec(path: Path) -> None:
+    if tune_spec(path):
+        from noisecli.errors import SpecError  # the one error type the exit codes know
+
+        raise SpecError(f"{path}: a tune spec (it has `search:`); run it with: noisecli tune {path}")

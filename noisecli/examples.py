@@ -42,6 +42,8 @@ EXAMPLES = {e.name: e for e in (
             "the pre-registered grid of a character GPT on pydoc text: four kinds against none (45 runs)"),
     Example("study-regularizers-digits", ("study-regularizers-digits.yaml",),
             "noise against and on top of dropout, weight decay and label smoothing on digits, 5 seeds (200 runs)"),
+    Example("tune", ("tune-digits.yaml",),
+            "noisecli tune: each kind's factor searched with Optuna, pruned, the best confirmed on 3 fresh seeds"),
     Example("teacher-sweep", ("teacher-sweep.yaml",),
             "an MLP memorizes noisy teacher labels: which kind holds the val loss down (18 runs)"),
     Example("pydoc-gpt", ("pydoc-gpt.yaml",), "a small character GPT on CPython's bundled docs, token noise"),

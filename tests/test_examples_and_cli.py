@@ -142,9 +142,9 @@ def test_init_copies_nothing_when_a_write_fails_part_way(cli, tmp_path, monkeypa
 
 @pytest.mark.parametrize("args, line", [
     ([], "error: init: name an example: quickstart, your-model, sft-neftune, findings-digits-mlp, findings-pydoc-gpt, "
-         "study-regularizers-digits, teacher-sweep, pydoc-gpt, pydoc-hf, shakespeare-char (noisecli list examples)"),
+         "study-regularizers-digits, tune, teacher-sweep, pydoc-gpt, pydoc-hf, shakespeare-char (noisecli list examples)"),
     (["quickstrat"], "error: init: unknown example 'quickstrat'; did you mean 'quickstart'? (noisecli list examples)"),
-    (["tune"], "error: init: unknown example 'tune' (noisecli list examples)"),
+    (["tunes"], "error: init: unknown example 'tunes'; did you mean 'tune'? (noisecli list examples)"),
 ])
 def test_init_an_unknown_or_missing_example_is_one_line(cli, tmp_path, monkeypatch, args, line):
     monkeypatch.chdir(tmp_path)
@@ -255,3 +255,14 @@ def test_commands_md_names_every_command_and_every_option():
         for param in command.params:
             for opt in (o for o in param.opts if o.startswith("--") and o != "--help"):
                 assert f"`{opt}" in text, f"{name} {opt}"
+
+
+def test_a_tune_spec_given_to_train_or_sweep_names_the_command_that_runs_it(cli, tmp_path):
+    spec = ROOT / "experiments" / "tune-digits.yaml"
+    for command in ("train", "sweep"):
+        code, out, err = cli(command, spec, "--runs-dir", tmp_path / "runs")
+        assert (code, out, err.strip()) == (2, "", f"error: {spec}: a tune spec (it has `search:`); run it with: "
+                                                   f"noisecli tune {spec}")
+    assert not (tmp_path / "runs").exists()
+    code, out, _ = cli("validate", spec)
+    assert (code, out) == (0, f"ok: {spec} (tune 'digits-tune')\n")

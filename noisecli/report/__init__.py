@@ -37,6 +37,10 @@ def render(dirs: list[Path], fmt: str, title: str, warn: Callable[[str], None] =
 
     A run folder that cannot be read is skipped with one `warn` line naming the file and why (and
     listed in the report); when every folder found is unreadable there is nothing to report: bad input."""
+    if len(dirs) == 1 and (Path(dirs[0]) / "tune.json").is_file():  # a tune: its confirmation runs, then its search
+        from noisecli.report import tune  # only for a tune folder
+
+        return tune.render(Path(dirs[0]), fmt, title, render, warn=warn, metric=metric, baselines=baselines)
     runs = find_runs(dirs)
     if len(dirs) == 1 and (Path(dirs[0]) / "status.json").exists() and fmt != "html":
         return render_single(runs[0], fmt)
