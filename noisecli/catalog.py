@@ -11,6 +11,8 @@ docs/reference.md all read from the entry.
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -86,6 +88,26 @@ def _file(what: str) -> Option:
     return Option(Optional[str], None, f"{what} (relative to the spec file)", path="file")
 
 
+def _check_sft(data, where: str, spec, problems: list[str]) -> None:
+    """data.template: 'chat' needs a tokenizer and pairs; a format text has {prompt} then {response}, once each."""
+    t, fields = data.template, ("prompt", "response")
+    if t is not None and data.messages is not None:
+        problems.append(f"{where}.template: applies to prompt/response pairs; {where}.messages are rendered with "
+                        "the tokenizer's chat template (leave data.template out)")
+    elif t == "chat" and data.tokenizer is None:
+        problems.append(f"{where}.template: 'chat' renders each pair with the tokenizer's chat template; set "
+                        f"{where}.tokenizer (a Hugging Face tokenizer with one)")
+    elif t is not None and t != "chat":
+        names = re.findall(r"\{(\w+)\}", t)
+        wrong = [n for n in dict.fromkeys(names) if n not in fields]
+        for n in wrong:
+            close = "".join(f"; did you mean {{{c}}}?" for c in difflib.get_close_matches(n, fields, 1, 0.5))
+            problems.append(f"{where}.template: {{{n}}} is not filled in{close} (only {{prompt}} and {{response}} are)")
+        if not wrong and names != list(fields):
+            problems.append(f"{where}.template: must hold {{prompt}} and {{response}} once each, {{prompt}} first, "
+                            f"or be 'chat'; got {t!r}")
+
+
 DATASETS = {
     e.name: e
     for e in [
@@ -134,7 +156,7 @@ DATASETS = {
               "noisecli.data.python:load_python", {**_python_options("a mapping with x, y (x_val, y_val)"),
                                                    "standardize": STANDARDIZE}, frozenset({VECTOR})),
         Entry("sft", "instruction data: prompt/response pairs (or chat messages) from a JSONL, JSON or CSV file or a "
-                     "save_to_disk folder; one padded sequence each, loss on the response tokens only",
+                     "save_to_disk folder; one padded sequence each, loss on the response (or assistant) tokens",
               "noisecli.data.sft:load_sft", {
                   "path": Option(Optional[str], None, "a .jsonl, .json or .csv file of examples, or a save_to_disk "
                                                       "folder (relative to the spec file)", path="any"),
@@ -142,11 +164,26 @@ DATASETS = {
                   "response": Option(str, "response", "the column that holds the response (the loss is on it)"),
                   "messages": Option(Optional[str], None, "instead of prompt/response: a column of chat messages "
                                                           "({role, content}), rendered with the tokenizer's chat "
-                                                          "template; the last assistant message is the response"),
+                                                          "template; data.loss_on says which tokens are scored"),
                   "max_length": Option(Optional[int], None, "pad every example to this many tokens, truncating "
                                                             "longer responses (default: the longest example)", ge=2),
                   "tokenizer": TOKENIZER,
-              }, frozenset({TOKENS})),
+                  "eos": Option(bool, True, "prompt/response text: end each response with the end-of-sequence token, "
+                                            "scored (characters: a reserved id, the last); chat templates end turns "
+                                            "with their own tokens"),
+                  "bos": Option(bool, True, "prompt/response text: begin each example with what the tokenizer puts "
+                                            "before a text (its BOS, where it adds one, as TRL does)"),
+                  "template": Option(Optional[str], None, "pairs: a text with {prompt} then {response}, once each (e.g."
+                                                          " 'Q: {prompt}\\nA: {response}'; other {name}s are refused), "
+                                                          "or 'chat': the pair through the tokenizer's chat template"),
+                  "tokenize": Option(str, "joint", "joint: the whole text at once, the response from where the prompt"
+                                                   "'s tokens stop matching (TRL, the NEFTune code); separate: apart",
+                                     choices=("joint", "separate")),
+                  "loss_on": Option(str, "assistant", "assistant: every assistant turn (with {% generation %} tags, "
+                                                      "the tagged tokens); last: the last one; all: every token; for "
+                                                      "pairs assistant and last are the response",
+                                    choices=("assistant", "last", "all")),
+              }, frozenset({TOKENS}), check=_check_sft),
         Entry("csv", "a CSV table with a header; data.target names the label column (default: the last)",
               "noisecli.data.tabular:load_csv", {
                   "path": _file("the CSV file"),
@@ -261,6 +298,19 @@ def _moved(std: float) -> str:
     return "about half of them move to the id below" if std < 0.5 else "most of them move"
 
 
+def _check_embedding(noise, where: str, spec, problems: list[str]) -> None:
+    """noise.on tells prompt from response, which only instruction data has, and only when not every
+    token is scored."""
+    if noise.on == "all":
+        return
+    if spec.data.kind != "sft":
+        problems.append(f"{where}.on: {noise.on!r} needs instruction data (data.kind: sft), where a prompt and a "
+                        f"response are told apart; data kind {spec.data.kind!r} has neither (use {where}.on: all)")
+    elif spec.data.loss_on == "all":
+        problems.append(f"{where}.on: {noise.on!r} with data.loss_on: all: every token is scored, so no prompt is "
+                        f"told from the response; use {where}.on: all, or another data.loss_on")
+
+
 NOISE = {
     e.name: e
     for e in [
@@ -287,15 +337,19 @@ NOISE = {
               "noisecli.noise.embedding:EmbeddingNoise", {
                   "distribution": Option(str, "uniform", "uniform (NEFTune) | gaussian, same scale",
                                          choices=("gaussian", "uniform")),
-                  "length": Option(str, "example", "L in the scale: each example's own unpadded length, padding "
-                                                   "left clean (the NEFTune repository's training code), or the "
-                                                   "padded length with noise on padding too (the authors' README "
-                                                   "snippet and transformers' hook, issue 34659; equal to "
-                                                   "transformers' numbers when every batch has the same padded "
-                                                   "length, data.max_length)",
-                                   choices=("example", "padded")),
-              }, frozenset({TOKENS}),
-              factor="alpha, typically 5-15 (NEFTune's values); default 5",
+                  "length": Option(str, "example", "L in the scale: example (each example's own, padding clean: the "
+                                                   "authors' code), batch (the batch's longest, noise up to it: "
+                                                   "transformers' hook under dynamic padding), padded (the padded "
+                                                   "length, noise on padding: transformers' hook at one length)",
+                                   choices=("example", "batch", "padded")),
+                  "on": Option(str, "all", "sft: all (the authors' code), prompt (the paper's Algorithm 1) or response "
+                                           "(the scored tokens); L stays the whole example's",
+                               choices=("all", "prompt", "response")),
+                  "scale": Option(str, "absolute", "absolute: alpha / sqrt(L * d); relative: e * (1 + alpha * U(-1,1)),"
+                                                   " noise proportional to the embedding (TRL PR 904, not merged)",
+                                  choices=("absolute", "relative")),
+              }, frozenset({TOKENS}), check=_check_embedding,
+              factor="alpha (scale relative: the relative amplitude), typically 5-15 (NEFTune's values); default 5",
               formula="e + alpha / sqrt(L_i * d) * U(-1, 1)", example_factor=5.0),
         Entry("weight", "Gaussian noise on the weights for forward and backward; the optimizer updates "
               "the clean weights", "noisecli.noise.weight:WeightNoise", {

@@ -266,12 +266,20 @@ def describe_run(run) -> str:
     if d.is_stream:
         sizes = f"{sizes} tokens, vocab {d.n_outputs}, context {d.block_size}"
     elif d.is_tokens:
-        sizes = f"{sizes} examples padded to {d.block_size} tokens, vocab {d.n_outputs}, loss on response tokens"
+        sizes = (f"{sizes} examples padded to {d.block_size} tokens, vocab {d.n_outputs}, "
+                 f"loss on {d.info.get('loss_on', 'response tokens')}")
     else:
         sizes = f"{sizes} examples, {d.task}"
     _, bound = spec.train.step_budget(run.steps_per_epoch)  # what stops the run: train.max_steps or the epochs
     return (f"{run.run.name}: {d.name} ({sizes}); {spec.model.kind} "
-            f"({sum(p.numel() for p in run.params):,} parameters); noise {spec.noise_label}; "
+            f"({sum(p.numel() for p in run.params):,} parameters); noise {spec.noise_label}{_noise_ratio(run)}; "
             f"{run.device.type} {run.precision.name}"
             f"{f' x {run.world.size} processes' if run.world.distributed else ''}; {run.total_steps:,} steps "
             f"({bound})")
+
+
+def _noise_ratio(run) -> str:
+    """' (noise/embedding RMS 3.9)' for embedding noise (its `rms_ratio`, measured once at the start):
+    alpha 5 on an untrained embedding can be several times the signal, visible before training."""
+    ratios = [n.rms_ratio() for n in run.noises if hasattr(n, "rms_ratio") and n.spec.factor > 0]
+    return f" (noise/embedding RMS {ratios[0]:.2g})" if ratios else ""

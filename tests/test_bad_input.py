@@ -75,7 +75,7 @@ CASES = [
     ("train", {**HF, "model": {"kind": "hf"}}, [], "model.path: model kind 'hf' needs model.path"),
     ("train", {**HF, "model": {"kind": "hf", "config": {"n_layer": 1}}}, [], "model.config.model_type: required"),
     ("train", {**HF, "model": {"kind": "hf", "path": "./not-here"}}, [], "model.path: folder not found:"),
-    ("train", {**HF, "model": {"kind": "hf", "config": GPT2, "dropout": 0.1}}, [], "model.dropout: does not apply to model kind 'hf'"),
+    ("train", {**HF, "model": {"kind": "hf", "config": GPT2, "dropout": 1.5}}, [], "model.dropout: must be < 1, got 1.5"),
     ("train", {**TINY, "data": {"kind": "digits", "tokenizer": "gpt2"}}, [], "data.tokenizer: does not apply to data kind 'digits'"),
     ("train", {**HF, "data": {"kind": "pydoc"}, "model": {"kind": "hf", "path": "emptydir"}}, [], "data.tokenizer: a pretrained model reads"),
     ("train", {**HF, "data": {"kind": "hf"}}, [], "data.path: required for data kind 'hf'"),

@@ -36,24 +36,32 @@ def setup(spec) -> Trainer:
     return Trainer(load_spec(spec), spec.parent / "runs", quiet=True).setup()
 
 
-def test_examples_are_right_padded_with_targets_on_the_response_only(sft_file):
-    trainer = setup(sft_spec(sft_file.parent))
+@pytest.mark.parametrize("eos", [True, False])
+def test_examples_are_right_padded_with_targets_on_the_response_and_its_eos(sft_file, eos):
+    """data.eos (the default): each response ends with the end-of-sequence id, for characters the
+    vocabulary's last (a reserved id, padding stays 0), and it is scored; eos: false is the
+    sequence as noisecli built it before (what a resumed older run reads)."""
+    trainer = setup(sft_spec(sft_file.parent, data={"eos": eos}))
     ds = trainer.data
     assert ds.task == "sft" and ds.pad_id == 0 and ds.x_train.shape[0] + ds.x_val.shape[0] + ds.x_test.shape[0] == 60
-    longest = max(len(e["prompt"]) + len(e["response"]) for e in EXAMPLES)
+    chars = len(set("".join(e["prompt"] + e["response"] for e in EXAMPLES)))
+    assert ds.n_outputs == chars + 1 + eos and not ds.pad_ends
+    longest = max(len(e["prompt"]) + len(e["response"]) for e in EXAMPLES) + eos
     assert ds.block_size == longest == ds.x_train.shape[1]
     x, y = torch.cat([ds.x_train, ds.x_val, ds.x_test]), torch.cat([ds.y_train, ds.y_val, ds.y_test])
     seen = []
     for xi, yi in zip(x, y):
         length = int((xi != 0).sum())
         assert (xi[length:] == 0).all() and (xi[:length] != 0).all()  # right padding, nothing inside
+        assert (xi[length - 1] == chars + 1) == eos and (xi[:length - 1] <= chars).all()  # EOS last, only there
         scored = (yi != IGNORE).nonzero().flatten()
-        # targets: the next token on every response position, and nothing else
+        # targets: the next token on every response position (its EOS included), and nothing else
         assert torch.equal(yi[scored], xi[scored + 1])
         assert torch.equal(scored, torch.arange(length - scored.numel() - 1, length - 1))
         seen.append((length, int(scored.numel())))
-    # each example scores exactly its response's characters
-    assert sorted(seen) == sorted((len(e["prompt"]) + len(e["response"]), len(e["response"])) for e in EXAMPLES)
+    # each example scores exactly its response's characters, and its EOS
+    assert sorted(seen) == sorted((len(e["prompt"]) + len(e["response"]) + eos, len(e["response"]) + eos)
+                                  for e in EXAMPLES)
 
 
 def test_the_loss_counts_response_tokens_only(sft_file):
@@ -152,7 +160,7 @@ def test_truncation_is_counted_in_the_status(cli, sft_file):
     code, _, err = cli("train", spec, "--runs-dir", sft_file.parent / "runs", "-q")
     assert code == 0, err
     dataset = json.loads((sft_file.parent / "runs" / "sft" / "status.json").read_text())["dataset"]
-    expected = sum(len(e["prompt"]) + len(e["response"]) > 16 for e in EXAMPLES)
+    expected = sum(len(e["prompt"]) + len(e["response"]) + 1 > 16 for e in EXAMPLES)  # + 1: the EOS
     assert dataset["max_length"] == 16 and dataset["truncated"] == expected > 0
 
 
@@ -224,6 +232,8 @@ def test_messages_are_rendered_with_the_tokenizers_chat_template_and_scored_on_t
                                           "tokenizer": "tok"}, "model": GPT})
     ds = Trainer(load_spec(spec), tmp_path / "runs", quiet=True).setup().data
     assert ds.pad_id == tok.eos_token_id and ds.n_outputs == len(tok)
+    # every conversation ends with <|end|>, the padding id too: the noise counts it (and the one inside) as real
+    assert ds.pad_ends and "noise_misreads" not in ds.info
     x, y = torch.cat([ds.x_train, ds.x_val, ds.x_test]), torch.cat([ds.y_train, ds.y_val, ds.y_test])
     answers = sorted(e["response"] + "<|end|>" for e in EXAMPLES)
     scored = sorted(tok.decode(yi[yi != IGNORE].tolist()) for yi in y)

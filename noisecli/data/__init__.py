@@ -33,6 +33,10 @@ class Dataset:
     info: dict[str, Any] = field(default_factory=dict)  # shown to the user, saved in the run
     x_test: torch.Tensor | None = None  # the test split (None: the data has none and test_fraction is 0)
     y_test: torch.Tensor | None = None
+    # sft: the padding id is also the end-of-sequence token each example ends with (a tokenizer
+    # without a pad token pads with its EOS), so an example's real length is one past its last
+    # non-padding id; data/sft.py decides it from the data, noise/embedding.py reads it
+    pad_ends: bool = False
 
     @property
     def is_tokens(self) -> bool:

@@ -110,7 +110,8 @@ def upgrade_saved(d: dict) -> dict:
     """A spec saved by an older noisecli, read as what it trained (ADDED_KEYS): a data section
     without `test_fraction` was split without a test split (0), not with today's default; one
     without label smoothing or mixup trained without them; an hf model without `dropout` kept
-    its config's own."""
+    its config's own; sft data and embedding noise without the keys of SFT_ADDED and
+    EMBEDDING_ADDED trained as those values say."""
     for section, key, value in ADDED_KEYS:
         part = d.get(section)
         if isinstance(part, dict) and key not in part:
@@ -118,6 +119,25 @@ def upgrade_saved(d: dict) -> dict:
     model = d.get("model")
     if isinstance(model, dict) and model.get("kind") == "hf" and "dropout" not in model:
         d = {**d, "model": {**model, "dropout": None}}
+    return _upgrade_sft(d)
+
+
+# sft data and embedding noise saved before these keys: no EOS or BOS, prompt and response
+# tokenized apart, the last assistant message scored; the noise on every position, NEFTune's scale
+SFT_ADDED = {"eos": False, "bos": False, "template": None, "tokenize": "separate", "loss_on": "last"}
+EMBEDDING_ADDED = {"on": "all", "scale": "absolute"}
+
+
+def _upgrade_sft(d: dict) -> dict:
+    data = d.get("data")
+    if isinstance(data, dict) and data.get("kind") == "sft":
+        d = {**d, "data": {**data, **{k: v for k, v in SFT_ADDED.items() if k not in data}}}
+    noise = d.get("noise")
+    if isinstance(noise, (dict, list)):
+        entries = [{**e, **{k: v for k, v in EMBEDDING_ADDED.items() if k not in e}}
+                   if isinstance(e, dict) and e.get("kind") == "embedding" else e
+                   for e in (noise if isinstance(noise, list) else [noise])]
+        d = {**d, "noise": entries if isinstance(noise, list) else entries[0]}
     return d
 
 
