@@ -269,13 +269,14 @@ class RunFolder(RunLock):
         """Refuse a run trained with another spec; False when spec.yaml is missing or cut short
         (then the checkpoint's copy, if any, is the reference, and the file is rewritten)."""
         path = self.path / "spec.yaml"
-        old = read_saved_spec(path)
+        old = read_saved_spec(path, upgrade=False)  # as written: keys filled in would break the cut's order
         if old is not None and _cut_short(old, resolved):
             display.warn(f"warning: {path} is cut short (a copy or a disk that lost its end); "
                          "it is rewritten from the spec" + (" checked against the checkpoint's copy" if state else ""))
             old = None
         elif old is None and path.exists():
             display.warn(f"warning: {path} is unreadable; it is rewritten from the spec")
+        old = upgrade_saved(old) if old is not None else None  # read as what it trained
         intact = old is not None
         if old is None and state and isinstance(state.get("spec"), dict):
             old = upgrade_saved(state["spec"])

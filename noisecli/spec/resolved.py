@@ -91,13 +91,17 @@ def without_none_factor(d: dict) -> dict:
     return {**d, "noise": entries if isinstance(noise, list) else entries[0]}
 
 
-def read_saved_spec(path: Path) -> dict | None:
-    """A run folder's spec.yaml as a mapping, or None when it is missing or damaged."""
+def read_saved_spec(path: Path, upgrade: bool = True) -> dict | None:
+    """A run folder's spec.yaml as a mapping, or None when it is missing or damaged; read as
+    what it trained (`upgrade_saved`), or with `upgrade=False` as written (to tell a file cut
+    short from one an older noisecli wrote whole)."""
     try:
         old = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
-    return upgrade_saved(old) if isinstance(old, dict) else None
+    if not isinstance(old, dict):
+        return None
+    return upgrade_saved(old) if upgrade else old
 
 
 # keys added after runs were saved without them: (section, key, the value that trained as those
