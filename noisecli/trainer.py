@@ -251,11 +251,13 @@ def train_run(spec: Spec, runs_dir: Path | str, quiet: bool = False, restart: bo
     `threads`: torch's CPU threads (`--threads`); a resumed run keeps the count it started with."""
     world = World.from_env()  # several processes under torchrun
     trainer = Trainer(spec, runs_dir, quiet=quiet, world=world).setup()
+    finished = False
     try:
         outcome = trainer.open_run(restart=restart)
         if outcome == "completed":
             trainer.display.note(f"run {spec.name!r} is already completed ({trainer.run.path}); "
                                  "nothing to do. Use --restart to train it again.")
+            finished = True
             return None
         with run_threads([trainer], threads) as n:
             trainer.display.note(describe_run(trainer))
@@ -266,7 +268,9 @@ def train_run(spec: Spec, runs_dir: Path | str, quiet: bool = False, restart: bo
             warning = oversubscribed(n, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
             if warning and not world.rank:
                 say(warning)
-            return trainer.train()
+            status = trainer.train()
+            finished = True
+            return status
     finally:
         trainer.close()
-        world.stop()
+        world.stop(finished)
