@@ -51,9 +51,9 @@ def test_label_smoothing_on_instruction_data_smooths_response_tokens_only(tmp_pa
 def test_mixup_mixes_a_batch_with_its_shuffle_and_scores_both_targets(tmp_path):
     trainer = setup(tmp_path, mixup={"alpha": 0.4})
     x, y = trainer.data.x_train[:16], trainer.data.y_train[:16]
-    rng = random.Random(trainer.spec.seed + MIXUP_STREAM)  # the stream the run draws from
+    rng = random.Random(trainer.spec.seed + MIXUP_STREAM)  # the streams the run draws from
     lam = rng.betavariate(0.4, 0.4)
-    perm = rng.sample(range(16), 16)
+    perm = torch.randperm(16, generator=torch.Generator().manual_seed(trainer.spec.seed + MIXUP_STREAM))
     mixed_x, mixed_y = trainer.mixup(x, y)
     assert isinstance(mixed_y, Mixed) and mixed_y.lam == lam and 0 < lam < 1
     assert torch.allclose(mixed_x, lam * x + (1 - lam) * x[perm])
@@ -143,3 +143,9 @@ def test_a_run_saved_before_the_regularizer_keys_existed_is_the_same_run(tiny_sp
     saved.write_text(yaml.safe_dump(old, sort_keys=False))
     code, out, err = cli("train", tiny_spec, "--runs-dir", tmp_path / "runs")
     assert code == 0 and "already completed" in out + err  # not refused as a changed spec
+
+
+def test_mixup_and_label_smoothing_add_no_host_sync_to_the_step(tmp_path, monkeypatch):
+    from tests.test_noise import assert_steps_never_read_back
+
+    assert_steps_never_read_back(setup(tmp_path, label_smoothing=0.1, mixup={"alpha": 0.2}), monkeypatch)

@@ -8,9 +8,9 @@ probes) is the plain loss, so runs with and without them compare on the same sca
 Mixup (Zhang et al., 2018, and the reference implementation's `mixup_data`): each batch is
 mixed with a shuffled copy of itself, x' = lam x + (1 - lam) x[perm], and the loss is
 lam CE(out, y) + (1 - lam) CE(out, y[perm]), lam ~ Beta(alpha, alpha), one lam per batch. The
-draws come from the run's own stream (seeded by the spec's seed, checkpointed), on the host:
-lam is a Python float and perm one small host-to-device copy, so the step never waits on the
-device.
+draws come from the run's own streams (seeded by the spec's seed, checkpointed): lam from a
+host stream (a Python float), the permutation from a generator on the device, so the step
+never waits on the device.
 """
 
 from __future__ import annotations
@@ -69,17 +69,19 @@ class Mixup:
     """train.mixup {alpha}: the batch mixer, with its own checkpointed stream."""
 
     def __init__(self, alpha: float, seed: int, device: torch.device):
-        self.alpha, self.device = alpha, device
-        self.rng = random.Random(seed + MIXUP_STREAM)
+        self.alpha = alpha
+        self.rng = random.Random(seed + MIXUP_STREAM)  # lam: a host float, never read back from the device
+        self.generator = torch.Generator(device=device).manual_seed(seed + MIXUP_STREAM)  # perm: on the device
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Mixed]:
         lam = self.rng.betavariate(self.alpha, self.alpha)
-        perm = torch.tensor(self.rng.sample(range(x.shape[0]), x.shape[0]), dtype=torch.long).to(self.device)
+        perm = torch.randperm(x.shape[0], generator=self.generator, device=x.device)
         return lam * x + (1 - lam) * x[perm], Mixed(y, y[perm], lam)
 
     def state_dict(self) -> dict:
         version, internal, gauss = self.rng.getstate()
-        return {"version": version, "internal": list(internal), "gauss": gauss}
+        return {"version": version, "internal": list(internal), "gauss": gauss, "perm": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.setstate((state["version"], tuple(state["internal"]), state["gauss"]))
+        self.generator.set_state(state["perm"])
