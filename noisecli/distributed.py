@@ -91,17 +91,19 @@ class World:
         # stop agreement is a host question: asked over gloo, it never waits on the GPU
         self._control = dist.new_group(backend="gloo") if device.type == "cuda" else dist.group.WORLD
 
-    def stop(self, finished: bool = False) -> None:
-        """Leave the process group. After a run every rank finished, the ranks first wait for each
-        other (a bounded barrier over the gloo control group): a rank that tore its group down while
-        another still used it aborted at exit ("terminate called without an active exception",
-        2 of 6 torchrun runs here; 0 of 8 with the barrier). After a failure nobody waits."""
+    def stop(self, together: bool = False) -> None:
+        """Leave the process group. When every rank ends at the same point (the run finished, or
+        they agreed on the step to stop after and saved), the ranks first wait for each other (a
+        bounded barrier over the gloo control group): a rank that tore its group down while another
+        still used it aborted at exit ("terminate called without an active exception", 2 of 6
+        torchrun runs here; 0 of 8 with the barrier; the same abort once in CI after an agreed
+        SIGTERM stop). After a failure nobody waits."""
         if self.distributed:
             import torch.distributed as dist
 
             if dist.is_initialized():
                 control = getattr(self, "_control", None)
-                if finished and control is not None:
+                if together and control is not None:
                     try:
                         dist.monitored_barrier(control, timeout=timedelta(seconds=60), wait_all_ranks=True)
                     except RuntimeError:  # a rank that did not come: tear down all the same

@@ -271,6 +271,9 @@ def train_run(spec: Spec, runs_dir: Path | str, quiet: bool = False, restart: bo
             status = trainer.train()
             finished = True
             return status
+    except Interrupted:  # every rank agreed on the step to stop after: they leave together too
+        finished = True
+        raise
     finally:
         trainer.close()
-        world.stop(finished)
+        world.stop(together=finished)
