@@ -107,22 +107,27 @@ def read_saved_spec(path: Path, upgrade: bool = True) -> dict | None:
 # keys added after runs were saved without them: (section, key, the value that trained as those
 # runs did); a saved section that lacks one reads it so, and resumes and sweeps see no change
 ADDED_KEYS = (("data", "test_fraction", 0.0),  # no test split before there was one (today's default: 0.2)
-              ("train", "label_smoothing", 0.0), ("train", "mixup", None))
+              ("train", "label_smoothing", 0.0), ("train", "mixup", None), ("train", "grad_accum", 1),
+              ("model", "init", None))
+# a model kind's options added since it was first saved, with what a run saved without them trained as
+MODEL_ADDED = {"hf": {"dropout": None, "lora": None, "dtype": "fp32", "gradient_checkpointing": False},
+               "gpt": {"gradient_checkpointing": False}}
 
 
 def upgrade_saved(d: dict) -> dict:
     """A spec saved by an older noisecli, read as what it trained (ADDED_KEYS): a data section
     without `test_fraction` was split without a test split (0), not with today's default; one
-    without label smoothing or mixup trained without them; an hf model without `dropout` kept
-    its config's own; sft data and embedding noise without the keys of SFT_ADDED and
+    without label smoothing, mixup or accumulation trained without them; an hf model without
+    `dropout` kept its config's own, in fp32, without LoRA (MODEL_ADDED); sft data and embedding noise without the keys of SFT_ADDED and
     EMBEDDING_ADDED trained as those values say."""
     for section, key, value in ADDED_KEYS:
         part = d.get(section)
         if isinstance(part, dict) and key not in part:
             d = {**d, section: {**part, key: value}}
     model = d.get("model")
-    if isinstance(model, dict) and model.get("kind") == "hf" and "dropout" not in model:
-        d = {**d, "model": {**model, "dropout": None}}
+    if isinstance(model, dict) and model.get("kind") in MODEL_ADDED:
+        added = MODEL_ADDED[model["kind"]]
+        d = {**d, "model": {**model, **{k: v for k, v in added.items() if k not in model}}}
     return _upgrade_sft(d)
 
 

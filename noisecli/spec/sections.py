@@ -107,6 +107,9 @@ class DataSpec(KindSection):
 class ModelSpec(KindSection):
     TABLE = "model"
     kind: str = opt("mlp", "model name (noisecli list models)")
+    init: Optional[str] = opt(None, "RUN_DIR, RUN_DIR:best or RUN_DIR:last (default last): start from that run's "
+                                    "trained weights (same model, a fresh optimizer); the resolved spec records "
+                                    "the checkpoint's sha256")
     options: dict = _options_field()
 
 
@@ -136,7 +139,11 @@ class TrainSpec:
                                       "given alone: then max_steps decides, and the resolved spec says null)", ge=1)
     max_steps: Optional[int] = opt(None, "stop after this many optimizer steps (with train.epochs also given, "
                                          "whichever comes first)", ge=1)
-    batch_size: int = opt(32, "examples (or token windows) per step", ge=1)
+    batch_size: int = opt(32, "examples (or token windows) per optimizer step: the global batch, across "
+                                "grad_accum micro-batches and processes", ge=1)
+    grad_accum: int = opt(1, "micro-batches per optimizer step (gradient accumulation): each holds batch_size / "
+                             "grad_accum examples; the step, its noise and its result are those of the whole batch",
+                          ge=1)
     lr: float = opt(5e-5, "peak learning rate of AdamW", gt=0)
     weight_decay: float = opt(0.01, "AdamW decoupled weight decay", ge=0)
     label_smoothing: float = opt(0.0, "cross-entropy against labels smoothed by this much (classification, lm; "

@@ -13,55 +13,14 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Optional
 
-VECTOR, IMAGE, TOKENS = "vector", "image", "tokens"
+from noisecli.catalog.entry import IMAGE, TOKENS, VECTOR, Check, Entry, Option, _python_options  # noqa: F401 - the names callers read here
+from noisecli.catalog.models import MODELS
+
 SCHEDULES = ("constant", "linear", "cosine")
 # output.tracker -> the package it needs (looked for by the spec loader, imported only by trackers.py)
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
-
-
-@dataclass(frozen=True)
-class Option:
-    """One key of a kind: its type (a typing annotation, checked by the spec loader), its default
-    and one line of help. The bounds (ge, gt, le, lt) and choices of a list option hold for each
-    item. `path` marks values that name something on disk, relative to the spec file (to the current
-    folder when given as an override: `spec.raw.apply_overrides`): 'file' and 'folder' must exist (a
-    file must be a regular file, not a pipe or a device); 'any' is either; 'local' is a folder or a
-    Hugging Face name in the cache; 'code' is a kind: python target (FILE.py:FUNCTION or a module)."""
-
-    type: Any
-    default: Any
-    help: str
-    choices: tuple | None = None
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    lt: float | None = None
-    path: str | None = None
-
-
-# A check gets the section (DataSpec, ModelSpec or NoiseSpec), its dotted path, the whole spec
-# and the problem list; it appends a line per problem and never raises.
-Check = Callable[[Any, str, Any, list], None]
-
-
-@dataclass(frozen=True)
-class Entry:
-    name: str
-    summary: str
-    target: str  # "module:function" that builds it, imported lazily
-    options: dict[str, Option] = field(default_factory=dict)
-    # datasets: what they provide; models and noise: what they accept (empty: anything)
-    modalities: frozenset[str] = field(default_factory=frozenset)
-    check: Optional[Check] = None
-    factor: str = ""  # noise only: what the factor means
-    formula: str = ""  # noise only
-    note: str = ""  # noise only: a fact worth knowing before sweeping it (shown by `noisecli list`)
-    # noise only: a typical strength, the factor of an entry that gives none (`{kind: embedding}` is
-    # alpha 5); `factor` says it, with the typical range. Benchmarks and examples use it too.
-    example_factor: float = 0.0
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -70,18 +29,6 @@ STANDARDIZE = Option(bool, True, "scale each input feature to zero mean, unit va
 BLOCK_SIZE = Option(int, 64, "context length, in characters (or tokens with data.tokenizer)", ge=2)
 TOKENIZER = Option(Optional[str], None, "a Hugging Face tokenizer, as a local folder or a name already in the "
                                         "local cache (default: characters)", path="local")
-
-
-def _python_options(returns: str) -> dict[str, Option]:
-    return {
-        "target": Option(Optional[str], None, f"FILE.py:FUNCTION (relative to the spec file; given as an "
-                                              f"override, to the current folder) or package.module:FUNCTION; "
-                                              f"the function returns {returns}",
-                         path="code"),
-        "args": Option(dict, {}, "keyword arguments for the function"),
-        "code_sha256": Option(Optional[str], None, "filled in by noisecli: the hash of the target's file, "
-                                                   "so a run whose code changed is refused on resume"),
-    }
 
 
 def _file(what: str) -> Option:
@@ -192,83 +139,6 @@ DATASETS = {
                                  choices=("auto", "classification", "regression")),
                   "standardize": STANDARDIZE,
               }, frozenset({VECTOR})),
-    ]
-}
-
-# ----------------------------------------------------------------------------- models
-
-DROPOUT = Option(float, 0.0, "dropout probability", ge=0, lt=1)
-
-
-def _check_gpt(model, where: str, spec, problems: list[str]) -> None:
-    if model.n_embd % model.n_head:
-        problems.append(f"{where}.n_embd: {model.n_embd} must be a multiple of {where}.n_head ({model.n_head})")
-
-
-def _check_hf(model, where: str, spec, problems: list[str]) -> None:
-    """What can be checked without importing transformers; the rest is checked when the model
-    is built (and by `validate`), still before anything is written."""
-    config_refused = any(p.startswith((f"{where}.config:", f"{where}.path:")) for p in problems)
-    if model.path is None and model.config is None and not config_refused:
-        problems.append(f"{where}.path: model kind 'hf' needs {where}.path (a local folder or cached name) "
-                        f"or {where}.config (a transformers config to build a fresh model from)")
-    elif model.path is not None and model.config is not None:
-        problems.append(f"{where}.config: give {where}.path (pretrained weights) or {where}.config (a fresh "
-                        "model), not both")
-    if model.config is not None and not isinstance(model.config.get("model_type"), str):
-        problems.append(f"{where}.config.model_type: required, the transformers model type (e.g. gpt2, llama)")
-    dataset = DATASETS.get(spec.data.kind)
-    reads_text = dataset is not None and "tokenizer" in dataset.options  # characters unless told otherwise
-    if model.path is not None and reads_text and spec.data.tokenizer is None:
-        problems.append(f"data.tokenizer: a pretrained model reads the token ids of its own tokenizer, not "
-                        f"characters; set data.tokenizer (usually to {where}.path, {model.path!r})")
-
-
-MODELS = {
-    e.name: e
-    for e in [
-        Entry("linear", "one linear layer on the flattened input", "noisecli.models.mlp:build_linear",
-              {}, frozenset({VECTOR})),
-        Entry("mlp", "multi-layer perceptron (model.hidden, model.activation, model.dropout)",
-              "noisecli.models.mlp:build_mlp", {
-                  "hidden": Option(list[int], [256, 256], "hidden layer widths", ge=1),
-                  "activation": Option(str, "relu", "relu | gelu | tanh", choices=("relu", "gelu", "tanh")),
-                  "dropout": DROPOUT,
-              }, frozenset({VECTOR})),
-        Entry("cnn", "small convolutional net for small images such as digits (model.channels)",
-              "noisecli.models.cnn:build_cnn", {
-                  "dropout": DROPOUT,
-                  "channels": Option(list[int], [16, 32], "channels of each 3x3 conv block", ge=1),
-              }, frozenset({IMAGE})),
-        Entry("gpt", "small causal transformer (model.n_layer, n_head, n_embd, dropout; context = data.block_size)",
-              "noisecli.models.gpt:build_gpt", {
-                  "dropout": DROPOUT,
-                  "n_layer": Option(int, 4, "transformer blocks", ge=1),
-                  "n_head": Option(int, 4, "attention heads", ge=1),
-                  "n_embd": Option(int, 128, "embedding width (a multiple of n_head)", ge=1),
-                  "bias": Option(bool, False, "bias in linear and layer-norm layers"),
-              }, frozenset({TOKENS}), check=_check_gpt),
-        Entry("hf", "a transformers causal language model: local folder or cached name (model.path), or a "
-                    "fresh one from a config (model.config); needs transformers",
-              "noisecli.models.hf:build_hf", {
-                  "path": Option(Optional[str], None, "a transformers model, as a local folder or a name already "
-                                                      "in the local Hugging Face cache (nothing is downloaded)",
-                                 path="local"),
-                  "config": Option(Optional[dict], None, "build a fresh model from a transformers config instead: "
-                                                         "model_type plus that config's keys, e.g. "
-                                                         "{model_type: gpt2, n_layer: 2}"),
-                  "trust_remote_code": Option(bool, False, "run Python code shipped in the model's folder "
-                                                           "(never implied)"),
-                  "dropout": Option(Optional[float], None, "set every dropout probability of the config (each "
-                                                           "field named *dropout* or *pdrop*: gpt2's resid/embd/"
-                                                           "attn_pdrop, llama's attention_dropout, ...); null: the "
-                                                           "config's own", ge=0, lt=1),
-              }, frozenset({TOKENS}), check=_check_hf),
-        Entry("python", "your own model: a Python function (model.target) returning a torch.nn.Module whose "
-                        "forward(x) gives logits or predictions like the built-in models",
-              "noisecli.models.python:build_python",
-              _python_options("an nn.Module; it also receives whichever of n_inputs, n_outputs, task, vocab_size, "
-                              "block_size its signature names")),
     ]
 }
 
