@@ -30,6 +30,8 @@ def batch_key(spec: Spec, alone: Callable[[Spec], str | None] | None = None) -> 
         return None, why
     if spec.model.kind in UNBATCHED:
         return None, UNBATCHED[spec.model.kind]
+    if spec.train.grad_accum > 1:
+        return None, "train.grad_accum: accumulating runs are trained one after another"
     if spec.train.compile:
         return None, "train.compile: compiled runs are trained one after another"
     if spec.train.precision == "fp16":

@@ -61,6 +61,10 @@ class Trainer:
         if t.batch_size % self.world.size:
             raise SpecError(f"train.batch_size: {t.batch_size} does not split among {self.world.size} processes; "
                             f"use a multiple of {self.world.size} (it is the global batch, shared by the ranks)")
+        if t.batch_size < self.world.size * t.grad_accum:
+            shared = f" on each of {self.world.size} processes" if self.world.distributed else ""
+            raise SpecError(f"train.batch_size: {t.batch_size} examples cannot fill train.grad_accum {t.grad_accum} "
+                            f"micro-batches{shared}; lower grad_accum or raise batch_size")
         self.precision = Precision(t.precision, self.device)
         torch.manual_seed(spec.seed)
         self.data: Dataset = load_dataset(spec.data).to(self.device)
@@ -83,7 +87,8 @@ class Trainer:
         self.mixup = Mixup(t.mixup["alpha"], spec.seed, self.device) if t.mixup else None
 
         self.noise_ctx = NoiseContext(self.raw_model, self.data, self.total_steps, self.device, spec.seed,
-                                      self.world)
+                                      self.world, micro_batches=t.grad_accum,
+                                      recomputes=bool(spec.model.gradient_checkpointing))
         self.noises = build_noises(spec.noise, self.noise_ctx)
         self.hooks = NoiseHooks([self.noises])
         self.state = TrainState(Interval(self.device, tracked=spec.output.tracker != "none"))

@@ -72,6 +72,16 @@ def test_two_processes_follow_the_trajectory_of_one(tmp_path, kind, base, factor
     assert not (tmp_path / "two" / "r" / ".lock").exists()
 
 
+def test_accumulating_micro_batches_on_two_processes_follow_one(tmp_path):
+    """train.grad_accum 2 on 2 ranks: each rank's 4 rows in 2 micro-batches, gradients all-reduced
+    once a step (no_sync before the last), NEFTune's draw the global batch's rows each micro-batch
+    holds; the same run as one process accumulating (itself the same as no accumulation:
+    tests/test_grad_accum.py)."""
+    spec = write_spec(tmp_path, {"name": "r", **TEXT, "train": {**TEXT["train"], "grad_accum": 2},
+                                 "noise": {"kind": "embedding", "factor": 5.0}})
+    assert_two_processes_follow_one(spec, tmp_path)
+
+
 def test_instruction_data_with_an_uneven_last_batch_follows_one_process(tmp_path):
     """Padded instruction data whose last batch of an epoch has an odd number of rows (split 3 + 2
     by the ranks), under NEFTune: each rank's noise is the rows of the global draw that rank holds

@@ -4,6 +4,7 @@
     x, y <- the next batch, through transform_input   (input, token noise), then mixup (train.mixup)
     before_forward                               (weight noise perturbs the parameters)
     loss <- forward (forward-acting kinds act here; label smoothing) ; backward
+            (train.grad_accum K: K forwards and backwards over slices of the batch, gradients summed)
     after_backward                               (weight noise restores them)
     grad_norm <- clip                            (pre-clip norm)
     on_gradients                                 (gradient noise)
@@ -17,9 +18,17 @@ and scales its summed loss so that DDP's average of the ranks' gradients is the 
 batch's mean-loss gradient) and `stacked.Stacked` (`sweep --batched`: K members in one
 vmapped forward, clipped one by one, one AdamW over stacked tensors). The hooks are called
 through `NoiseHooks`, over one noise list per member, in the order above.
+
+Gradient accumulation (`forward_backward`) splits the batch after everything drawn for the
+whole batch (input noise, mixup): each slice's loss is a sum over the whole batch's targets,
+so the summed gradients are the whole batch's mean-loss gradient, and forward kinds draw for
+the whole batch and keep the slice's rows (noise/base.py): K micro-batches take the step one
+forward would (the equality a test holds, for every kind), save for dropout masks.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -43,11 +52,11 @@ class NoiseHooks:
             for noise, f in zip(noises, fs):
                 getattr(noise, hook)(f)
 
-    def each(self, method: str) -> None:
-        """A hook without a factor (before_eval, after_eval, detach) on every entry."""
+    def each(self, method: str, *args) -> None:
+        """A hook without a factor (before_eval, after_eval, detach, begin_micro) on every entry."""
         for noises in self.members:
             for noise in noises:
-                getattr(noise, method)()
+                getattr(noise, method)(*args)
 
 
 def train_step(s, step: int) -> tuple[float, list[list[float]]]:
@@ -58,8 +67,7 @@ def train_step(s, step: int) -> tuple[float, list[list[float]]]:
     factors = s.hooks.factors(step)
     x, y = s.batch(factors)
     s.hooks.call("before_forward", factors)
-    loss = s.loss(x, y)  # against clean targets
-    s.backward(loss)
+    loss = forward_backward(s, x, y)  # against clean targets
     s.hooks.call("after_backward", factors)
     grad_norm = s.clip()
     s.hooks.call("on_gradients", factors)
@@ -67,6 +75,32 @@ def train_step(s, step: int) -> tuple[float, list[list[float]]]:
     s.hooks.call("after_step", factors)
     s.record(loss.detach(), grad_norm)
     return lr, factors
+
+
+def forward_backward(s, x: torch.Tensor, y) -> torch.Tensor:
+    """The step's loss and its gradients: one forward and backward, or train.grad_accum K of them,
+    over consecutive slices of this process's rows (the loss returned is the whole batch's)."""
+    k = s.train_spec.grad_accum
+    if k == 1:
+        loss = s.loss(x, y)
+        s.backward(loss)
+        return loss
+    run, (size, extra) = s.run, divmod(x.shape[0], k)  # as even as the rows allow (an epoch's last batch)
+    if not run.world.distributed:  # under torchrun DDP.batch has set it
+        run.noise_ctx.global_batch = x.shape[0]
+    scale = s.per_target(y)
+    total = None
+    for i in range(k):
+        start = i * size + min(i, extra)
+        rows = slice(start, start + size + (i < extra))
+        run.noise_ctx.micro = (rows.start, rows.stop)
+        s.hooks.each("begin_micro", i)
+        with s.accumulating(last=i == k - 1):
+            loss = s.loss_sum(x[rows], y.share(lambda t: t[rows]) if isinstance(y, Mixed) else y[rows]) * scale
+            s.backward(loss)
+        total = loss.detach() if total is None else total + loss.detach()
+    run.noise_ctx.micro = None
+    return total
 
 
 class OneProcess:
@@ -98,8 +132,25 @@ class OneProcess:
         with self.autocast:
             return loss_fn(self.run.model(x), y, self.task, label_smoothing=self.smoothing)
 
+    def loss_sum(self, x: torch.Tensor, y) -> torch.Tensor:
+        """A micro-batch's summed loss (forward_backward scales it by `per_target`)."""
+        with self.autocast:
+            return loss_fn(self.run.model(x), y, self.task, reduction="sum", label_smoothing=self.smoothing)
+
+    def per_target(self, y) -> torch.Tensor | int:
+        """What a summed loss is multiplied by to make the mean over the step's batch: 1 / its targets."""
+        return 1 / count(y.y if isinstance(y, Mixed) else y, self.task)
+
+    def accumulating(self, last: bool):
+        return contextlib.nullcontext()
+
     def backward(self, loss: torch.Tensor) -> None:
-        self.scaler.scale(loss).backward()
+        if self.run.noise_ctx.recomputes:  # gradient checkpointing re-runs the forward hooks here
+            self.hooks.each("begin_backward")
+            self.scaler.scale(loss).backward()
+            self.hooks.each("end_backward")
+        else:
+            self.scaler.scale(loss).backward()
 
     def clip(self) -> torch.Tensor:
         self.scaler.unscale_(self.optimizer)
@@ -156,7 +207,12 @@ class DDP(OneProcess):
         return world.share(x), y.share(world.share) if isinstance(y, Mixed) else world.share(y)
 
     def loss(self, x: torch.Tensor, y) -> torch.Tensor:
-        with self.autocast:  # DDP averages over ranks: the mean over the global batch's targets
-            out = self.run.model(x)
-            return loss_fn(out, y, self.task, reduction="sum", label_smoothing=self.smoothing) * \
-                (self.run.world.size / self.targets)
+        return self.loss_sum(x, y) * self.per_target(y)
+
+    def per_target(self, y) -> torch.Tensor | int:
+        """DDP averages over ranks: the mean over the global batch's targets."""
+        return self.run.world.size / self.targets
+
+    def accumulating(self, last: bool):
+        """The gradients are all-reduced once a step, in the last micro-batch's backward."""
+        return contextlib.nullcontext() if last else self.run.model.no_sync()

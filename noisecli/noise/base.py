@@ -27,6 +27,12 @@ With several processes (torchrun) a kind draws what one process would draw: inpu
 kinds draw for the global batch (`ctx.global_batch` rows; each rank keeps its own), and
 parameter and gradient kinds draw the same values on every rank. A kind for which that
 would cost too much sets `per_rank`, and its ranks other than 0 draw their own streams.
+With train.grad_accum K a step is K forwards over slices of the batch: a forward kind draws
+for the whole batch in each and keeps its slice, its generator set back to where the step
+began before each (`begin_micro`), so the step draws what one forward would (K times the
+draws' cost, none of their memory). Under gradient checkpointing the backward re-runs the
+forward hooks; a re-run draws again from the state its first run drew from (`begin_backward`),
+so the recomputed activations are the ones the forward used.
 """
 
 from __future__ import annotations
@@ -50,7 +56,26 @@ class NoiseContext:
     device: torch.device
     seed: int
     world: World = field(default_factory=World)
-    global_batch: int = 0  # rows of the global batch this step (set by the trainer under torchrun)
+    global_batch: int = 0  # rows of the global batch this step (set by the strategy under torchrun or grad_accum)
+    micro_batches: int = 1  # train.grad_accum: forwards per step, each over a slice of this rank's rows
+    micro: tuple[int, int] | None = None  # the slice of this rank's rows the current forward holds
+    recomputes: bool = False  # gradient checkpointing: the backward re-runs forward hooks
+
+    @property
+    def split(self) -> bool:
+        """A forward holds only part of the step's batch (a rank's share, a micro-batch)."""
+        return self.world.distributed or self.micro_batches > 1
+
+    def rows_for(self, per_rank: bool, held: int) -> tuple[int, int]:
+        """(the rows a forward kind draws for, the first of them this forward holds): the global
+        batch, or for a per_rank kind this rank's rows; then this micro-batch's slice of them."""
+        if not self.split:
+            return held, 0
+        first = self.micro[0] if self.micro else 0
+        start, stop = self.world.rows(self.global_batch)
+        if per_rank or not self.world.distributed:
+            return stop - start, first
+        return self.global_batch, start + first
 
 
 def schedule_factor(spec: NoiseSpec, step: int, total_steps: int) -> float:
@@ -92,6 +117,9 @@ class Noise:
     def after_step(self, factor: float) -> None: ...
     def before_eval(self) -> None: ...
     def after_eval(self) -> None: ...
+    def begin_micro(self, index: int) -> None: ...  # grad_accum: forward `index` of the step begins
+    def begin_backward(self) -> None: ...  # gradient checkpointing: the forward hooks may run again
+    def end_backward(self) -> None: ...
 
     # ---- checkpointing: the generator and any state a kind carries between steps
     def state_dict(self) -> dict:
@@ -135,6 +163,9 @@ class ForwardNoise(Noise):
         super().__init__(spec, ctx, index)
         self.handles: list = []
         self.current = 0.0
+        self.step_start = None  # grad_accum: the generator's state when the step's first forward began
+        self.drawn_from: dict = {}  # gradient checkpointing: module -> the states its forward draws began at
+        self.replaying = False
 
     def draw(self, shape, device, dtype) -> torch.Tensor:
         """This step's unscaled draw of `shape`, from `self.generator` (every subclass defines it)."""
@@ -143,8 +174,40 @@ class ForwardNoise(Noise):
         """What is added to the output `h` (every subclass defines it; tensor arithmetic only)."""
 
     def draw_for(self, h: torch.Tensor) -> torch.Tensor:
-        """This step's draw for output `h` (a kind may draw for more rows than this rank holds)."""
-        return self.draw(h.shape, h.device, h.dtype)
+        """This step's draw for output `h`: for the rows the step draws for (NoiseContext.rows_for),
+        the rows this forward holds kept."""
+        drawn, first = self.ctx.rows_for(self.per_rank, h.shape[0])
+        if drawn == h.shape[0]:
+            return self.draw(h.shape, h.device, h.dtype)
+        return self.draw((drawn, *h.shape[1:]), h.device, h.dtype)[first: first + h.shape[0]]
+
+    def begin_micro(self, index: int) -> None:
+        if index == 0:
+            self.step_start = self.generator.get_state()
+        else:  # the same draws as the first forward: each keeps its own rows of them
+            self.generator.set_state(self.step_start)
+        self.drawn_from = {}
+
+    def begin_backward(self) -> None:
+        self.replaying = True
+
+    def end_backward(self) -> None:
+        self.replaying, self.drawn_from = False, {}
+
+    def _draw_once(self, module: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        """draw_for(h); under gradient checkpointing, a re-run of `module`'s forward in the backward
+        draws from the state its forward drew from, and the stream is left where it was."""
+        if not self.ctx.recomputes:
+            return self.draw_for(h)
+        if not self.replaying:
+            self.drawn_from.setdefault(module, []).append(self.generator.get_state())
+            return self.draw_for(h)
+        now = self.generator.get_state()
+        self.generator.set_state(self.drawn_from[module].pop(0))
+        try:
+            return self.draw_for(h)
+        finally:
+            self.generator.set_state(now)
 
     def attach(self, model: nn.Module) -> None:
         modules = dict(model.named_modules())
@@ -162,7 +225,7 @@ class ForwardNoise(Noise):
         if not module.training or self.current == 0:
             return None  # evaluation, or factor 0: the output as it is (and nothing drawn)
         h = output[0] if isinstance(output, tuple) else output  # some transformers blocks return tuples
-        h = h + self.added(inputs, h, self.draw_for(h), self.current)
+        h = h + self.added(inputs, h, self._draw_once(module, h), self.current)
         return (h, *output[1:]) if isinstance(output, tuple) else h
 
 

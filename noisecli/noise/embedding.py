@@ -64,25 +64,18 @@ class EmbeddingNoise(ForwardNoise):
         self.names = [next(n for n, m in ctx.model.named_modules() if m is self.module)]
         self.pad_id, self.pad_ends = ctx.dataset.pad_id, ctx.dataset.pad_ends
         self.sites: torch.Tensor | None = None  # (B, T) this batch's positions `on` allows (on: all: None)
-        self.batch_length: torch.Tensor | None = None  # torchrun, length batch: the global batch's L_b
+        self.batch_length: torch.Tensor | None = None  # length batch, a forward of part of it: the batch's L_b
 
     def transform_input(self, x: torch.Tensor, factor: float, y: torch.Tensor | None = None) -> torch.Tensor:
         """The batch is left as it is; what the hook cannot see in the ids is read here, on the
-        device: the positions `on` allows, and under torchrun the global batch's longest example."""
+        device: the positions `on` allows, and when a forward holds part of the batch (torchrun,
+        grad_accum) the whole batch's longest example."""
         if self.spec.on != "all":
             response = scored_inputs(y)
             self.sites = response if self.spec.on == "response" else ~response
-        if self.spec.length == "batch" and self.ctx.world.distributed:
+        if self.spec.length == "batch" and self.ctx.split:  # a forward sees only part of the batch
             self.batch_length = self.real_lengths(x).amax()
         return x
-
-    def draw_for(self, emb: torch.Tensor) -> torch.Tensor:
-        """Under torchrun: drawn for the global batch, this rank's rows kept (what one process draws)."""
-        world = self.ctx.world
-        if not world.distributed:
-            return super().draw_for(emb)
-        draw = self.draw((self.ctx.global_batch, *emb.shape[1:]), emb.device, emb.dtype)
-        return draw[slice(*world.rows(self.ctx.global_batch))]
 
     def draw(self, shape, device, dtype) -> torch.Tensor:
         """The unscaled draw: U(-1, 1) (NEFTune's own choice, the default) or N(0, 1); zero where
@@ -106,7 +99,7 @@ class EmbeddingNoise(ForwardNoise):
             return torch.ones(ids.shape, device=ids.device)
         if self.spec.length == "batch":
             if batch_length is None:
-                batch_length = self.batch_length if self.ctx.world.distributed else self.real_lengths(ids).amax()
+                batch_length = self.batch_length if self.ctx.split else self.real_lengths(ids).amax()
             return (torch.arange(ids.shape[1], device=ids.device) < batch_length).expand(ids.shape).float()
         return (torch.arange(ids.shape[1], device=ids.device) < self.real_lengths(ids)).float()
 

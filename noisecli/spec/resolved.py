@@ -118,8 +118,8 @@ def upgrade_saved(d: dict) -> dict:
     """A spec saved by an older noisecli, read as what it trained (ADDED_KEYS): a data section
     without `test_fraction` was split without a test split (0), not with today's default; one
     without label smoothing, mixup or accumulation trained without them; an hf model without
-    `dropout` kept its config's own, in fp32, without LoRA (MODEL_ADDED); sft data and embedding noise without the keys of SFT_ADDED and
-    EMBEDDING_ADDED trained as those values say."""
+    `dropout` kept its config's own, in fp32, without LoRA (MODEL_ADDED); sft data and embedding
+    noise without the keys of SFT_ADDED and EMBEDDING_ADDED trained as those values say."""
     for section, key, value in ADDED_KEYS:
         part = d.get(section)
         if isinstance(part, dict) and key not in part:
