@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from noisecli import cli_analysis
+from noisecli import cli_export
 from noisecli import cli_tune
 from noisecli.cli_common import (DeviceOpt, OverridesArg, QuietOpt, RunsDirOpt, SpecArg, _Command, _Group,
                                  exit_codes, refuse_tune_spec, tune_spec)
@@ -158,6 +159,7 @@ app.command()(cli_tune.tune)
 # reading what runs wrote: cli_analysis.py
 app.command()(cli_analysis.report)
 app.command("eval")(cli_analysis.eval_)
+app.command()(cli_export.export)  # an hf run as a transformers folder: cli_export.py
 
 
 @app.command()

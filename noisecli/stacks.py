@@ -30,6 +30,10 @@ def batch_key(spec: Spec, alone: Callable[[Spec], str | None] | None = None) -> 
         return None, why
     if spec.model.kind in UNBATCHED:
         return None, UNBATCHED[spec.model.kind]
+    if spec.model.lora is not None:
+        return None, ("model.lora: trained one after another (a stack holds the trained tensors alone, so every "
+                      "member would share the first one's frozen base; peft's forward is not known to run under "
+                      "torch.func.vmap)")
     if spec.train.grad_accum > 1:
         return None, "train.grad_accum: accumulating runs are trained one after another"
     if spec.train.compile:

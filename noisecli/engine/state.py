@@ -117,7 +117,8 @@ def checkpoint(run) -> dict[str, Any]:
     s = run.state
     return {
         "format": CHECKPOINT_FORMAT,
-        "model": {k: _own(v) for k, v in run.raw_model.state_dict().items()},
+        "model": model_state(run.raw_model),
+        "model_part": "trainable" if getattr(run.raw_model, "trainable_only", False) else "all",
         "optimizer": run.optimizer.state_dict(),
         "scaler": run.precision.scaler.state_dict(),
         "step": s.step,
@@ -134,7 +135,7 @@ def checkpoint(run) -> dict[str, Any]:
 
 def restore(run, saved: dict[str, Any]) -> None:
     """`checkpoint`'s inverse: the run continues exactly where the checkpoint was written."""
-    run.raw_model.load_state_dict(saved["model"])
+    load_model_state(run.raw_model, saved)
     run.optimizer.load_state_dict(saved["optimizer"])
     run.precision.scaler.load_state_dict(saved["scaler"])
     torch.set_rng_state(saved["rng"]["torch"])
@@ -153,6 +154,26 @@ def restore(run, saved: dict[str, Any]) -> None:
         setattr(s, name, value)
     if "selection" not in saved and s.rows:  # written before selection was recorded: the best row's step
         s.best_step = min(s.rows, key=lambda r: r["val_loss"])["step"]
+
+
+def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict; for a LoRA run (`trainable_only`: models/lora.py) the trainable
+    tensors alone, since the frozen base is rebuilt from the spec exactly as it was built."""
+    if getattr(model, "trainable_only", False):
+        return {n: _own(p.detach()) for n, p in model.named_parameters() if p.requires_grad}
+    return {k: _own(v) for k, v in model.state_dict().items()}
+
+
+def load_model_state(model: torch.nn.Module, saved: dict[str, Any]) -> None:
+    """`model_state`'s inverse, from a checkpoint; a RuntimeError when the tensors do not fit."""
+    if saved.get("model_part", "all") == "all":
+        model.load_state_dict(saved["model"])
+        return
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    if sorted(trainable) != sorted(saved["model"]):  # the base's tensors are not there to say so
+        raise RuntimeError(f"the checkpoint holds {len(saved['model'])} trainable tensors, the model "
+                           f"trains {len(trainable)} (another model.lora?)")
+    model.load_state_dict(saved["model"], strict=False)
 
 
 def _own(t: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,9 @@
 """`hf`: a transformers causal language model, pretrained from local files or fresh from a config.
 
 The model is wrapped so the trainer sees what it sees from `gpt`: token ids in, logits out,
-and `get_input_embeddings()` for the embedding noise. Weights are kept in fp32 (precision
-comes from autocast, as for every model), and `trust_remote_code` is only ever what the spec
-says.
+and `get_input_embeddings()` for the embedding noise. Weights are in `model.dtype` (fp32 by
+default: precision then comes from autocast, as for every model), and `trust_remote_code` is
+only ever what the spec says.
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ def _fresh_config(transformers, spec: ModelSpec, vocab_size: int | None):
     return config
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # model.dtype
+
 DROPOUT_WORDS = ("dropout", "pdrop")  # how transformers' configs name their dropout probabilities
 
 
@@ -100,7 +102,9 @@ def build_hf(spec: ModelSpec, ds: Dataset) -> nn.Module:
             set_dropout(config["config"], spec.dropout)
         model = load_local(auto, *trust, **config)
         where = "model.path"
-    model = model.float()
+    model = model.to(DTYPES[spec.dtype])  # the config's or the checkpoint's own dtype never decides
+    if spec.gradient_checkpointing:
+        _checkpoint_layers(model)
     vocab = model.get_input_embeddings().num_embeddings
     if ds.n_outputs > vocab:
         raise SpecError(f"{where}: the model has {vocab} token embeddings but the data has {ds.n_outputs} "
@@ -111,6 +115,21 @@ def build_hf(spec: ModelSpec, ds: Dataset) -> nn.Module:
         raise SpecError(f"{key}: {ds.block_size} is longer than the model's context ({context}); "
                         f"lower {key}" + (" or raise the config's context length" if spec.config is not None else ""))
     return HFCausalLM(model)
+
+
+def _checkpoint_layers(model: nn.Module) -> None:
+    """model.gradient_checkpointing: each decoder layer recomputed in the backward, non-reentrant
+    (the reentrant kind leaves parameters without gradients when no input of a layer needs one),
+    no KV cache (the forward asks for none either). transformers 5 checkpoints a layer's forward,
+    not its __call__, so hooks on the layers (activation noise's default targets) run once."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise SpecError(f"model.gradient_checkpointing: transformers' {type(model).__name__} does not support it")
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # its name since transformers 5.x (the old one warns)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.config.use_cache = False
 
 
 def check_hf_models(specs: list[Spec]) -> None:

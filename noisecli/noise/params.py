@@ -15,15 +15,17 @@ from torch import nn
 from noisecli.errors import SpecError
 
 def default_weight_names(model: nn.Module) -> list[str]:
-    """Weights of linear, conv and embedding layers; not biases, not norm gains.
+    """Weights of linear, conv and embedding layers that are trained; not biases, not norm gains.
 
     Told apart by shape rather than class, so layers torch does not know (transformers'
     GPT-2 `Conv1D`) count too: those weights are matrices or kernels, a norm's gain is a vector.
+    Frozen weights (a LoRA run's base: models/lora.py) are left out, so the noise is on the
+    adapters the optimizer updates; a glob in `targets` may still name them.
     """
     names = []
     for mod_name, module in model.named_modules():
         weight = module._parameters.get("weight")
-        if weight is not None and weight.dim() >= 2:
+        if weight is not None and weight.dim() >= 2 and weight.requires_grad:
             names.append(f"{mod_name}.weight" if mod_name else "weight")
     return names
 
