@@ -284,6 +284,8 @@ class RunFolder(RunLock):
         if changed:
             code = [k.split(".")[0] for k in changed if k.split(":")[0].endswith(".code_sha256")]
             why = f"; the code {code[0]}.target names has changed since" if code else ""
+            if any(k.startswith("model.init_sha256:") for k in changed):  # the same source, retrained or replaced
+                why += "; the checkpoint model.init names has changed since"
             raise SpecError(f"run {self.name!r} exists with a different spec ({', '.join(changed)}{why}); "
                             "use --restart to start it over (the old run is kept under "
                             f"{self.path.parent / '.archive'}) or give it another name (name=NEW)")

@@ -262,7 +262,8 @@ def test_an_omitted_model_or_data_section_resolves_exactly_like_its_kind_written
         "data": {"kind": "digits", "standardize": True},
         "model": {"kind": "mlp", "hidden": [256, 256], "activation": "relu", "dropout": 0.0}}))
     assert short == written
-    assert short["model"] == {"kind": "mlp", "init": None, "hidden": [256, 256], "activation": "relu", "dropout": 0.0}
+    assert short["model"] == {"kind": "mlp", "init": None, "init_sha256": None, "hidden": [256, 256],
+                              "activation": "relu", "dropout": 0.0}
     assert spec_to_dict(Spec(name="a", noise=spec_from_dict({"noise": {"kind": "input", "factor": 0.1}}).noise)) \
         == short
     # and so a rerun with the defaults written out is the same run, not "a different spec"

@@ -215,7 +215,7 @@ def test_cli_trains_an_hf_spec_and_keeps_quiet_output_clean(cli, tmp_path):
     code, out, err = cli("train", spec, "--runs-dir", tmp_path / "runs", "-q")
     assert code == 0, err
     assert err == ""  # no transformers warnings or progress bars
-    assert "model:\n  kind: hf\n  path: null\n  config:" in (tmp_path / "runs" / "c" / "spec.yaml").read_text()
+    assert "model:\n  kind: hf\n  init: null\n  init_sha256: null\n  path: null\n  config:" in (tmp_path / "runs" / "c" / "spec.yaml").read_text()
 
 
 # ---------------------------------------------------------------- data.kind: hf (save_to_disk folders)

@@ -103,6 +103,8 @@ class Stacked:
         for module in self.template.modules():
             if hasattr(module, "explicit"):  # gpt attention: vmap has no rule for the fused kernel
                 module.explicit = True
+            if hasattr(module, "checkpointed"):  # gpt blocks: torch's checkpoint cannot run under vmap (same result)
+                module.checkpointed = False
         self.template.train()
         self.feed = ForwardFeed(self.template, lead.noises)
         self.names = [n for n, p in lead.raw_model.named_parameters() if p.requires_grad]

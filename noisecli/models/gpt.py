@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from noisecli.data import Dataset
 from noisecli.spec import ModelSpec
@@ -66,6 +67,12 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
+    # model.gradient_checkpointing: the block's activations recomputed in the backward instead of
+    # kept. Its forward is what is checkpointed, not its __call__, so hooks on the block (activation
+    # noise's default targets) stay outside and run once, as transformers' GradientCheckpointingLayer
+    # keeps them; dropout redraws the same masks (torch's preserve_rng_state)
+    checkpointed = False
+
     def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool):
         super().__init__()
         self.ln_1 = LayerNorm(n_embd, bias)
@@ -74,19 +81,26 @@ class Block(nn.Module):
         self.mlp = MLP(n_embd, dropout, bias)
 
     def forward(self, x):
+        if self.checkpointed and self.training and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+    def _forward(self, x):
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
     def __init__(self, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int,
-                 dropout: float, bias: bool):
+                 dropout: float, bias: bool, gradient_checkpointing: bool = False):
         super().__init__()
         self.block_size = block_size
         self.wte = nn.Embedding(vocab_size, n_embd)  # the input embedding that `embedding` noise hooks
         self.wpe = nn.Embedding(block_size, n_embd)
         self.drop = nn.Dropout(dropout)
         self.h = nn.ModuleList([Block(n_embd, n_head, dropout, bias) for _ in range(n_layer)])
+        for block in self.h:
+            block.checkpointed = gradient_checkpointing
         self.ln_f = LayerNorm(n_embd, bias)
         self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying, as in GPT-2 and nanoGPT
@@ -117,4 +131,5 @@ class GPT(nn.Module):
 
 
 def build_gpt(spec: ModelSpec, ds: Dataset) -> nn.Module:
-    return GPT(ds.n_outputs, ds.block_size, spec.n_layer, spec.n_head, spec.n_embd, spec.dropout, spec.bias)
+    return GPT(ds.n_outputs, ds.block_size, spec.n_layer, spec.n_head, spec.n_embd, spec.dropout, spec.bias,
+               spec.gradient_checkpointing)

@@ -9,7 +9,8 @@ The package's modules import one another in one direction only, from the bottom 
     rules      rules across keys of train, data and eval, and `suggest` (sections)
     raw        the raw mapping: YAML read within limits, KEY=VALUE overrides (sections, rules)
     resolved   the resolved spec as a mapping: written, read back, compared (sections, raw)
-    build      validation of a raw mapping into a Spec (sections, raw, rules)
+    init_source  model.init's run folder found and its checkpoint hashed (raw, rules)
+    build      validation of a raw mapping into a Spec (sections, raw, rules, init_source)
     load       load_spec and is_sweep_file (sections, raw, build)
 
 Everything the rest of noisecli uses is imported here, so `from noisecli.spec import X`

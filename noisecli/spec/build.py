@@ -18,6 +18,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from noisecli import catalog
 from noisecli.errors import SpecError
+from noisecli.spec.init_source import resolve_init
 from noisecli.spec.raw import HubName, local_or_name
 from noisecli.spec.rules import check_train, suggest
 from noisecli.spec.sections import SECTIONS, KindSection, NoiseSpec, Spec, _public_fields
@@ -258,6 +259,8 @@ def _check_components(spec: Spec, base: Path, problems: list[str]) -> catalog.En
     if _check_kind("model", spec.model.kind, catalog.MODELS, "model", problems):
         model = catalog.MODELS[spec.model.kind]
         _resolve_paths(spec.model, "model", model, base, problems)
+        spec.model.init, spec.model.init_sha256 = resolve_init(spec.model.init, base, problems,
+                                                                recorded=spec.model.init_sha256)
         if dataset is not None and not catalog.fits(model, dataset):
             fits = [m.name for m in catalog.MODELS.values() if catalog.fits(m, dataset)]
             problems.append(f"model.kind: {model.name!r} cannot read data kind {dataset.name!r} "

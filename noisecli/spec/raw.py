@@ -297,8 +297,10 @@ def _paths_from(raw: dict, keys: list[str], cwd: Path) -> None:
 
 
 def _path_family(section: str, kind: Any, name: str) -> str | None:
-    """'path', 'local', 'code' or None: what `section.name` names for `kind`; for a kind that does not
-    say (left to the grid, or unknown), what every kind that has the option agrees it names."""
+    """'path', 'local', 'code', 'init' or None: what `section.name` names for `kind`; for a kind that does
+    not say (left to the grid, or unknown), what every kind that has the option agrees it names."""
+    if (section, name) == ("model", "init"):  # every kind's key, no kind's option: RUN_DIR[:best|last]
+        return "init"
     table = catalog.TABLES[section]
     entry = table.get(kind) if isinstance(kind, str) else None
     if entry is not None and name in entry.options:
@@ -307,7 +309,17 @@ def _path_family(section: str, kind: Any, name: str) -> str | None:
     return families.pop() if len(families) == 1 else None
 
 
+def split_init(value: str) -> tuple[str, str | None]:
+    """model.init's RUN_DIR and the checkpoint after its last ':' (None when none is named; a ':'
+    followed by a '/' belongs to the folder's path)."""
+    run, colon, which = value.rpartition(":")
+    return (run, which) if colon and "/" not in which else (value, None)
+
+
 def _absolute(value: str, family: str, cwd: Path) -> str:
+    if family == "init":  # the run folder made absolute, the checkpoint's name kept as given
+        run, which = split_init(value)
+        return f"{_absolute(run, 'path', cwd)}{'' if which is None else ':' + which}" if run else value
     if family == "local":  # a folder here, or a Hugging Face name
         resolved = local_or_name(value, cwd)
         return resolved if Path(resolved).is_absolute() else HubName(resolved)

@@ -108,10 +108,10 @@ def read_saved_spec(path: Path, upgrade: bool = True) -> dict | None:
 # runs did); a saved section that lacks one reads it so, and resumes and sweeps see no change
 ADDED_KEYS = (("data", "test_fraction", 0.0),  # no test split before there was one (today's default: 0.2)
               ("train", "label_smoothing", 0.0), ("train", "mixup", None), ("train", "grad_accum", 1),
-              ("model", "init", None))
+              ("model", "init", None), ("model", "init_sha256", None))
 # a model kind's options added since it was first saved, with what a run saved without them trained as
 MODEL_ADDED = {"hf": {"dropout": None, "lora": None, "dtype": "fp32", "gradient_checkpointing": False},
-               "gpt": {"gradient_checkpointing": False}}
+               "gpt": {"gradient_checkpointing": False, "lora": None}}
 
 
 def upgrade_saved(d: dict) -> dict:

@@ -107,9 +107,11 @@ class DataSpec(KindSection):
 class ModelSpec(KindSection):
     TABLE = "model"
     kind: str = opt("mlp", "model name (noisecli list models)")
-    init: Optional[str] = opt(None, "RUN_DIR, RUN_DIR:best or RUN_DIR:last (default last): start from that run's "
-                                    "trained weights (same model, a fresh optimizer); the resolved spec records "
-                                    "the checkpoint's sha256")
+    init: Optional[str] = opt(None, "RUN_DIR, RUN_DIR:best or RUN_DIR:last (default last; RUN_DIR relative to the "
+                                    "spec file, given as an override to the current folder): start from that run's "
+                                    "trained weights (same model, a fresh optimizer; not a LoRA run's adapters)")
+    init_sha256: Optional[str] = opt(None, "filled in by noisecli: the hash of model.init's checkpoint, so a run "
+                                           "whose source was retrained or replaced since is refused on resume")
     options: dict = _options_field()
 
 
