@@ -128,6 +128,25 @@ class Split(str, Enum):
     train = "train"
 
 
+# eval --generate: none has a typer default of its own, so one given without --generate is refused
+GenerateOpt = Annotated[Optional[int], typer.Option("--generate", metavar="N", show_default=False,
+                                                    help="also answer the first N held-out prompts (test split, "
+                                                    "else val; instruction data) and write them to "
+                                                    "generations-CHECKPOINT.jsonl in the run folder")]
+MaxNewTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", metavar="M", show_default=False,
+                                                        help="--generate: at most M new tokens per prompt "
+                                                        "(default: data.max_length minus the prompt)")]
+TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", metavar="T", show_default=False,
+                                                         help="--generate: sample at T > 0 (default: 0, greedy)")]
+TopPOpt = Annotated[Optional[float], typer.Option("--top-p", metavar="P", show_default=False,
+                                                  help="--generate: sample from the most likely tokens that "
+                                                  "together hold P (default: 1)")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", metavar="S", show_default=False,
+                                                help="--generate: the seed of sampling (default: 0)")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", metavar="FILE", show_default=False,
+                                                help="--generate: write the responses to FILE instead")]
+
+
 def eval_(run_dir: Annotated[Path, typer.Argument(help="a run folder (runs/NAME), or a run's name under --runs-dir",
                                                   show_default=False, metavar="RUN_DIR")],
           checkpoint: Annotated[str, typer.Option("--checkpoint", "-c", help="last | best | prev | a .pt file",
@@ -145,19 +164,25 @@ def eval_(run_dir: Annotated[Path, typer.Argument(help="a run folder (runs/NAME)
                                                               "(as eval.sharpness)", metavar="RHO", min=0)] = None,
           draws: Annotated[int, typer.Option("--draws", help="weight perturbations for --sharpness",
                                              min=1)] = 8,
+          generate: GenerateOpt = None, max_new_tokens: MaxNewTokensOpt = None, temperature: TemperatureOpt = None,
+          top_p: TopPOpt = None, seed: SeedOpt = None, out: OutOpt = None,
           device: DeviceOpt = None, runs_dir: RunsDirOpt = Path("runs")) -> None:
     """Evaluate a saved checkpoint with every noise off, exactly as training evaluated it."""
     from noisecli.evaluate import evaluate, levels_option, render  # lazy: keeps --help fast
 
     with exit_codes():
+        from noisecli import generate as gen  # lazy (torch); its options are refused before anything loads
+
+        generation = gen.options(generate, max_new_tokens, temperature, top_p, seed, out)
         if not run_dir.exists() and (runs_dir / run_dir).is_dir():  # a name: runs/NAME
             run_dir = runs_dir / run_dir
         names = [m.strip() for m in metric_names.split(",") if m.strip()] if metric_names else None
         result = evaluate(run_dir, checkpoint, split.value, device, names, levels_option(robustness),
-                          sharpness, draws)
+                          sharpness, draws, generation)
         if fmt == EvalFormat.json:
             import json
 
             print(json.dumps(result, indent=2))
         else:
-            print(render(result), end="")
+            summary = result.pop("generation", None)  # its own lines, under the metrics
+            print(render(result) + (gen.render(summary) if summary is not None else ""), end="")

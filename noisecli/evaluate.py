@@ -49,11 +49,12 @@ def levels_option(text: str | None) -> list[float] | None:
 
 def evaluate(run_dir: Path, checkpoint: str = "last", split: str = "val", device: str | None = None,
              metric_names: list[str] | None = None, levels: list[float] | None = None,
-             rho: float | None = None, draws: int = 8) -> dict[str, Any]:
+             rho: float | None = None, draws: int = 8, generation=None) -> dict[str, Any]:
     """{checkpoint, step, ...} and every metric of the run's task on the split (`metrics.columns`:
     val_loss, val_acc, ... or, with split 'train', clean_train_loss, clean_train_acc, ...), or
     only `metric_names`; with `levels`, the split's metrics under input perturbation at each level
-    (robust_<split>_* and the curve, as final.json holds them); with `rho`, the sharpness."""
+    (robust_<split>_* and the curve, as final.json holds them); with `rho`, the sharpness; with
+    `generation` (generate.Options, --generate N), responses to held-out prompts and their summary."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise SpecError(f"eval: {run_dir}: no such run folder")
@@ -63,6 +64,8 @@ def evaluate(run_dir: Path, checkpoint: str = "last", split: str = "val", device
     if device is not None:
         raw["device"] = device
     spec = spec_from_dict(raw, base_dir=run_dir)
+    if generation is not None:  # refused before anything is built: data that is not instruction data
+        generation.check(spec, run_dir)
     path = checkpoint_path(run_dir, checkpoint)
 
     from noisecli.engine import evaluation  # torch, only when a checkpoint is evaluated
@@ -73,10 +76,11 @@ def evaluate(run_dir: Path, checkpoint: str = "last", split: str = "val", device
     except DamagedFile as e:
         raise SpecError(f"--checkpoint: {e.problems[0]}") from None
 
+    skip_init_source(spec, state)
     trainer = Trainer(spec, run_dir.parent, quiet=True).setup()  # builds in memory; writes nothing
     task = trainer.data.task
     chosen = metrics.named(task, metric_names) if metric_names else metrics.for_task(task)
-    _load(trainer, state, path, run_dir)
+    load_checkpoint(trainer, state, path, run_dir)
     if split == "test" and not trainer.data.has_test:
         raise SpecError(f"--split test: run {run_dir.name!r} has no test split (data.test_fraction is 0 and "
                         "its data brings none)")
@@ -89,13 +93,25 @@ def evaluate(run_dir: Path, checkpoint: str = "last", split: str = "val", device
     keep = {metrics.column(m, split) for m in chosen}
     out.update({k: v for k, v in metrics.split_values(task, split, values, every_metric=True).items() if k in keep})
     out.update(_probes(trainer, split, keep, levels, rho, draws))
+    if generation is not None:
+        out["generation"] = generation.run(trainer, spec, run_dir, path)
     return out
 
 
-def _load(trainer, state: dict, path: Path, run_dir: Path) -> None:
-    """The checkpoint's weights and noise state into the trainer, as evaluation saw them."""
+def skip_init_source(spec, state: dict) -> None:
+    """A checkpoint that holds every weight replaces what model.init started the run from, so
+    that source is not read (it may have moved since); one of LoRA adapters alone still needs it."""
+    if state.get("model_part", "all") == "all":
+        spec.model.init = None
+
+
+def load_checkpoint(trainer, state: dict, path: Path, run_dir: Path) -> None:
+    """The checkpoint's weights and noise state into the trainer, as evaluation saw them (also
+    what `export` writes out)."""
+    from noisecli.engine.state import load_model_state  # torch, only when a checkpoint is evaluated
+
     try:
-        trainer.raw_model.load_state_dict(state["model"])
+        load_model_state(trainer.raw_model, state)
         noise_states = state.get("rng", {}).get("noise", [])
         for noise, s in zip(trainer.noises, noise_states):
             noise.load_state_dict(s)

@@ -58,6 +58,21 @@ def load_sft(spec: DataSpec) -> Dataset:
                    info=info, x_test=x_te, y_test=y_te, pad_ends=pad_ends)
 
 
+def held_out(spec: DataSpec) -> tuple[str, list, object]:
+    """(split, its examples, the encoder) for `noisecli eval --generate`: the test split's examples
+    if the data has one, else validation's, in the order load_sft's tensors hold them, each the
+    row's (prompt, completion) or messages, and the encoder load_sft tokenized them with. The
+    splitting is load_sft's own (`_splits` on each row's index), so the rows are the same ones."""
+    items = {name: examples(rows, spec, name) for name, rows in read_rows(Path(spec.path)).items()}
+    order = {name: (torch.arange(len(split)),) * 2 for name, split in items.items()}
+    _, (val, _), test, _ = _splits(spec, order)
+    if test is not None:
+        split, source, index = "test", "test" if "test" in items else "train", test[0]
+    else:
+        split, source, index = "val", "validation" if "validation" in items else "train", val
+    return split, [items[source][i] for i in index.tolist()], encoder(spec, items)
+
+
 def _scored(spec: DataSpec, tags: bool) -> str:
     if spec.messages is None and spec.template != "chat":  # pairs: assistant and last are the response
         return "every token" if spec.loss_on == "all" else "response tokens"
