@@ -3,6 +3,7 @@
     python benchmarks/batched_sweep.py                      # 16 points: MLP 256x256 on digits, CPU
     python benchmarks/batched_sweep.py --kind weight --epochs 10
     python benchmarks/batched_sweep.py --device cuda        # where there is a GPU
+    python benchmarks/batched_sweep.py --kind weight --float64   # equality alone, in float64
 
 Both runs go through `run_sweep`, the code `noisecli sweep` runs (run folders, checkpoints
 and all), into two temporary runs folders. It prints each one's wall-clock, the ratio, and
@@ -15,6 +16,14 @@ say how much of a difference is that alone, the sequential plan is run a second 
 thread (another summation order, nothing else changed) and compared with the first. It
 exits 1 if the batched run differs from the sequential one by more than --tolerance (1e-3)
 and by more than the sequential run differs from itself.
+
+`--float64` trains both plans in float64 (the data cast too): a stack that computed something
+other than its points would still differ there, while summation order shrinks to float64's
+precision. Its timings mean nothing. Measured 2026-12-02 (docs/cost.md), 8 points of weight
+noise, 135 steps, one thread: final weights differ by at most 6.1e-5 in fp32 and 9.8e-15 in
+float64 (the val losses by 1.2e-7 there: the loss is computed in float32); after one step,
+fp32 already differs by 4.5e-5 on one weight, AdamW's first update lr * g / (|g| + eps)
+turning a summation-order change of a gradient near eps into a visible step.
 """
 
 from __future__ import annotations
@@ -73,6 +82,36 @@ def differences(plan, a: Path, b: Path) -> tuple[float, float, str]:
     return diffs[len(diffs) // 2][0], diffs[-1][0], diffs[-1][1]
 
 
+def weight_difference(plan, a: Path, b: Path) -> tuple[float, str]:
+    """The largest absolute difference of any final weight between the two plans' points."""
+    worst = (0.0, "")
+    for p in plan.points:
+        x, y = (torch.load(r / plan.name / p.name / "checkpoints" / "last.pt", weights_only=False)["model"]
+                for r in (a, b))
+        for name, w in x.items():
+            worst = max(worst, ((w.double() - y[name].double()).abs().max().item(), f"{p.name} {name}"))
+    return worst
+
+
+def use_float64() -> None:
+    """Every tensor the runs make in float64: the default dtype, and the datasets' float features,
+    which the loaders build as float32 (a benchmark-only patch; noisecli trains in fp32 or lower)."""
+    from noisecli.data import Dataset
+
+    torch.set_default_dtype(torch.float64)
+    move = Dataset.to
+
+    def to(self, device):
+        move(self, device)
+        for name in ("x_train", "x_val", "x_test"):
+            t = getattr(self, name)
+            if t is not None and t.is_floating_point():
+                setattr(self, name, t.double())
+        return self
+
+    Dataset.to = to
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=16)
@@ -84,7 +123,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tolerance", type=float, default=1e-3)
+    ap.add_argument("--float64", action="store_true", help="train in float64: the equality check alone")
     args = ap.parse_args()
+    if args.float64:
+        use_float64()
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -99,6 +141,7 @@ def main() -> None:
         batched = timed(plan, tmp / "batched", args.points)
         threads = torch.get_num_threads()
         median, worst, where = differences(plan, tmp / "sequential", tmp / "batched")
+        weights, weights_where = weight_difference(plan, tmp / "sequential", tmp / "batched")
         floor = 0.0
         if threads > 1:
             torch.set_num_threads(1)
@@ -108,12 +151,14 @@ def main() -> None:
 
     steps = plan.points[0].spec.train.epochs * -(-1438 // args.batch_size)
     print(f"{len(plan.points)} points ({args.kind} noise, MLP {args.width}x{args.width} on digits, "
-          f"{steps} steps each), {args.device}, {threads} threads, torch {torch.__version__}")
+          f"{steps} steps each), {args.device}, {threads} threads, torch {torch.__version__}"
+          + (", float64 (timings not comparable)" if args.float64 else ""))
     print(f"sequential  {sequential:7.2f} s")
     print(f"batched     {batched:7.2f} s")
     print(f"speed-up    {sequential / batched:7.2f}x")
     print(f"val loss, batched vs sequential, relative, over {len(plan.points)} points x every evaluation: "
           f"median {median:.1e}, largest {worst:.1e} ({where})")
+    print(f"final weights, batched vs sequential: largest absolute difference {weights:.1e} ({weights_where})")
     if threads > 1:
         print(f"the sequential plan on 1 thread vs on {threads} (summation order alone): largest {floor:.1e} "
               f"({floor_where})")
