@@ -166,7 +166,8 @@ def init_example(name: str | None, folder: Path) -> str:
     here = folder.resolve() == Path.cwd().resolve()
     spec = example.files[0]
     header = (FILES / spec).read_text().splitlines()[0].removeprefix("#").strip()
-    command = re.split(r"\s{2,}", header)[0].replace(f"experiments/{spec}", spec if here else
-                                                     shlex.quote(str(folder / spec)))
+    command = re.split(r"\s{2,}", header)[0]
+    for name in example.files:  # every spec the command names (pretrain-then-lora names two)
+        command = command.replace(f"experiments/{name}", name if here else shlex.quote(str(folder / name)))
     where = "here" if here else f"to {folder}"
     return f"copied example {example.name} {where}: {', '.join(example.files)}\nrun it: {command}\n"

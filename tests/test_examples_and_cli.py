@@ -57,6 +57,7 @@ def test_init_copies_an_example_whose_spec_validates_where_it_lands(cli, tmp_pat
     assert all((folder / f).read_bytes() == (FILES / f).read_bytes() for f in example.files)
     assert out.splitlines()[0] == f"copied example {name} to {folder}: {', '.join(example.files)}"
     assert out.splitlines()[1].startswith("run it: noisecli ") and f"{folder / example.files[0]}" in out
+    assert "experiments/" not in out.splitlines()[1]  # every spec the command names points at the copy
     overrides = []
     if name == "shakespeare-char":  # the text is not shipped: the header says to point data.path at it
         (tmp_path / "tiny.txt").write_text("To be, or not to be, that is the question. " * 400)
