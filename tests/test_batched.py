@@ -11,6 +11,7 @@ import torch
 from noisecli.batched import Stack, train_group
 from noisecli.catalog import NOISE
 from noisecli.spec import spec_from_dict, spec_to_dict
+from noisecli.stacks import batch_key
 from noisecli.sweep import form_groups, load_plan
 from noisecli.points import train_point
 from tests.conftest import assert_same_curves, metrics_rows, write_spec
@@ -20,18 +21,29 @@ TABLE = {"data": {"kind": "digits", "train_size": 96}, "train": {"epochs": 2, "b
 TEXT = {"data": {"kind": "markov", "block_size": 16, "n_tokens": 3000},
         "train": {"max_steps": 16, "eval_every": 8, "batch_size": 8, "lr": 3e-3, "eval_batches": 2},
         "device": "cpu"}
+LLAMA = {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
+         "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 64}
+GPT2 = {"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 16}
 MODELS = {"linear": {"kind": "linear"}, "mlp": {"kind": "mlp", "hidden": [32, 32]},
-          "cnn": {"kind": "cnn", "channels": [4, 8]}, "gpt": {"kind": "gpt", "n_layer": 2, "n_embd": 32, "n_head": 2}}
+          "cnn": {"kind": "cnn", "channels": [4, 8]}, "gpt": {"kind": "gpt", "n_layer": 2, "n_embd": 32, "n_head": 2},
+          # transformers models built from configs (no download), dropout off: masks drawn under vmap differ
+          "llama": {"kind": "hf", "config": LLAMA, "dropout": 0.0},
+          "gpt2": {"kind": "hf", "config": GPT2, "dropout": 0.0, "gradient_checkpointing": True}}
 FACTORS = {"none": 0.0, "input": 0.3, "weight": 0.05, "anticorrelated": 0.05, "gradient": 0.01, "activation": 0.3,
            "token": 0.2, "embedding": 5.0}
 TABLE_KINDS = ["none", "input", "weight", "anticorrelated", "gradient", "activation"]
 TEXT_KINDS = ["none", "token", "embedding", "weight", "anticorrelated", "gradient", "activation"]
 CASES = ([(m, k) for m in ("linear", "mlp", "cnn") for k in TABLE_KINDS if not (m == "linear" and k == "activation")]
-         + [("gpt", k) for k in TEXT_KINDS])
+         + [("gpt", k) for k in TEXT_KINDS]
+         # every kind runs under vmap over both architectures (checked once by hand); here the
+         # kinds that act inside the forward (embedding, activation) and on the weights. (gpt2's
+         # weight noise ends one bias element 1e-4 from its point alone in fp32: AdamW's
+         # lr * g / (|g| + eps) on a gradient near 0 magnifies summation order; see docs/cost.md)
+         + [("llama", "embedding"), ("llama", "weight"), ("gpt2", "activation"), ("gpt2", "token")])
 
 
 def specs_for(model: str, kind: str, factors=None, seeds=(0, 1)) -> list:
-    base = TEXT if model == "gpt" else TABLE
+    base = TEXT if model in ("gpt", "llama", "gpt2") else TABLE
     factors = factors or ([0.0, FACTORS[kind]] if kind != "none" else [0.0])
     return [spec_from_dict({**base, "name": f"{model}-{kind}-f{i}-{s}", "seed": s, "model": MODELS[model],
                             "noise": {"kind": kind, "factor": f}}) for i, f in enumerate(factors) for s in seeds]
@@ -223,6 +235,25 @@ def test_points_that_cannot_be_stacked_train_alone_with_one_line_why(tmp_path, c
     assert notes == ["--batched: 6 points (factor-none_seed-0, ...): model.kind python: trained one after another "
                      "(its forward is not known to run under torch.func.vmap)"]
     assert "6 completed" in out
+
+
+def test_hf_models_stack_by_architecture_and_the_rest_say_why_they_train_alone(tmp_path):
+    def key(model):
+        return batch_key(spec_from_dict({**TEXT, "model": model, "noise": {"kind": "embedding", "factor": 5.0}}))
+
+    assert key(MODELS["llama"])[0] is not None and key(MODELS["gpt2"])[0] is not None
+    opt = {"model_type": "opt", "hidden_size": 16, "ffn_dim": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+           "word_embed_proj_dim": 16}
+    assert key({"kind": "hf", "config": opt}) == (None, "model.kind hf (model type 'opt'): trained one after another "
+                                                  "(stacks are verified for gpt2, gpt_neox, llama, mistral, qwen2: "
+                                                  "each member trains as its point alone)")
+    folder = tmp_path / "saved"  # a model folder: its config.json says the architecture
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", **LLAMA}))
+    spec = spec_from_dict({**TEXT, "model": {"kind": "hf", "path": str(folder)}})
+    assert batch_key(spec)[0] is not None
+    (folder / "config.json").write_text(json.dumps({**opt, "model_type": "opt"}))
+    assert "model type 'opt'" in batch_key(spec)[1]
 
 
 def test_groups_follow_the_plan_and_max_batch(tmp_path):

@@ -87,6 +87,15 @@ class ForwardFeed:
             h.remove()
 
 
+def _hf_checkpointing(module) -> bool:
+    """Whether a transformers model checkpoints its layers (transformers 5 renamed the property;
+    the old name warns, so it is read only where the new one is missing)."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if hasattr(type(module), name):
+            return bool(getattr(module, name))
+    return False
+
+
 def _uses(noise: Noise, hook: str) -> bool:
     return getattr(type(noise), hook) is not getattr(Noise, hook)
 
@@ -105,6 +114,14 @@ class Stacked:
                 module.explicit = True
             if hasattr(module, "checkpointed"):  # gpt blocks: torch's checkpoint cannot run under vmap (same result)
                 module.checkpointed = False
+            if _hf_checkpointing(module):  # transformers' models: the same, for theirs
+                (getattr(module, "activation_checkpointing_disable", None) or module.gradient_checkpointing_disable)()
+                if hasattr(module, "_require_grads_hook"):  # its hook that sets requires_grad on the embedding's
+                    module.disable_input_require_grads()    # output, which vmap refuses (disable leaves it)
+            if getattr(getattr(module, "config", None), "_attn_implementation", "eager") != "eager":
+                # transformers' sdpa: vmap has no batching rule for its CPU kernel and falls back
+                # to a slow loop with a warning; eager attention is the same arithmetic, batched
+                module.config._attn_implementation = "eager"
         self.template.train()
         self.feed = ForwardFeed(self.template, lead.noises)
         self.names = [n for n, p in lead.raw_model.named_parameters() if p.requires_grad]
