@@ -4,9 +4,12 @@
     python benchmarks/batched_sweep.py --kind weight --epochs 10
     python benchmarks/batched_sweep.py --device cuda        # where there is a GPU
     python benchmarks/batched_sweep.py --kind weight --float64   # equality alone, in float64
+    python benchmarks/batched_sweep.py --kind all --cli     # every kind, as `noisecli sweep` commands
 
 Both runs go through `run_sweep`, the code `noisecli sweep` runs (run folders, checkpoints
-and all), into two temporary runs folders. It prints each one's wall-clock, the ratio, and
+and all), into two temporary runs folders; with `--cli` they are the two commands a user
+types (`noisecli sweep FILE` and `noisecli sweep FILE --batched`), each in its own process,
+start-up included. Several kinds end with one table line per kind. It prints each one's wall-clock, the ratio, and
 the relative differences of every point's val loss at every evaluation (fp32). A one-time
 warm-up (torch's optimizer import, the first kernel launches) runs before either is timed.
 
@@ -30,7 +33,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -112,58 +116,121 @@ def use_float64() -> None:
     Dataset.to = to
 
 
+# each kind's factors are 0, 0.1, 0.2, ... times this (--scale overrides): strengths at which
+# every kind trains without diverging on this MLP
+SCALES = {"input": 1.0, "weight": 0.1, "anticorrelated": 0.1, "gradient": 0.01, "activation": 1.0}
+
+
+def timed_cli(spec: Path, runs: Path, max_batch: int | None, threads: int | None = None) -> float:
+    """`noisecli sweep` in its own process, as a user runs it (start-up, imports and run folders
+    included); `--batched --max-batch M` when max_batch is given."""
+    command = [sys.executable, "-m", "noisecli", "sweep", str(spec), "--runs-dir", str(runs), "-q"]
+    if max_batch:
+        command += ["--batched", "--max-batch", str(max_batch)]
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        sys.exit(f"noisecli sweep failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return seconds
+
+
+def measure(kind: str, args, tmp: Path) -> dict:
+    """One kind: both plans timed (in this process, or with --cli as two `noisecli sweep`
+    commands), their differences, and the sequential plan on one thread against itself."""
+    args = argparse.Namespace(**{**vars(args), "kind": kind,
+                                 "scale": args.scale if args.scale is not None else SCALES.get(kind, 1.0)})
+    folder = tmp / kind
+    folder.mkdir()
+    path = sweep_file(folder, args)
+    plan = load_plan(path)
+    threads = torch.get_num_threads()
+    if args.cli:
+        sequential = timed_cli(path, folder / "sequential", None)
+        batched = timed_cli(path, folder / "batched", args.points)
+    else:
+        warm = load_plan(sweep_file(folder / "warm", argparse.Namespace(**{**vars(args), "epochs": 1, "points": 2,
+                                                                            "seeds": 1})))
+        timed(warm, folder / "warm-seq", None)
+        timed(warm, folder / "warm-bat", 64)
+        sequential = timed(plan, folder / "sequential", None)
+        batched = timed(plan, folder / "batched", args.points)
+    median, worst, where = differences(plan, folder / "sequential", folder / "batched")
+    weights, weights_where = weight_difference(plan, folder / "sequential", folder / "batched")
+    floor, floor_where = 0.0, ""
+    if threads > 1:
+        if args.cli:
+            timed_cli(path, folder / "one-thread", None, threads=1)
+        else:
+            torch.set_num_threads(1)
+            timed(plan, folder / "one-thread", None)
+            torch.set_num_threads(threads)
+        _, floor, floor_where = differences(plan, folder / "sequential", folder / "one-thread")
+    return {"kind": kind, "scale": args.scale, "points": len(plan.points), "threads": threads,
+            "steps": plan.points[0].spec.train.epochs * -(-1438 // args.batch_size),
+            "sequential": sequential, "batched": batched, "median": median, "worst": worst, "where": where,
+            "weights": weights, "weights_where": weights_where, "floor": floor, "floor_where": floor_where,
+            "equal": worst <= max(args.tolerance, floor)}
+
+
+def show(r: dict, args) -> None:
+    print(f"{r['points']} points ({r['kind']} noise, factors 0-{0.1 * (r['points'] // args.seeds - 1) * r['scale']:g}, "
+          f"MLP {args.width}x{args.width} on digits, {r['steps']} steps each), {args.device}, {r['threads']} threads, "
+          f"torch {torch.__version__}" + (", through `noisecli sweep`" if args.cli else ", in one process")
+          + (", float64 (timings not comparable)" if args.float64 else ""))
+    print(f"sequential  {r['sequential']:7.2f} s")
+    print(f"batched     {r['batched']:7.2f} s")
+    print(f"speed-up    {r['sequential'] / r['batched']:7.2f}x")
+    print(f"val loss, batched vs sequential, relative, over {r['points']} points x every evaluation: "
+          f"median {r['median']:.1e}, largest {r['worst']:.1e} ({r['where']})")
+    print(f"final weights, batched vs sequential: largest absolute difference {r['weights']:.1e} "
+          f"({r['weights_where']})")
+    if r["threads"] > 1:
+        print(f"the sequential plan on 1 thread vs on {r['threads']} (summation order alone): largest "
+              f"{r['floor']:.1e} ({r['floor_where']})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=16)
     ap.add_argument("--seeds", type=int, default=4)
-    ap.add_argument("--kind", default="input")
-    ap.add_argument("--scale", type=float, default=1.0, help="factors are 0, 0.1, 0.2, ... times this")
+    ap.add_argument("--kind", default="input", help=f"a kind, several (input,weight), or all ({', '.join(SCALES)})")
+    ap.add_argument("--scale", type=float, default=None,
+                    help="factors are 0, 0.1, 0.2, ... times this (default: per kind, " +
+                         ", ".join(f"{k} {v:g}" for k, v in SCALES.items()) + ")")
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tolerance", type=float, default=1e-3)
+    ap.add_argument("--cli", action="store_true",
+                    help="time `noisecli sweep` and `noisecli sweep --batched` as commands (start-up included)")
     ap.add_argument("--float64", action="store_true", help="train in float64: the equality check alone")
     args = ap.parse_args()
+    if args.float64 and args.cli:
+        sys.exit("--float64 patches this process; it cannot reach `noisecli sweep` commands (leave out --cli)")
     if args.float64:
         use_float64()
+    kinds = list(SCALES) if args.kind == "all" else args.kind.split(",")
 
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        plan = load_plan(sweep_file(tmp, args))
-        warm = load_plan(sweep_file(tmp, argparse.Namespace(**{**vars(args), "epochs": 1, "points": 2, "seeds": 1})))
-        timed(warm, tmp / "warm-seq", None)
-        timed(warm, tmp / "warm-bat", 64)
-        shutil.rmtree(tmp / "warm-seq")
-        shutil.rmtree(tmp / "warm-bat")
-
-        sequential = timed(plan, tmp / "sequential", None)
-        batched = timed(plan, tmp / "batched", args.points)
-        threads = torch.get_num_threads()
-        median, worst, where = differences(plan, tmp / "sequential", tmp / "batched")
-        weights, weights_where = weight_difference(plan, tmp / "sequential", tmp / "batched")
-        floor = 0.0
-        if threads > 1:
-            torch.set_num_threads(1)
-            timed(plan, tmp / "one-thread", None)
-            torch.set_num_threads(threads)
-            _, floor, floor_where = differences(plan, tmp / "sequential", tmp / "one-thread")
-
-    steps = plan.points[0].spec.train.epochs * -(-1438 // args.batch_size)
-    print(f"{len(plan.points)} points ({args.kind} noise, MLP {args.width}x{args.width} on digits, "
-          f"{steps} steps each), {args.device}, {threads} threads, torch {torch.__version__}"
-          + (", float64 (timings not comparable)" if args.float64 else ""))
-    print(f"sequential  {sequential:7.2f} s")
-    print(f"batched     {batched:7.2f} s")
-    print(f"speed-up    {sequential / batched:7.2f}x")
-    print(f"val loss, batched vs sequential, relative, over {len(plan.points)} points x every evaluation: "
-          f"median {median:.1e}, largest {worst:.1e} ({where})")
-    print(f"final weights, batched vs sequential: largest absolute difference {weights:.1e} ({weights_where})")
-    if threads > 1:
-        print(f"the sequential plan on 1 thread vs on {threads} (summation order alone): largest {floor:.1e} "
-              f"({floor_where})")
-    if worst > max(args.tolerance, floor):
-        sys.exit(f"batched and sequential differ by more than {args.tolerance} and more than summation order explains")
+        for kind in kinds:
+            results.append(measure(kind, args, Path(tmp)))
+            show(results[-1], args)
+            print()
+    if len(results) > 1:
+        print("| kind | sequential (s) | batched (s) | speed-up | largest val-loss difference | summation order alone "
+              "| equal |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for r in results:
+            print(f"| {r['kind']} | {r['sequential']:.2f} | {r['batched']:.2f} | {r['sequential'] / r['batched']:.2f}x "
+                  f"| {r['worst']:.1e} | {r['floor']:.1e} | {'yes' if r['equal'] else 'NO'} |")
+    unequal = [r["kind"] for r in results if not r["equal"]]
+    if unequal:
+        sys.exit(f"batched and sequential differ by more than {args.tolerance} and more than summation order "
+                 f"explains: {', '.join(unequal)}")
 
 
 if __name__ == "__main__":
