@@ -40,9 +40,18 @@ class _Group(typer.core.TyperGroup):
 
 
 SpecArg = Annotated[Path, typer.Argument(help="the YAML spec file", show_default=False, metavar="SPEC")]
+def complete_override(incomplete: str) -> list[str]:
+    """Shell completion of a KEY=VALUE override: the spec's dotted keys (values are not guessed)."""
+    if "=" in incomplete:
+        return []
+    from noisecli.reference import spec_keys  # the catalog and spec classes: only when completing
+
+    return [f"{key}=" for key in spec_keys() if key.startswith(incomplete)]
+
+
 OverridesArg = Annotated[Optional[list[str]], typer.Argument(
     help="KEY=VALUE overrides by dotted path, e.g. noise.factor=0.05 train.epochs=5", show_default=False,
-    metavar="KEY=VALUE")]
+    metavar="KEY=VALUE", autocompletion=complete_override)]
 RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="where run folders go", metavar="DIR")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps "
                                                   "(overrides the spec's device)", show_default=False,

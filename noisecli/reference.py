@@ -57,6 +57,18 @@ def _shared_rows(cls, prefix: str) -> list[tuple[str, object, str]]:
             if f.name != "options"]
 
 
+def spec_keys() -> list[str]:
+    """Every dotted key a spec takes, each kind's options once: what the shell completes a
+    KEY=VALUE override from (the same fields and entries the reference is rendered from)."""
+    keys = [f.name for f in fields(Spec) if f.name not in SECTIONS]
+    for section, cls in KIND_SECTIONS.items():
+        keys += [key for key, _, _ in _shared_rows(cls, f"{section}.")]
+        keys += [f"{section}.{name}" for entry in catalog.TABLES[section].values() for name in entry.options]
+    for section in ("train", "output", "eval"):
+        keys += [key for key, _, _ in _shared_rows(SECTIONS[section], f"{section}.")]
+    return sorted(set(keys))
+
+
 def render() -> str:
     lines = [INTRO, "## Top level", ""]
     lines += _table([(f.name, _field_default(f), f.metadata["help"]) for f in fields(Spec)

@@ -223,6 +223,16 @@ def test_shell_completion_of_list_and_init():
     assert complete("noisecli report -f ", 3) == ["table", "md", "csv", "json", "html"]
 
 
+def test_shell_completion_of_override_keys_after_a_spec():
+    noise = complete("noisecli train spec.yaml noise.fa", 3)
+    assert noise == ["noise.factor="]
+    train = complete("noisecli sweep s.yaml train.epochs=3 train.grad", 4)
+    assert train == ["train.grad_accum=", "train.grad_clip="]
+    assert "model.lora=" in complete("noisecli validate s.yaml model.l", 3)  # a kind's option (hf, gpt)
+    assert "data.tokenizer=" in complete("noisecli train s.yaml data.t", 3)
+    assert complete("noisecli train s.yaml noise.factor=0", 3) == []  # values are not guessed
+
+
 def test_zsh_completion_of_init_shows_each_examples_summary():
     result = CliRunner().invoke(app, [], env={"_NOISECLI_COMPLETE": "complete_zsh",
                                               "_TYPER_COMPLETE_ARGS": "noisecli init quick"}, prog_name="noisecli")
