@@ -404,3 +404,22 @@ def test_batched_trials_train_as_one_stack_pruned_members_leave_it_and_match_alo
         assert by_factor[factor]["value"] == pytest.approx(alone[factor]["value"], rel=1e-4)
     code, _, err = cli("tune", tune_spec(tmp_path, **keys), "--max-batch", "2", "--runs-dir", tmp_path / "x")
     assert code == 2 and err == "error: --max-batch: only with --batched\n"
+
+
+@pytest.mark.parametrize("pruner,sampler", [({"kind": "asha", "min_resource": 8, "reduction_factor": 2}, "tpe"),
+                                            ({"kind": "hyperband", "min_resource": 8, "reduction_factor": 2}, "random")])
+def test_asha_and_hyperband_prune_a_hopeless_trial_under_the_samplers_that_feed_them(tmp_path, cli, pruner, sampler):
+    """The default pruner (ASHA) and Hyperband, through Optuna's real classes, with the TPE and
+    random samplers: of six trials, the ones at a strength that ruins the model stop early."""
+    spec = tune_spec(tmp_path, sampler={"kind": sampler, "seed": 0}, trials=6, pruner=pruner,
+                     search={"noise": {"input": {"choices": [0.01, 0.02, 50.0]}}},
+                     base={**BASE, "train": {**BASE["train"], "eval_every": 8}})
+    code, out, err = cli("tune", spec, "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    trials = trials_json(tmp_path)["trials"]
+    assert len(trials) == 6 and {t["state"] for t in trials} <= {"complete", "pruned"}
+    pruned = [t for t in trials if t["state"] == "pruned"]
+    assert pruned and all(t["pruned_at"]["step"] < 32 for t in pruned)  # stopped before the 4 epochs' end
+    assert any(t["params"]["factor"] == 50.0 for t in pruned)  # a hopeless strength stopped early
+    assert trials_json(tmp_path)["studies"]["input"]["best"]["params"]["factor"] < 1  # and never won
+    assert f"pruned by the {pruner['kind']} pruner" in out
