@@ -30,7 +30,15 @@ class Tracker:
 
     def log_steps(self, first_step: int, losses: list[float]) -> None: ...  # train loss of steps first_step+1...
     def log_eval(self, row: dict[str, Any]) -> None: ...
+    def log_final(self, numbers: dict[str, float], step: int) -> None: ...  # final.json's, "selected/test_acc"...
     def close(self) -> None: ...
+
+
+def final_numbers(final: dict[str, Any]) -> dict[str, float]:
+    """final.json's numbers as tracker metrics: `selected/test_acc`, `final/robust_test_loss`, ...
+    (the verdict's test metrics, robustness and sharpness, which no evaluation row holds)."""
+    return {f"{part}/{k}": float(v) for part in ("selected", "final") for k, v in (final.get(part) or {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
 
 
 def _numbers(row: dict[str, Any]) -> dict[str, float]:
@@ -51,6 +59,11 @@ class TensorBoard(Tracker):
     def log_eval(self, row: dict[str, Any]) -> None:
         for key, value in _numbers(row).items():
             self.writer.add_scalar(key, value, row["step"])
+        self.writer.flush()
+
+    def log_final(self, numbers: dict[str, float], step: int) -> None:
+        for key, value in numbers.items():
+            self.writer.add_scalar(key, value, step)
         self.writer.flush()
 
     def close(self) -> None:
@@ -80,6 +93,9 @@ class WandB(Tracker):
 
     def log_eval(self, row: dict[str, Any]) -> None:
         self.run.log(_numbers(row), step=row["step"])
+
+    def log_final(self, numbers: dict[str, float], step: int) -> None:
+        self.run.summary.update(numbers)  # W&B's place for a run's end results
 
     def close(self) -> None:
         self.run.finish()
@@ -121,6 +137,11 @@ class MLflow(Tracker):
         from mlflow.entities import Metric
 
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, 0, row["step"]) for k, v in _numbers(row).items()])
+
+    def log_final(self, numbers: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, 0, step) for k, v in numbers.items()])
 
     def close(self) -> None:
         self.client.set_terminated(self.run_id)

@@ -13,6 +13,7 @@ rank 0 alone writes the run folder.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -190,7 +191,9 @@ class Trainer:
         the run marked completed, the summary shown."""
         s = self.state
         final_test = probes.verdict_numbers(self)
-        self.run.write_text("final.json", evaluation.final_json(s, final_test, self.data.task))
+        summary = evaluation.final_summary(s, final_test, self.data.task)
+        self.run.write_text("final.json", json.dumps(summary, indent=2) + "\n")
+        self.session.log_final(summary, s.step)
         if self.spec.output.checkpoint == "none":
             self.run.drop_checkpoints()
         status = self.run.write_status(state="completed", step=s.step, epoch=self.epoch, error=None,

@@ -34,6 +34,11 @@ def test_tensorboard_event_files_hold_the_metrics_and_every_steps_loss(cli, tmp_
     # the per-step losses average to each evaluation's train_loss
     per_step = [e.value for e in steps]
     assert sum(per_step[:8]) / 8 == pytest.approx(rows[0]["train_loss"], rel=1e-5)
+    # final.json's numbers, which no evaluation row holds (the test split's), at the last step
+    final = json.loads((run / "final.json").read_text())
+    for part in ("selected", "final"):
+        (test_acc,) = events.Scalars(f"{part}/test_acc")
+        assert (test_acc.step, test_acc.value) == (STEPS, pytest.approx(final[part]["test_acc"], rel=1e-6))
 
 
 def test_mlflow_local_store_groups_a_sweeps_runs_under_its_name(cli, tmp_path, monkeypatch):
@@ -55,6 +60,8 @@ def test_mlflow_local_store_groups_a_sweeps_runs_under_its_name(cli, tmp_path, m
         assert [m.value for m in history] == pytest.approx([x["val_loss"] for x in rows])
         assert len(client.get_metric_history(r.info.run_id, "train_loss_step")) == STEPS
         assert r.data.params["noise.factor"] in ("0.1", "0.3")
+        final = json.loads((tmp_path / "runs" / "grid" / r.info.run_name / "final.json").read_text())
+        assert r.data.metrics["selected/test_loss"] == pytest.approx(final["selected"]["test_loss"])
 
 
 def settled(log, needles, timeout=60.0) -> bytes:
@@ -89,10 +96,12 @@ def test_wandb_offline_run_records_the_config_every_evaluation_and_every_steps_l
     (log,) = (run / "wandb").glob("offline-run-*/run-*.wandb")
     values = [json.dumps(row[k]).encode() for row in rows_of(run) for k in ("val_loss", "clean_train_loss")]
     # a resumed (or rerun) run continues the same W&B run: the id is stable per run folder
-    raw = settled(log, [*values, b"train_loss_step", b"val_acc", b'"kind"', _stable_id(run).encode()])
+    raw = settled(log, [*values, b"train_loss_step", b"val_acc", b'"kind"', _stable_id(run).encode(),
+                        b"selected/test_acc"])
     for value in values:
         assert value in raw
     assert b"train_loss_step" in raw and b"val_acc" in raw
+    assert b"selected/test_acc" in raw  # final.json's numbers in the run's summary
     assert b'"kind": "input"' in raw or b'"kind":"input"' in raw  # the resolved spec is the run's config
     assert _stable_id(run).encode() in raw
 

@@ -129,11 +129,9 @@ def early_stop(rule: dict | None, state: TrainState, row: dict[str, Any]) -> str
             f"{rule['patience']} evaluations (best {state.best_watched:.6g}); stopped at step {row['step']}")
 
 
-def final_json(state: TrainState, final_test: dict[str, float], task: str) -> str:
-    """The verdict's numbers: the selected checkpoint (best val loss) and the final one, each with
-    its val metrics and, where the data has a test split, its test metrics."""
-    import json
-
+def final_summary(state: TrainState, final_test: dict[str, float], task: str) -> dict:
+    """The verdict's numbers (final.json): the selected checkpoint (best val loss) and the final
+    one, each with its val metrics and, where the data has a test split, its test metrics."""
     rows = {r["step"]: r for r in state.rows}
     val = lambda r: {k: v for k, v in r.items() if k.startswith(metrics.SPLIT_PREFIX["val"])}  # noqa: E731
     last = state.rows[-1] if state.rows else {}
@@ -142,7 +140,7 @@ def final_json(state: TrainState, final_test: dict[str, float], task: str) -> st
            "selected": {"step": state.best_step, **val(selected), **(state.best_test or {})},
            "final": {"step": last.get("step"), **val(last), **final_test},
            "stopped_early": state.stopped_early}
-    return json.dumps(out, indent=2) + "\n"
+    return out
 
 
 def verdict_line(state: TrainState, final_test: dict[str, float]) -> str | None:

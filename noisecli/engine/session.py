@@ -15,7 +15,7 @@ from typing import Any
 from noisecli.distributed import World
 from noisecli.errors import BadInput, NoisecliError, RunError, SpecError
 from noisecli.runs import FollowerRunFolder, RunFolder, first_line
-from noisecli.trackers import Tracker, open_tracker
+from noisecli.trackers import Tracker, final_numbers, open_tracker
 
 
 class RunSession:
@@ -76,6 +76,10 @@ class RunSession:
         if isinstance(e, BadInput):
             return type(e)([f"{p} (run {name!r} stopped at step {step}; {where})" for p in e.problems])
         return RunError(f"run {name!r} failed at step {step}: {msg} ({where})")
+
+    def log_final(self, summary: dict[str, Any], step: int) -> None:
+        """final.json's numbers (the test split's, robustness, sharpness) to the tracker, at the end."""
+        self.tracker.log_final(final_numbers(summary), step)
 
     def log(self, first_step: int, step_losses: list[float], row: dict[str, Any]) -> None:
         """An evaluation's row (and the steps' losses since the last) to the tracker."""
