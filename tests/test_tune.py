@@ -192,6 +192,11 @@ def test_sqlite_search_prunes_confirms_on_fresh_seeds_and_reruns_continue(tmp_pa
     assert "pruned at step" in md
     code, js, _ = cli("report", tune_dir, "-f", "json")
     assert {c["n"] for c in json.loads(js)["confirmed"]["configs"]} == {2}
+    code, _, err = cli("report", tune_dir, "-o", tmp_path / "tune.html")  # the page: the search's figure too
+    page = (tmp_path / "tune.html").read_text()
+    assert code == 0 and "<h2>The search</h2>" in page, err
+    figure = page.split('alt="the objective against the factor per kind')[1].split('src="data:image/png;base64,')[1]
+    assert len(figure.split('"')[0]) > 1000  # a drawn PNG, not an empty tag
     # a rerun continues the study: nothing is trained again; a bigger budget adds trials
     code, out, err = cli("tune", spec, "--runs-dir", tmp_path / "runs")
     assert code == 0 and "[" not in out.split("confirm:")[0], out

@@ -137,7 +137,59 @@ def search_html(data: dict) -> str:
     head = "".join(f"<p>{html.escape(line)}</p>" for line in header_lines(data))
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in trial_rows(data))
     cols = "".join(f"<th>{c}</th>" for c in COLUMNS)
-    return f"<section><h2>The search</h2>{head}<table><tr>{cols}</tr>{rows}</table></section>"
+    figure = search_figure(data)
+    img = (f'<figure><img alt="the objective against the factor per kind, and the best so far by trial" '
+           f'src="data:image/png;base64,{figure}"><figcaption>Top: every trial\'s objective against its factor, '
+           f'one panel per kind (x: a pruned trial, at the value it was stopped with). Bottom: the best '
+           f'objective so far, by trial number (the optimization history).</figcaption></figure>') if figure else ""
+    return f"<section><h2>The search</h2>{head}{img}<table><tr>{cols}</tr>{rows}</table></section>"
+
+
+def search_figure(data: dict) -> str | None:
+    """The search as one figure (base64 PNG): per kind, the objective against the factor (pruned
+    trials at the value they were stopped with) over the best so far by trial number."""
+    by_kind: dict[str, list[dict]] = {}
+    for t in data["trials"]:
+        if isinstance(t["params"].get("factor"), (int, float)):
+            by_kind.setdefault(t["kind"], []).append(t)
+    if not by_kind:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    from noisecli.report.figures import png_base64  # the page's PNG settings
+
+    better = max if data["direction"] == "maximize" else min
+    fig, axes = plt.subplots(2, len(by_kind), figsize=(3.2 * len(by_kind), 5.2), squeeze=False)
+    for i, (kind, trials) in enumerate(sorted(by_kind.items())):
+        top, bottom = axes[0][i], axes[1][i]
+        for state, marker in (("complete", "o"), ("pruned", "x")):
+            points = [(t["params"]["factor"], t["value"] if t["value"] is not None else (t.get("pruned_at") or {})
+                       .get("value")) for t in trials if t["state"] == state]
+            points = [(f, v) for f, v in points if isinstance(v, (int, float))]
+            if points:
+                top.scatter(*zip(*points), marker=marker, label=state, alpha=0.8)
+        if all(t["params"]["factor"] > 0 for t in trials):
+            top.set_xscale("log")
+        top.set_title(kind)
+        top.set_xlabel("factor")
+        done = sorted((t["number"], t["value"]) for t in trials if t["state"] == "complete" and t["value"] is not None)
+        if done:
+            best = [done[0][1]]
+            for _, v in done[1:]:
+                best.append(better(best[-1], v))
+            bottom.step([n for n, _ in done], best, where="post")
+        bottom.set_xlabel("trial")
+        bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(data.get("objective", "objective"))
+    axes[1][0].set_ylabel("best so far")
+    axes[0][0].legend(fontsize=7, frameon=False)
+    return png_base64(fig)
 
 
 def _what(tune_dir: Path, data: dict) -> tuple[Path, str]:
