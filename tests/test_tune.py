@@ -428,3 +428,16 @@ def test_asha_and_hyperband_prune_a_hopeless_trial_under_the_samplers_that_feed_
     assert any(t["params"]["factor"] == 50.0 for t in pruned)  # a hopeless strength stopped early
     assert trials_json(tmp_path)["studies"]["input"]["best"]["params"]["factor"] < 1  # and never won
     assert f"pruned by the {pruner['kind']} pruner" in out
+
+
+def test_a_search_over_two_parameters_reports_optunas_importances(tmp_path, cli):
+    spec = tune_spec(tmp_path, sampler={"kind": "random", "seed": 1}, trials=5, pruner="none",
+                     search={"noise": {"input": {"factor": [0.01, 3.0], "log": True}},
+                             "train.lr": {"range": [1e-4, 3e-2], "log": True}})
+    code, out, err = cli("tune", spec, "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    data = trials_json(tmp_path)
+    importance = data["studies"]["input"]["importance"]
+    assert set(importance) == {"factor", "train.lr"} and sum(importance.values()) == pytest.approx(1, abs=1e-3)
+    code, md, err = cli("report", tmp_path / "runs" / "tt", "-f", "md")
+    assert code == 0 and "importance (Optuna, fANOVA): " in md, err
