@@ -19,7 +19,7 @@ embeddings, not on the norms), clipping at 1.0, fp32, constant lr, and NEFTune a
   scheduler) is inside its timed rounds and its setup is not. Its optimizer is the Trainer's
   default (`--hf-optim` to change it); logging, saving and evaluation are off.
 - plain: a hand-written loop on the same tensors: index a batch, forward, cross-entropy,
-  backward, clip_grad_norm_, AdamW (foreach, noisecli's groups), zero_grad, and NEFTune as a
+  backward, clip_grad_norm_, AdamW (fused, as noisecli's, and its groups), zero_grad, and NEFTune as a
   forward hook on the input embeddings written out here.
 
 The data is instruction-style: fixed prompt/response pairs of random characters (a vocabulary
@@ -137,7 +137,7 @@ class PlainRunner:
     def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device):
         self.model, self.x, self.y, self.batch_size = model.to(device), x, y, batch_size
         params = [p for p in model.parameters() if p.requires_grad]
-        fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+        fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}  # noisecli's choice
         self.params = params
         self.optimizer = torch.optim.AdamW(
             [{"params": [p for p in params if p.dim() >= 2], "weight_decay": OPTIM["weight_decay"]},
