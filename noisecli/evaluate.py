@@ -66,21 +66,11 @@ def evaluate(run_dir: Path, checkpoint: str = "last", split: str = "val", device
     spec = spec_from_dict(raw, base_dir=run_dir)
     if generation is not None:  # refused before anything is built: data that is not instruction data
         generation.check(spec, run_dir)
-    path = checkpoint_path(run_dir, checkpoint)
-
     from noisecli.engine import evaluation  # torch, only when a checkpoint is evaluated
-    from noisecli.trainer import Trainer  # torch, as above
 
-    try:
-        state = read_checkpoint(path)
-    except DamagedFile as e:
-        raise SpecError(f"--checkpoint: {e.problems[0]}") from None
-
-    skip_init_source(spec, state)
-    trainer = Trainer(spec, run_dir.parent, quiet=True).setup()  # builds in memory; writes nothing
+    trainer, state, path = restore(spec, run_dir, checkpoint)
     task = trainer.data.task
     chosen = metrics.named(task, metric_names) if metric_names else metrics.for_task(task)
-    load_checkpoint(trainer, state, path, run_dir)
     if split == "test" and not trainer.data.has_test:
         raise SpecError(f"--split test: run {run_dir.name!r} has no test split (data.test_fraction is 0 and "
                         "its data brings none)")
@@ -96,6 +86,22 @@ def evaluate(run_dir: Path, checkpoint: str = "last", split: str = "val", device
     if generation is not None:
         out["generation"] = generation.run(trainer, spec, run_dir, path)
     return out
+
+
+def restore(spec, run_dir: Path, checkpoint: str):
+    """(trainer, checkpoint contents, its path): the run's Trainer built in memory (nothing is
+    written) holding the checkpoint's weights and noise state, for `eval` and `export`."""
+    from noisecli.trainer import Trainer  # torch, only when a checkpoint is read
+
+    path = checkpoint_path(run_dir, checkpoint)
+    try:
+        state = read_checkpoint(path)
+    except DamagedFile as e:
+        raise SpecError(f"--checkpoint: {e.problems[0]}") from None
+    skip_init_source(spec, state)
+    trainer = Trainer(spec, run_dir.parent, quiet=True).setup()
+    load_checkpoint(trainer, state, path, run_dir)
+    return trainer, state, path
 
 
 def skip_init_source(spec, state: dict) -> None:

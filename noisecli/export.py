@@ -1,7 +1,7 @@
 """`noisecli export`: an hf run's checkpoint as a transformers folder (save_pretrained, safetensors).
 
 The model is rebuilt from the run folder's resolved spec and the checkpoint loaded into it as
-`noisecli eval` loads it (evaluate.load_checkpoint: the weights evaluation saw, Anti-PGD's clean
+`noisecli eval` loads it (evaluate.restore: the weights evaluation saw, Anti-PGD's clean
 point), so the folder evaluates to the logged numbers. The tokenizer named by `data.tokenizer`
 is saved beside the weights. A LoRA run gives, with `merge`, a plain model (peft's
 merge_and_unload); without it, peft's adapter folder (adapter_config.json,
@@ -20,10 +20,10 @@ import shutil
 import warnings
 from pathlib import Path
 
-from noisecli.errors import DamagedFile, SpecError
-from noisecli.evaluate import checkpoint_path, load_checkpoint, skip_init_source
+from noisecli.errors import SpecError
+from noisecli.evaluate import restore
 from noisecli.hub import import_transformers, load_local
-from noisecli.runs import atomic_write, read_checkpoint
+from noisecli.runs import atomic_write
 from noisecli.spec import read_saved_spec, spec_from_dict
 
 
@@ -36,17 +36,7 @@ def export(run_dir: Path, out_dir: Path, merge: bool = False, checkpoint: str = 
         raise SpecError(f"--merge: run {run_dir.name!r} trained no LoRA adapters (model.lora is null); its export "
                         "is a plain model already: leave --merge out")
     _check_out_dir(out_dir)
-    path = checkpoint_path(run_dir, checkpoint)
-    try:
-        state = read_checkpoint(path)
-    except DamagedFile as e:
-        raise SpecError(f"--checkpoint: {e.problems[0]}") from None
-
-    from noisecli.trainer import Trainer  # torch and transformers, only when a run is exported
-
-    skip_init_source(spec, state)
-    trainer = Trainer(spec, run_dir.parent, quiet=True).setup()  # builds in memory; writes nothing
-    load_checkpoint(trainer, state, path, run_dir)
+    trainer, state, path = restore(spec, run_dir, checkpoint)  # torch and transformers: only now
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.export{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)  # this process's own leftover only (the pid is in the name)
