@@ -39,7 +39,7 @@ EXAMPLES = {e.name: e for e in (
     Example("pretrain-then-lora", ("pretrain-pydoc-gpt.yaml", "sft-lora-neftune-sweep.yaml", "make_tokenizer.py",
                                    "data/pydoc-tokenizer/tokenizer.json", "data/pydoc-tokenizer/tokenizer_config.json",
                                    "make_instructions.py", "data/instructions.jsonl"),
-            "pretrain a GPT on pydoc text, then LoRA instruction tuning from it: NEFTune against none (13 runs)"),
+            "a GPT pretrained on pydoc, then LoRA-tuned: NEFTune against none (13 runs; needs noisecli[hf,lora])"),
     Example("findings-digits-mlp", ("findings-digits-mlp.yaml",),
             "the pre-registered digits grid: four kinds at two factors against none, 5 seeds (45 runs)"),
     Example("findings-pydoc-gpt", ("findings-pydoc-gpt.yaml",),
