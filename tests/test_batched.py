@@ -327,11 +327,19 @@ def test_ctrl_c_on_a_real_batched_sweep_saves_every_member_at_one_step(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "noisecli", "sweep", str(spec), "--batched", "--quiet"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = tmp_path / "runs" / "sw" / "factor-0.0_seed-0" / "status.json"
+    first = tmp_path / "runs" / "sw" / "factor-none_seed-0" / "status.json"  # factor 0 is the none point
+
+    def step() -> int:
+        try:
+            return json.loads(first.read_text()).get("step", 0)
+        except (OSError, ValueError):  # not written yet
+            return 0
+
     deadline = time.time() + 60
-    while time.time() < deadline and not (first.exists() and json.loads(first.read_text()).get("step", 0) > 12):
+    while time.time() < deadline and step() <= 12:
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.1)
+    assert step() > 12, "the stack never reached step 12 (the wait would otherwise run out silently)"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
