@@ -37,10 +37,12 @@ def batch_key(spec: Spec, alone: Callable[[Spec], str | None] | None = None) -> 
         return None, why
     if spec.model.kind in UNBATCHED:
         return None, UNBATCHED[spec.model.kind]
-    if spec.model.kind == "hf" and (spec.model.trust_remote_code or _hf_model_type(spec.model) not in STACKED_HF):
-        what = "its own code" if spec.model.trust_remote_code else f"model type {_hf_model_type(spec.model)!r}"
-        return None, (f"model.kind hf ({what}): trained one after another (stacks are verified for "
-                      f"{', '.join(STACKED_HF)}: each member trains as its point alone)")
+    if spec.model.kind == "hf":
+        model_type = _hf_model_type(spec.model)
+        if spec.model.trust_remote_code or model_type not in STACKED_HF:
+            what = "its own code" if spec.model.trust_remote_code else f"model type {model_type!r}"
+            return None, (f"model.kind hf ({what}): trained one after another (stacks are verified for "
+                          f"{', '.join(STACKED_HF)}: each member trains as its point alone)")
     if spec.model.lora is not None:
         return None, ("model.lora: trained one after another (a stack holds the trained tensors alone, so every "
                       "member would share the first one's frozen base; peft's forward is not known to run under "

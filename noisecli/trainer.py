@@ -82,11 +82,7 @@ class Trainer:
         self.raw_model = build_model(spec.model, self.data).to(self.device)
         self.model = self.eval_model = torch.compile(self.raw_model) if t.compile else self.raw_model
         self.params = [p for p in self.raw_model.parameters() if p.requires_grad]
-        # fused AdamW where torch has the kernel (CUDA; CPU since torch 2.4, as transformers'
-        # Trainer defaults to): one kernel over every tensor, a tenth faster per step on a small
-        # model than foreach (benchmarks/vs_transformers.py); foreach elsewhere (MPS)
-        fast = {"fused": True} if self.device.type in ("cuda", "cpu") else {"foreach": True}
-        self.optimizer = adamw(self.params, self.params, t, fast)
+        self.optimizer = adamw(self.params, self.params, t, self.device)
         self.clip = clip_value(t)
         self.mixup = Mixup(t.mixup["alpha"], spec.seed, self.device) if t.mixup else None
 

@@ -143,11 +143,8 @@ class Stacked:
                 p[n].data = self.P[n].detach()[k]
         self.B = {n: torch.stack([dict(m.raw_model.named_buffers())[n] for m in members])
                   for n in self.buffer_names}
-        # fused AdamW (CPU and CUDA): on stacked tensors a third of foreach's time on CPU; it is
-        # elementwise like foreach, so still one AdamW per member
-        fast = {"fused": True} if self.device.type in ("cuda", "cpu") else {"foreach": True}
         self.optimizer = adamw([self.P[n] for n in self.names], [self.params[0][n] for n in self.names],
-                               self.train_spec, fast)
+                               self.train_spec, self.device)
         for n in self.names:  # a resumed member's moments come from its own checkpoint
             states = [m.optimizer.state.get(p[n]) for m, p in zip(members, self.params)]
             if all(states):
