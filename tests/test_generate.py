@@ -14,6 +14,7 @@ from noisecli.generate import draw, exact_match
 from noisecli.spec import load_spec
 from noisecli.trainer import Trainer
 from tests.conftest import TINY, write_spec
+from tests.test_sft import chat_files
 from tests.test_train import train_run
 
 _r = random.Random(0)
@@ -174,24 +175,7 @@ def test_without_eos_a_response_runs_its_budget_on_the_validation_prompts(cli, t
 
 def chat_examples(tmp_path):
     """An offline byte-level BPE tokenizer with a chat template (<|end|> its EOS), and chats."""
-    import transformers
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator([" ".join(e["prompt"] + e["response"] for e in EXAMPLES)],
-                            trainers.BpeTrainer(vocab_size=80, show_progress=False,
-                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|end|>",
-                                               additional_special_tokens=["<|user|>", "<|assistant|>"])
-    tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
-                         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
-    tok.save_pretrained(tmp_path / "tok")
-    chats = [{"messages": [{"role": "user", "content": e["prompt"]}, {"role": "assistant", "content": e["response"]}]}
-             for e in EXAMPLES]
-    (tmp_path / "chat.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats))
-    return tok
+    return chat_files(tmp_path, EXAMPLES, " ".join(e["prompt"] + e["response"] for e in EXAMPLES), 80)
 
 
 def test_an_hf_model_on_chat_messages_answers_after_the_generation_prompt_and_stops_at_the_eos(cli, tmp_path):

@@ -210,24 +210,30 @@ def test_an_empty_response_is_named(cli, tmp_path):
                                       "to learn from it (remove it, or check data.response)")
 
 
-def test_messages_are_rendered_with_the_tokenizers_chat_template_and_scored_on_the_last_answer(tmp_path):
+def chat_files(tmp_path, examples: list[dict], text: str, vocab_size: int):
+    """An offline byte-level BPE tokenizer trained on `text` with a chat template (<|end|> its
+    EOS) in tmp_path/tok, and the examples as one-turn chats in tmp_path/chat.jsonl."""
     import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    words = " ".join(f"{m['prompt']} {m['response']}" for m in EXAMPLES)
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator([words], trainers.BpeTrainer(vocab_size=120, show_progress=False,
-                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.train_from_iterator([text], trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|end|>",
                                                additional_special_tokens=["<|user|>", "<|assistant|>"])
     tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
                          "{% if add_generation_prompt %}<|assistant|>{% endif %}")
     tok.save_pretrained(tmp_path / "tok")
     chats = [{"messages": [{"role": "user", "content": e["prompt"]}, {"role": "assistant", "content": e["response"]}]}
-             for e in EXAMPLES]
+             for e in examples]
     (tmp_path / "chat.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats))
+    return tok
+
+
+def test_messages_are_rendered_with_the_tokenizers_chat_template_and_scored_on_the_last_answer(tmp_path):
+    tok = chat_files(tmp_path, EXAMPLES, " ".join(f"{m['prompt']} {m['response']}" for m in EXAMPLES), 120)
     spec = write_spec(tmp_path, {"data": {"kind": "sft", "path": "chat.jsonl", "messages": "messages",
                                           "tokenizer": "tok"}, "model": GPT})
     ds = Trainer(load_spec(spec), tmp_path / "runs", quiet=True).setup().data
