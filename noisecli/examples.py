@@ -46,6 +46,8 @@ EXAMPLES = {e.name: e for e in (
             "the pre-registered grid of a character GPT on pydoc text: four kinds against none (45 runs)"),
     Example("study-regularizers-digits", ("study-regularizers-digits.yaml",),
             "noise against and on top of dropout, weight decay and label smoothing on digits, 5 seeds (200 runs)"),
+    Example("study-regularizers-pydoc", ("study-regularizers-pydoc.yaml",),
+            "token noise and NEFTune against and on top of dropout and label smoothing, a character GPT (36 runs)"),
     Example("tune", ("tune-digits.yaml",),
             "noisecli tune: each kind's factor searched with Optuna, pruned, the best confirmed on 3 fresh seeds"),
     Example("teacher-sweep", ("teacher-sweep.yaml",),

@@ -143,7 +143,7 @@ def test_init_copies_nothing_when_a_write_fails_part_way(cli, tmp_path, monkeypa
 
 @pytest.mark.parametrize("args, line", [
     ([], "error: init: name an example: quickstart, your-model, sft-neftune, pretrain-then-lora, findings-digits-mlp, findings-pydoc-gpt, "
-         "study-regularizers-digits, tune, teacher-sweep, pydoc-gpt, pydoc-hf, shakespeare-char (noisecli list examples)"),
+         "study-regularizers-digits, study-regularizers-pydoc, tune, teacher-sweep, pydoc-gpt, pydoc-hf, shakespeare-char (noisecli list examples)"),
     (["quickstrat"], "error: init: unknown example 'quickstrat'; did you mean 'quickstart'? (noisecli list examples)"),
     (["tunes"], "error: init: unknown example 'tunes'; did you mean 'tune'? (noisecli list examples)"),
 ])
