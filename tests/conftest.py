@@ -11,6 +11,21 @@ from noisecli.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The tests read the CLI's output as a pipe prints it (display.py: COLUMNS if set, else wide).
+# pytest-xdist's workers are started with COLUMNS=80 and LINES=24 in their environment, which
+# would wrap those lines on some workers and not others; every test sees the same environment.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers on two cores: torch's default of one intra-op thread per core in each would
+    # oversubscribe the machine (a run's own --threads and the sweep's choice still apply). The
+    # processes a test starts get one thread too, so that an in-process reference and a real
+    # process sum in the same order (several tests compare them bit for bit).
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 # A run small enough to train in well under a second: 120 digits, a narrow MLP.
 TINY = {
     "data": {"kind": "digits", "train_size": 120},
