@@ -55,6 +55,7 @@ def sweep_file(folder: Path, args) -> Path:
                      "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": 1e-3,
                                "precision": "fp32"}},
             "grid": {"noise.factor": factors}, "seeds": args.seeds}
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "bench.yaml"
     path.write_text(json.dumps(spec))  # JSON is YAML
     return path
@@ -71,8 +72,12 @@ def timed(plan, runs: Path, max_batch: int | None) -> float:
     return seconds
 
 
+def val_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
 def val_losses(run_dir: Path) -> list[float]:
-    return [json.loads(line)["val_loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [row["val_loss"] for row in val_rows(run_dir)]
 
 
 def differences(plan, a: Path, b: Path) -> tuple[float, float, str]:
@@ -168,7 +173,7 @@ def measure(kind: str, args, tmp: Path) -> dict:
             torch.set_num_threads(threads)
         _, floor, floor_where = differences(plan, folder / "sequential", folder / "one-thread")
     return {"kind": kind, "scale": args.scale, "points": len(plan.points), "threads": threads,
-            "steps": plan.points[0].spec.train.epochs * -(-1438 // args.batch_size),
+            "steps": val_rows(folder / "sequential" / plan.name / plan.points[0].name)[-1]["step"],
             "sequential": sequential, "batched": batched, "median": median, "worst": worst, "where": where,
             "weights": weights, "weights_where": weights_where, "floor": floor, "floor_where": floor_where,
             "equal": worst <= max(args.tolerance, floor)}

@@ -1,7 +1,10 @@
 """Stacks for `sweep --batched`: which of a sweep's points train together as one stack.
 
 Points whose specs differ only in their noise factors and seed train as one vmapped stack
-(`batched.train_group`); the rest train alone, each with the reason said once. Which points
+(`batched.train_group`); the rest train alone, each with the reason said once. A point without
+noise (`none`, which every kind at factor 0 becomes) joins a stack of noise points on the same
+base where there is room: it has no hooks to run, and one stack of 16 costs about what one of
+12 does, where a separate stack of its own would pay the whole per-step cost again. Which points
 can share a stack is a question of their specs alone, apart from how a plan is made (`sweep`);
 --dry-run and the runner both ask it here. `plural`, the counting word of these notes, is the
 sweep's other messages' too, as are the lines about overrides on a sweep (`lost_overrides`, `about`).
@@ -60,6 +63,17 @@ def batch_key(spec: Spec, alone: Callable[[Spec], str | None] | None = None) -> 
     return json.dumps(d, sort_keys=True, default=str), ""
 
 
+def _base_key(key: str) -> str:
+    """A stack key without its noise: what a `none` point must share with a stack it joins."""
+    d = json.loads(key)
+    d.pop("noise")
+    return json.dumps(d, sort_keys=True)
+
+
+def _noiseless(spec: Spec) -> bool:
+    return all(entry.kind == "none" for entry in spec.noise)
+
+
 def _hf_model_type(model) -> str | None:
     """An hf model's `model_type`: from model.config for a fresh model, else from the config.json
     of model.path's folder (a name in the Hugging Face cache is not looked up for a plan: None)."""
@@ -76,13 +90,27 @@ def form_groups(points: list, max_batch: int, alone: Callable[[Spec], str | None
     """The plan's points as groups of at most `max_batch` (in plan order), and one line per
     reason some points train alone (`alone`: see `batch_key`)."""
     groups: dict[str, list] = {}
+    by_base: dict[str, list[list]] = {}  # stacks of noise points, by their key without the noise
     by_reason: dict[str, list] = {}
     out: list[list] = []
+    noiseless: list = []
     for p in points:
         key, why = batch_key(p.spec, alone)
         if key is None:
             by_reason.setdefault(why, []).append(p.name)
             out.append([p])
+        elif _noiseless(p.spec):
+            noiseless.append((p, key))  # placed once the noise points' stacks are known
+        elif key in groups and len(groups[key]) < max_batch:
+            groups[key].append(p)
+        else:
+            groups[key] = [p]
+            out.append(groups[key])
+            by_base.setdefault(_base_key(key), []).append(groups[key])
+    for p, key in noiseless:
+        joined = next((g for g in by_base.get(_base_key(key), []) if len(g) < max_batch), None)
+        if joined is not None:
+            joined.append(p)
         elif key in groups and len(groups[key]) < max_batch:
             groups[key].append(p)
         else:

@@ -261,11 +261,36 @@ def test_groups_follow_the_plan_and_max_batch(tmp_path):
                                                    "train.lr": [1e-3, 3e-3]}})
     groups, notes = form_groups(load_plan(spec).points, max_batch=3)
     # stacks share everything but noise factor and seed; a kind at factor 0 is none: (none, input 0.1,
-    # weight 0.1) x lr = 6 configurations of 2 seeds each
-    assert sorted(len(g) for g in groups) == [2, 2, 2, 2, 2, 2] and not notes
+    # weight 0.1) x lr = 6 configurations of 2 seeds each. The none points join the noise stacks of
+    # their lr where there is room (one each here), rather than making two stacks of their own
+    assert sorted(len(g) for g in groups) == [3, 3, 3, 3] and not notes
     for g in groups:
-        kinds = {(p.spec.noise[0].kind, p.spec.train.lr) for p in g}
-        assert len(kinds) == 1
+        assert len({p.spec.train.lr for p in g}) == 1
+        assert len({p.spec.noise[0].kind for p in g} - {"none"}) == 1
+    assert sum(p.spec.noise[0].kind == "none" for g in groups for p in g) == 4
+    # with room to spare, all of an lr's none points join its first stack
+    groups, _ = form_groups(load_plan(spec).points, max_batch=8)
+    assert sorted(sorted(p.spec.noise[0].kind for p in g) for g in groups) == [
+        ["input", "input", "none", "none"], ["input", "input", "none", "none"], ["weight", "weight"],
+        ["weight", "weight"]]
+    # none points alone in a plan still stack with each other
+    spec = write_spec(tmp_path, {**SWEEP, "grid": {"noise.factor": [0.0]}}, "none.yaml")
+    assert [len(g) for g in form_groups(load_plan(spec).points, max_batch=8)[0]] == [len(load_plan(spec).points)]
+
+
+MIXED = [("mlp", "activation"), ("mlp", "gradient"), ("gpt", "embedding")]
+
+
+@pytest.mark.parametrize("model,kind", MIXED, ids=[f"{m}-{k}" for m, k in MIXED])
+def test_none_members_in_a_stack_of_noise_points_train_as_alone(tmp_path, model, kind):
+    """A none point first in a stack of noise points: the stack reads its noise entries from a
+    member that has them (forward feeds, gradient binding), and the none members add nothing."""
+    specs = specs_for(model, "none") + specs_for(model, kind, factors=[FACTORS[kind]])
+    outcomes = train_group(specs, tmp_path / "batched", lambda *a: None)
+    assert [o.state for o in outcomes] == ["completed"] * len(specs)
+    for spec in specs:
+        train_point(spec, tmp_path / "alone", lambda *a: None)
+        assert_close_rows(rows(tmp_path / "batched" / spec.name), rows(tmp_path / "alone" / spec.name))
 
 
 @pytest.mark.parametrize("args,message", [
@@ -353,6 +378,8 @@ def test_ctrl_c_on_a_real_batched_sweep_saves_every_member_at_one_step(tmp_path)
 def test_dry_run_shows_the_stacks(tmp_path, cli):
     spec = write_spec(tmp_path, SWEEP)
     code, out, _ = cli("sweep", spec, "--runs-dir", tmp_path / "runs", "--dry-run", "--batched", "--max-batch", "4")
-    # none (factor 0 of the grid, 2 seeds) and the other factors (2 x 2 seeds)
-    assert code == 0 and "--batched: 2 stacks (2, 4 points), 0 points alone" in out.splitlines()
+    # the other factors (2 x 2 seeds) fill a stack of 4; none (factor 0 of the grid, 2 seeds) has no room left there
+    assert code == 0 and "--batched: 2 stacks (4, 2 points), 0 points alone" in out.splitlines()
+    code, out, _ = cli("sweep", spec, "--runs-dir", tmp_path / "runs", "--dry-run", "--batched", "--max-batch", "8")
+    assert code == 0 and "--batched: 1 stack (6 points), 0 points alone" in out.splitlines()  # none joins them
     assert not (tmp_path / "runs").exists()

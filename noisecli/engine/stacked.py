@@ -76,10 +76,12 @@ class ForwardFeed:
             self.order[key], self.recording = self.recording, None
         feed = {}
         for site, shape, dtype in self.order[key]:
-            noises = [m[self.sites[site][0]] for m in members]
-            feed[site] = (torch.stack([torch.zeros(shape, device=x.device, dtype=dtype) if n.current == 0
-                                       else n.draw(shape, x.device, dtype) for n in noises]),
-                          torch.tensor([n.current for n in noises], device=x.device, dtype=dtype))
+            entry = self.sites[site][0]  # a member without it (a `none` point) draws nothing and adds 0
+            noises = [m[entry] if entry < len(m) and isinstance(m[entry], ForwardNoise) else None for m in members]
+            factors = [0.0 if n is None else n.current for n in noises]
+            feed[site] = (torch.stack([torch.zeros(shape, device=x.device, dtype=dtype) if f == 0
+                                       else n.draw(shape, x.device, dtype) for n, f in zip(noises, factors)]),
+                          torch.tensor(factors, device=x.device, dtype=dtype))
         return feed
 
     def close(self) -> None:
@@ -105,6 +107,9 @@ class Stacked:
 
     def __init__(self, members: list):
         lead = members[0]
+        # the noise entries the stack is built for: a `none` member (stacks.form_groups lets one
+        # join) has none of them, so they are read from a member that has noise
+        noises = next((m.noises for m in members if any(n.spec.kind != "none" for n in m.noises)), lead.noises)
         self.task, self.device, self.autocast = lead.data.task, lead.device, lead.precision.autocast
         self.train_spec, self.total_steps = lead.spec.train, lead.total_steps
         self.smoothing = lead.spec.train.label_smoothing  # the same for every member (it is not swept in a stack)
@@ -123,10 +128,10 @@ class Stacked:
                 # to a slow loop with a warning; eager attention is the same arithmetic, batched
                 module.config._attn_implementation = "eager"
         self.template.train()
-        self.feed = ForwardFeed(self.template, lead.noises)
+        self.feed = ForwardFeed(self.template, noises)
         self.names = [n for n, p in lead.raw_model.named_parameters() if p.requires_grad]
         self.buffer_names = [n for n, _ in lead.raw_model.named_buffers()]
-        self.bind_grads = any(_uses(n, "on_gradients") for n in lead.noises)  # gradient noise adds to .grad
+        self.bind_grads = any(_uses(n, "on_gradients") for n in noises)  # gradient noise adds to .grad
         self.losses = vmap(self._member_loss, randomness="different")
         self.eval_sums = vmap(self._member_sums, in_dims=(0, 0, None, None), randomness="different")
         self.stack(members)
