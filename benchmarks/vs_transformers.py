@@ -253,7 +253,8 @@ def same_setup(trainer: Trainer, hf: torch.nn.Module, plain: torch.nn.Module, hf
             f"{mine:.6f} (plain); weight decay on the same {len(ours_decay)} tensors: "
             f"{'yes' if ours_decay == theirs_decay else 'NO: ' + str(sorted(ours_decay ^ theirs_decay))}",
             f"optimizers: noisecli AdamW {kernel}, plain AdamW {kernel}, transformers "
-            f"{hf_trainer_.args.optim.value} ({type(hf_trainer_.optimizer).__name__ if hf_trainer_.optimizer else '?'})"]
+            f"{hf_trainer_.args.optim.value} "
+            f"({type(hf_trainer_.optimizer).__name__ if hf_trainer_.optimizer else '?'})"]
 
 
 def profile(runner, steps: int, rows: int = 25) -> None:

@@ -4,6 +4,7 @@ resume as a stack or alone, and write ordinary run folders."""
 
 import json
 import signal
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from noisecli.catalog import NOISE
 from noisecli.spec import spec_from_dict, spec_to_dict
 from noisecli.stacks import batch_key
 from noisecli.sweep import form_groups, load_plan
+from noisecli.noise.params import FlatNoise, StackedDraws
 from noisecli.points import train_point
 from tests.conftest import assert_same_curves, metrics_rows, write_spec
 
@@ -94,6 +96,36 @@ def test_adamw_on_stacked_tensors_is_one_adamw_per_member(how):
             opt.step()
     for k, p in enumerate(alone):
         assert torch.equal(stacked[k].detach(), p.detach())
+
+
+def test_stacked_draws_are_each_members_own_draws():
+    """A parameter kind's stacked form draws row k from member k's generator: bitwise the draw its
+    FlatNoise makes alone; a member at std 0, or without the entry, draws nothing (its generator is
+    left where it was) and adds zeros."""
+    shapes = [(3, 4), (5,), (2, 2, 2)]
+    members = [SimpleNamespace(generator=torch.Generator().manual_seed(k)) for k in range(4)]
+    members[1] = None
+    views = StackedDraws([torch.zeros(4, *s) for s in shapes]).normal(members, [0.5, 0.7, 0.0, 2.0])
+    for k, std in ((0, 0.5), (3, 2.0)):
+        alone = FlatNoise([torch.zeros(s) for s in shapes]).normal(torch.Generator().manual_seed(k), std)
+        assert all(torch.equal(v[k], a) for v, a in zip(views, alone))
+    assert all(not v[1].any() and not v[2].any() for v in views)
+    assert torch.equal(members[2].generator.get_state(), torch.Generator().manual_seed(2).get_state())
+
+
+@pytest.mark.parametrize("kind", ["weight", "gradient"])
+def test_parameter_kinds_act_once_on_the_stacked_tensors(tmp_path, kind):
+    """weight and gradient noise are one call on the stack's tensors (their stacked form), not a
+    call per member; gradient noise then needs no per-member .grad views."""
+    from noisecli.trainer import Trainer
+
+    trainers = [Trainer(spec, tmp_path, quiet=True).setup() for spec in specs_for("mlp", "none", seeds=(0,))
+                + specs_for("mlp", kind)]
+    for t in trainers:
+        t.open_run()
+    strategy = Stack(trainers, trainers[0].stop).strategy
+    assert list(strategy.hooks.forms) == [0] and not strategy.bind_grads
+    assert strategy.hooks.forms[0].noises[0] is None  # the none member, first, has no entry
 
 
 def test_clipping_is_per_member(tmp_path):

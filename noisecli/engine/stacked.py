@@ -102,6 +102,29 @@ def _uses(noise: Noise, hook: str) -> bool:
     return getattr(type(noise), hook) is not getattr(Noise, hook)
 
 
+class StackHooks(NoiseHooks):
+    """The step hooks of a stack's members: an entry whose kind has a stacked form
+    (`Noise.stacked`: weight, gradient) is one call on the stacked tensors with every member's
+    factor; the others are called member by member. Entry by entry, so each member's entries
+    act in their order, as alone."""
+
+    def __init__(self, members: list[list], forms: dict[int, object]):
+        super().__init__(members)
+        self.forms = forms
+        self.entries = max(len(m) for m in members)
+
+    def call(self, hook: str, factors: list[list[float]]) -> None:
+        for i in range(self.entries):
+            if i in self.forms:
+                act = getattr(self.forms[i], hook, None)
+                if act is not None:
+                    act([fs[i] if i < len(fs) else 0.0 for fs in factors])
+                continue
+            for noises, fs in zip(self.members, factors):
+                if i < len(noises):
+                    getattr(noises[i], hook)(fs[i])
+
+
 class Stacked:
     """K members (opened Trainers at the same step, same shapes and schedule) stepped as one."""
 
@@ -131,7 +154,7 @@ class Stacked:
         self.feed = ForwardFeed(self.template, noises)
         self.names = [n for n, p in lead.raw_model.named_parameters() if p.requires_grad]
         self.buffer_names = [n for n, _ in lead.raw_model.named_buffers()]
-        self.bind_grads = any(_uses(n, "on_gradients") for n in noises)  # gradient noise adds to .grad
+        self.noises = noises
         self.losses = vmap(self._member_loss, randomness="different")
         self.eval_sums = vmap(self._member_sums, in_dims=(0, 0, None, None), randomness="different")
         self.stack(members)
@@ -140,12 +163,15 @@ class Stacked:
         """Stack the members' parameters, buffers, optimizer states and intervals; their parameters
         become views into the stack. Called again, without the diverged, when a member drops out."""
         self.members = members
-        self.hooks = NoiseHooks([m.noises for m in members])
         self.params = [dict(m.raw_model.named_parameters()) for m in members]
         self.P = {n: torch.stack([p[n].detach() for p in self.params]).requires_grad_() for n in self.names}
         for k, p in enumerate(self.params):
             for n in self.names:
                 p[n].data = self.P[n].detach()[k]
+        forms = self._forms()
+        self.hooks = StackHooks([m.noises for m in members], forms)
+        # a member's own gradient hook (a kind without a stacked form) adds to its .grad: bind it
+        self.bind_grads = any(_uses(n, "on_gradients") for i, n in enumerate(self.noises) if i not in forms)
         self.B = {n: torch.stack([dict(m.raw_model.named_buffers())[n] for m in members])
                   for n in self.buffer_names}
         self.optimizer = adamw([self.P[n] for n in self.names], [self.params[0][n] for n in self.names],
@@ -158,6 +184,26 @@ class Stacked:
                                                       for key in ("exp_avg", "exp_avg_sq")}}
         # the interval since the last evaluation (non-zero when the members resumed mid-interval)
         self.interval = Interval.stacked([m.state.interval for m in members])
+
+    def _forms(self) -> dict[int, object]:
+        """Entry -> its kind's stacked form, for the entries whose kind has one."""
+        names = {id(p[n]): n for p in self.params for n in self.names}
+
+        def stacked_of(param: torch.Tensor) -> torch.Tensor:
+            return self.P[names[id(param)]]
+
+        forms = {}
+        for i, noise in enumerate(self.noises):
+            entries = [m.noises[i] if i < len(m.noises) else None for m in self.members]
+            if any(e is not None and type(e) is not type(noise) and e.spec.kind != "none" for e in entries):
+                continue  # another kind at this entry: member by member
+            try:  # None: a member without this entry (a `none` point), which adds nothing
+                form = type(noise).stacked([e if type(e) is type(noise) else None for e in entries], stacked_of)
+            except KeyError:  # a targeted tensor the stack does not hold (not trained)
+                form = None
+            if form is not None:
+                forms[i] = form
+        return forms
 
     def hand_over(self, k: int) -> None:
         """Member k's Trainer gets its share of what the stack holds (the interval's sums, the

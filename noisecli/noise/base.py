@@ -121,6 +121,15 @@ class Noise:
     def begin_backward(self) -> None: ...  # gradient checkpointing: the forward hooks may run again
     def end_backward(self) -> None: ...
 
+    @classmethod
+    def stacked(cls, noises: list["Noise"], stacked_of) -> object | None:
+        """This entry of every member of a stack acting at once (engine/stacked.py), or None: each
+        member's hooks are called in turn. `noises` holds each member's entry, None for a member
+        without it (a `none` point: it adds nothing); `stacked_of(p)` is the stacked tensor a
+        member's parameter is a slice of. A form has the hooks it needs, each taking the
+        members' factors; parameter kinds use it to make one call on the stacked tensors."""
+        return None
+
     # ---- checkpointing: the generator and any state a kind carries between steps
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

@@ -11,7 +11,7 @@ import math
 import torch
 
 from noisecli.noise.base import Noise, NoiseContext
-from noisecli.noise.params import FlatNoise
+from noisecli.noise.params import FlatNoise, StackedDraws, present
 from noisecli.spec import NoiseSpec
 
 
@@ -38,3 +38,28 @@ class GradientNoise(Noise):
         if pairs:
             grads, noise = zip(*pairs)
             torch._foreach_add_(list(grads), list(noise))
+
+    @classmethod
+    def stacked(cls, noises: list, stacked_of) -> StackedGradientNoise:
+        return StackedGradientNoise(noises, [stacked_of(p) for p in present(noises).params])
+
+
+class StackedGradientNoise:
+    """`gradient` for a stack's members at once: each member's draw (its own generator, its own
+    sigma_t) added to its slice of the stacked gradients in one call."""
+
+    def __init__(self, noises: list[GradientNoise | None], params: list[torch.Tensor]):
+        self.noises, self.params = noises, params
+        self.draws = StackedDraws(params)
+
+    @torch.no_grad()
+    def on_gradients(self, factors: list[float]) -> None:
+        if not any(factors):
+            return
+        stds = [0.0 if n is None or f == 0 else n.std(f, n.step) for n, f in zip(self.noises, factors)]
+        noise = self.draws.normal(self.noises, stds)
+        pairs = [(p.grad, e) for p, e in zip(self.params, noise) if p.grad is not None]  # as alone
+        if pairs:
+            grads, noise = zip(*pairs)
+            torch._foreach_add_(list(grads), list(noise))
+

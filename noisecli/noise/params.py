@@ -56,3 +56,32 @@ class FlatNoise:
         """views <- std * N(0, 1), in one draw and one scale."""
         self.flat.normal_(0.0, std, generator=generator)
         return self.views
+
+
+class StackedDraws:
+    """K members' FlatNoise draws in one (K, total) buffer, for a kind's stacked form (`sweep
+    --batched`). Row k is drawn from member k's generator at its std: a contiguous row as long as
+    the member's own buffer, filled by the same call, so the values are those it draws alone; a
+    member at std 0 draws nothing, as alone, and its row is zeros. The views are (K, *shape),
+    one per stacked tensor."""
+
+    def __init__(self, stacked: list[torch.Tensor]):
+        sizes = [t[0].numel() for t in stacked]
+        self.flat = torch.empty(stacked[0].shape[0], sum(sizes), device=stacked[0].device, dtype=torch.float32)
+        self.views = [v.view(t.shape) for v, t in zip(self.flat.split(sizes, dim=1), stacked)]
+
+    def normal(self, members: list, stds: list[float]) -> list[torch.Tensor]:
+        """Row k <- stds[k] * N(0, 1) from members[k].generator (zeros where the member is None or
+        its std is 0)."""
+        for row, member, std in zip(self.flat, members, stds):
+            if member is None or std == 0:
+                row.zero_()
+            else:
+                row.normal_(0.0, std, generator=member.generator)
+        return self.views
+
+
+def present(noises: list) -> object:
+    """The first member's entry of a stacked form's `noises` that is not None."""
+    return next(n for n in noises if n is not None)
+
