@@ -113,6 +113,23 @@ def test_stacked_draws_are_each_members_own_draws():
     assert torch.equal(members[2].generator.get_state(), torch.Generator().manual_seed(2).get_state())
 
 
+def test_stacked_draws_spread_over_threads_are_still_each_members_own():
+    """Large rows are drawn on torch's threads, a share of the members each: the same values."""
+    shapes = [(300, 64), (64,)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        members = [SimpleNamespace(generator=torch.Generator().manual_seed(k)) for k in range(5)]
+        views = StackedDraws([torch.zeros(5, *s) for s in shapes]).normal(members, [0.1, 0.2, 0.0, 0.4, 0.5])
+    finally:
+        torch.set_num_threads(before)
+    for k, std in enumerate([0.1, 0.2, 0.0, 0.4, 0.5]):
+        if std:
+            alone = FlatNoise([torch.zeros(s) for s in shapes]).normal(torch.Generator().manual_seed(k), std)
+            assert all(torch.equal(v[k], a) for v, a in zip(views, alone))
+    assert not any(v[2].any() for v in views)
+
+
 @pytest.mark.parametrize("kind", ["weight", "gradient"])
 def test_parameter_kinds_act_once_on_the_stacked_tensors(tmp_path, kind):
     """weight and gradient noise are one call on the stack's tensors (their stacked form), not a
