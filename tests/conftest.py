@@ -42,6 +42,18 @@ def write_spec(folder: Path, spec: dict, name: str = "spec.yaml") -> Path:
 
 
 @pytest.fixture
+def three_threads():
+    """torch at 3 threads for the test (restored after): a count no run here picks by itself, so a
+    test that checks a run gives its threads back cannot pass by the worker's own 1 (xdist, above)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    yield 3
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def tiny_spec(tmp_path) -> Path:
     return write_spec(tmp_path, {"name": "tiny", **TINY})
 

@@ -196,6 +196,17 @@ def test_a_diverging_member_is_masked_out_and_the_others_go_on(tmp_path):
             assert_close_rows(rows(tmp_path / "batched" / spec.name), rows(tmp_path / "alone" / spec.name))
 
 
+def test_none_members_go_on_when_every_noise_member_has_left(tmp_path):
+    """The stack rebuilt without its noise members (here: diverged) has none members alone: they
+    finish as their points alone (the weight form is not rebuilt for members that have no entry)."""
+    specs = specs_for("mlp", "none") + specs_for("mlp", "weight", factors=[1e20])
+    outcomes = {o.name: o.state for o in train_group(specs, tmp_path / "batched", lambda *a: None)}
+    assert outcomes == {s.name: "completed" if s.noise[0].kind == "none" else "diverged" for s in specs}
+    for spec in specs[:2]:
+        train_point(spec, tmp_path / "alone", lambda *a: None)
+        assert_close_rows(rows(tmp_path / "batched" / spec.name), rows(tmp_path / "alone" / spec.name))
+
+
 def stop_after(monkeypatch, steps: int):
     """A SIGINT arrives during the stack's step number `steps`."""
     real = Stack.train_step
@@ -327,13 +338,14 @@ def test_groups_follow_the_plan_and_max_batch(tmp_path):
     assert [len(g) for g in form_groups(load_plan(spec).points, max_batch=8)[0]] == [len(load_plan(spec).points)]
 
 
-MIXED = [("mlp", "activation"), ("mlp", "gradient"), ("gpt", "embedding")]
+MIXED = [("mlp", "activation"), ("mlp", "gradient"), ("mlp", "weight"), ("gpt", "embedding")]
 
 
 @pytest.mark.parametrize("model,kind", MIXED, ids=[f"{m}-{k}" for m, k in MIXED])
-def test_none_members_in_a_stack_of_noise_points_train_as_alone(tmp_path, model, kind):
+def test_none_members_in_a_stack_of_noise_points_train_as_alone(tmp_path, model, kind, three_threads):
     """A none point first in a stack of noise points: the stack reads its noise entries from a
-    member that has them (forward feeds, gradient binding), and the none members add nothing."""
+    member that has them (forward feeds, gradient binding, the stacked forms of weight and
+    gradient noise, their draws spread over threads), and the none members add nothing."""
     specs = specs_for(model, "none") + specs_for(model, kind, factors=[FACTORS[kind]])
     outcomes = train_group(specs, tmp_path / "batched", lambda *a: None)
     assert [o.state for o in outcomes] == ["completed"] * len(specs)

@@ -158,7 +158,7 @@ def test_a_kill_between_the_members_saves_resumes_bitwise_as_the_whole_stack(tmp
 # ---------------------------------------------------------------- 6. a resumed point's thread count
 
 
-def test_a_resumed_point_trains_with_the_thread_count_it_started_with(tmp_path, monkeypatch):
+def test_a_resumed_point_trains_with_the_thread_count_it_started_with(tmp_path, monkeypatch, three_threads):
     """Started with 1 thread (a worker's share), stopped, resumed where 2 are offered: it goes on
     with 1, recorded in its status, and ends bitwise as a run with 1 thread throughout."""
     spec = specs_for("mlp", "input", seeds=(0,))[1]

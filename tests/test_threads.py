@@ -20,7 +20,8 @@ def test_oversubscription_is_said_with_the_count_that_fits(monkeypatch):
     assert device.oversubscribed(2, 2).endswith("use --threads 1")
 
 
-def test_train_threads_is_recorded_warned_about_and_kept_on_resume(tiny_spec, tmp_path, cli, monkeypatch):
+def test_train_threads_is_recorded_warned_about_and_kept_on_resume(tiny_spec, tmp_path, cli, monkeypatch,
+                                                                   three_threads):
     before = torch.get_num_threads()
     monkeypatch.setattr(device, "available_cores", lambda: 1)
     code, out, err = cli("train", tiny_spec, "--runs-dir", tmp_path / "runs", "--threads", "2", "-q")

@@ -171,7 +171,8 @@ class Stacked:
         forms = self._forms()
         self.hooks = StackHooks([m.noises for m in members], forms)
         # a member's own gradient hook (a kind without a stacked form) adds to its .grad: bind it
-        self.bind_grads = any(_uses(n, "on_gradients") for i, n in enumerate(self.noises) if i not in forms)
+        self.bind_grads = any(_uses(n, "on_gradients") for m in members for i, n in enumerate(m.noises)
+                              if i not in forms)
         self.B = {n: torch.stack([dict(m.raw_model.named_buffers())[n] for m in members])
                   for n in self.buffer_names}
         self.optimizer = adamw([self.P[n] for n in self.names], [self.params[0][n] for n in self.names],
@@ -197,6 +198,8 @@ class Stacked:
             entries = [m.noises[i] if i < len(m.noises) else None for m in self.members]
             if any(e is not None and type(e) is not type(noise) and e.spec.kind != "none" for e in entries):
                 continue  # another kind at this entry: member by member
+            if "stacked" not in vars(type(noise)) or not any(type(e) is type(noise) for e in entries):
+                continue  # a subclass that changed the hooks but not the form; or only none members left
             try:  # None: a member without this entry (a `none` point), which adds nothing
                 form = type(noise).stacked([e if type(e) is type(noise) else None for e in entries], stacked_of)
             except KeyError:  # a targeted tensor the stack does not hold (not trained)

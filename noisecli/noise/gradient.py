@@ -40,8 +40,9 @@ class GradientNoise(Noise):
             torch._foreach_add_(list(grads), list(noise))
 
     @classmethod
-    def stacked(cls, noises: list, stacked_of) -> StackedGradientNoise:
-        return StackedGradientNoise(noises, [stacked_of(p) for p in present(noises).params])
+    def stacked(cls, noises: list, stacked_of) -> StackedGradientNoise | None:
+        params = [stacked_of(p) for p in present(noises).params]
+        return StackedGradientNoise(noises, params) if params else None
 
 
 class StackedGradientNoise:

@@ -37,8 +37,9 @@ class WeightNoise(Noise):
             self.perturbed = False
 
     @classmethod
-    def stacked(cls, noises: list, stacked_of) -> StackedWeightNoise:
-        return StackedWeightNoise(noises, [stacked_of(p) for p in present(noises).params])
+    def stacked(cls, noises: list, stacked_of) -> StackedWeightNoise | None:
+        params = [stacked_of(p) for p in present(noises).params]
+        return StackedWeightNoise(noises, params) if params else None
 
 
 def perturb(params: list[torch.Tensor], clean: list[torch.Tensor], eps: list[torch.Tensor], mode: str) -> None:
