@@ -94,6 +94,16 @@ def form_groups(points: list, max_batch: int, alone: Callable[[Spec], str | None
     by_reason: dict[str, list] = {}
     out: list[list] = []
     noiseless: list = []
+
+    def place(p, key: str) -> bool:
+        """Into the open stack of its key, else a new one (True)."""
+        if key in groups and len(groups[key]) < max_batch:
+            groups[key].append(p)
+            return False
+        groups[key] = [p]
+        out.append(groups[key])
+        return True
+
     for p in points:
         key, why = batch_key(p.spec, alone)
         if key is None:
@@ -101,21 +111,14 @@ def form_groups(points: list, max_batch: int, alone: Callable[[Spec], str | None
             out.append([p])
         elif _noiseless(p.spec):
             noiseless.append((p, key))  # placed once the noise points' stacks are known
-        elif key in groups and len(groups[key]) < max_batch:
-            groups[key].append(p)
-        else:
-            groups[key] = [p]
-            out.append(groups[key])
+        elif place(p, key):
             by_base.setdefault(_base_key(key), []).append(groups[key])
     for p, key in noiseless:
         joined = next((g for g in by_base.get(_base_key(key), []) if len(g) < max_batch), None)
         if joined is not None:
             joined.append(p)
-        elif key in groups and len(groups[key]) < max_batch:
-            groups[key].append(p)
         else:
-            groups[key] = [p]
-            out.append(groups[key])
+            place(p, key)
     notes = [f"--batched: {plural(len(names), 'point')} ({names[0]}{', ...' if len(names) > 1 else ''}): {why}"
              for why, names in by_reason.items()]
     return out, notes

@@ -34,15 +34,20 @@ class GradientNoise(Noise):
         if factor == 0:
             return
         noise = self.buffer.normal(self.generator, self.std(factor, self.step))
-        pairs = [(p.grad, n) for p, n in zip(self.params, noise) if p.grad is not None]
-        if pairs:
-            grads, noise = zip(*pairs)
-            torch._foreach_add_(list(grads), list(noise))
+        add_to_gradients(self.params, noise)
 
     @classmethod
     def stacked(cls, noises: list, stacked_of) -> StackedGradientNoise | None:
         params = [stacked_of(p) for p in present(noises).params]
         return StackedGradientNoise(noises, params) if params else None
+
+
+def add_to_gradients(params: list[torch.Tensor], noise: list[torch.Tensor]) -> None:
+    """grad <- grad + noise, in one call, for the parameters that have a gradient this step."""
+    pairs = [(p.grad, n) for p, n in zip(params, noise) if p.grad is not None]
+    if pairs:
+        grads, noise = zip(*pairs)
+        torch._foreach_add_(list(grads), list(noise))
 
 
 class StackedGradientNoise:
@@ -58,9 +63,4 @@ class StackedGradientNoise:
         if not any(factors):
             return
         stds = [0.0 if n is None or f == 0 else n.std(f, n.step) for n, f in zip(self.noises, factors)]
-        noise = self.draws.normal(self.noises, stds)
-        pairs = [(p.grad, e) for p, e in zip(self.params, noise) if p.grad is not None]  # as alone
-        if pairs:
-            grads, noise = zip(*pairs)
-            torch._foreach_add_(list(grads), list(noise))
-
+        add_to_gradients(self.params, self.draws.normal(self.noises, stds))

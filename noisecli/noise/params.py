@@ -113,4 +113,3 @@ def _draw_pool(threads: int):
 def present(noises: list) -> object:
     """The first member's entry of a stacked form's `noises` that is not None."""
     return next(n for n in noises if n is not None)
-
